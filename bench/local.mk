@@ -1,0 +1,1 @@
+# Benchmark drivers (scripts); nothing to build.

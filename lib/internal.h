@@ -1,0 +1,151 @@
+/*
+ * lib/internal.h - libbsa internals shared by lib/ and kernels/.
+ *
+ * Symbols here are not API; they use the bsa__ prefix.
+ */
+#ifndef BSA_INTERNAL_H
+#define BSA_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdint.h>
+
+#include "bsa/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------
+ * Errors.  bsa__fail formats a message into the context (and the thread
+ * local fallback) and returns the status, so call sites read
+ *     return bsa__fail(ctx, BSA_ERR_INVALID_ARG, "qo_len = %lld ...", ...);
+ * ---------------------------------------------------------------------- */
+#define BSA__MSG_LEN 512
+bsa_status bsa__fail(bsa_ctx *ctx, bsa_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void bsa__clear_error(bsa_ctx *ctx);
+
+struct bsa_ctx {
+  bsa_device device;
+  int cuda_device;
+  int num_threads;
+  void *cuda_stream;
+  char device_name[256];
+  char msg[BSA__MSG_LEN];
+  int sm_count;       /* CUDA: multiprocessors */
+  int cc_major, cc_minor;
+};
+
+/* ------------------------------------------------------------------------
+ * Work list.
+ *
+ * The plan compiles a sparsity description into work items.  One item is a
+ * (kv head, query row range) whose rows all share one list of KV segments;
+ * the query rows of all Hq/Hkv heads of the group are processed together
+ * (GQA packing).  A segment is a contiguous key range [kv_begin, kv_end)
+ * built by merging adjacent kept blocks; flags say whether elements inside
+ * it need masking.  Items are sorted longest first (cost = rows * keys).
+ * ---------------------------------------------------------------------- */
+enum {
+  BSA__SEG_CAUSAL = 1u << 0,  /* some (row, key) of it is past the diagonal */
+  BSA__SEG_ELEMASK = 1u << 1  /* per-element BSR mask; see mask_offset */
+};
+
+typedef struct bsa__segment {
+  int64_t kv_begin;
+  int64_t kv_end;
+  /* BSA__SEG_ELEMASK: offset (in elements) of the [R, C] mask block in the
+   * plan's mask array; the segment is exactly one block then and rows of
+   * the item start at row (q_begin - block_row_start) of that block. */
+  int64_t mask_offset;
+  int32_t flags;
+  int32_t mask_row0; /* first block row of the item within the mask block */
+} bsa__segment;
+
+typedef struct bsa__work_item {
+  int32_t kv_head;
+  int32_t num_segments;
+  int64_t q_begin; /* query rows [q_begin, q_end) (token positions) */
+  int64_t q_end;
+  int64_t seg_offset; /* index of the first segment in the segment array */
+  int64_t cost;       /* rows * keys visited, for ordering */
+} bsa__work_item;
+
+typedef enum bsa__plan_kind {
+  BSA__PLAN_DENSE = 0,
+  BSA__PLAN_BSR = 1,
+  BSA__PLAN_VAR = 2
+} bsa__plan_kind;
+
+struct bsa_plan {
+  bsa_ctx *ctx;
+  bsa__plan_kind kind;
+  bsa_attn_params p; /* with defaults resolved (sm_scale, rope) */
+  int32_t group;     /* Hq / Hkv */
+
+  /* Work list (host). */
+  bsa__work_item *items;
+  int64_t num_items;
+  bsa__segment *segs;
+  int64_t num_segs;
+  int64_t max_item_rows; /* largest q_end - q_begin */
+
+  /* BSR per-element masks [nnz, R, C], copied (host). */
+  uint8_t *mask;
+  int64_t mask_bytes;
+  int64_t R, C;
+
+  bsa_plan_info info;
+
+  /* Backend state (CUDA: device copies of the work list and masks). */
+  void *backend;
+  void (*backend_free)(struct bsa_plan *plan);
+};
+
+/* Tile height used when compiling work lists: rows per item at most. */
+#define BSA__CPU_TILE_Q 64
+
+/* Compiles the work list.  Inputs are validated already.  For a BSR plan
+ * bsr is non-NULL, for a variable plan var is non-NULL, for dense both are
+ * NULL.  tile_q bounds the rows of an item. */
+bsa_status bsa__worklist_build(bsa_plan *plan, const bsa_bsr_desc *bsr,
+                               const bsa_var_desc *var, int64_t tile_q);
+
+/* Element index helpers: offset of (token t, head h, dim 0). */
+static inline int64_t bsa__tok_offset(bsa_layout layout, int64_t len,
+                                      int32_t heads, int32_t dim, int64_t t,
+                                      int32_t h) {
+  return layout == BSA_LAYOUT_NHD ? (t * heads + h) * (int64_t)dim
+                                  : ((int64_t)h * len + t) * (int64_t)dim;
+}
+
+/* CPU backend. */
+bsa_status bsa__cpu_run(bsa_plan *plan, const void *q, const void *k,
+                        const void *v, void *o, float *lse);
+
+/* Aligned host allocation (64 bytes); free with free(). */
+void *bsa__aligned_alloc(size_t bytes);
+
+/* Monotonic clock in milliseconds. */
+double bsa__now_ms(void);
+
+#ifdef BSA_HAVE_CUDA
+/* CUDA backend (lib/cuda_backend.c + kernels/). */
+bsa_status bsa__cuda_ctx_init(bsa_ctx *ctx);
+bsa_status bsa__cuda_plan_prepare(bsa_plan *plan);
+bsa_status bsa__cuda_run(bsa_plan *plan, const void *q, const void *k,
+                         const void *v, void *o, float *lse);
+bsa_status bsa__cuda_alloc(bsa_ctx *ctx, size_t bytes, void **ptr);
+void bsa__cuda_free(bsa_ctx *ctx, void *ptr);
+bsa_status bsa__cuda_copy(bsa_ctx *ctx, void *dst, const void *src,
+                          size_t bytes, int to_device);
+bsa_status bsa__cuda_synchronize(bsa_ctx *ctx);
+bsa_status bsa__cuda_time(bsa_plan *plan, const void *q, const void *k,
+                          const void *v, void *o, float *lse, int warmup,
+                          int reps, double *median_ms, double *min_ms);
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* BSA_INTERNAL_H */

@@ -1,0 +1,1 @@
+# Mask generators and evaluation; their tests.

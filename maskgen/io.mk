@@ -1,0 +1,1 @@
+# Trace and mask file I/O, trace synthesis; their tests.

@@ -1,0 +1,1 @@
+# Core (libbsa) tests.  Module tests live in each module's fragment.
