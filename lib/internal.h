@@ -132,6 +132,9 @@ double bsa__now_ms(void);
 #ifdef BSA_HAVE_CUDA
 /* CUDA backend (lib/cuda_backend.c + kernels/). */
 bsa_status bsa__cuda_ctx_init(bsa_ctx *ctx);
+/* Rows per work item the CUDA kernels want for this plan (before the work
+ * list is built); bsa__cuda_plan_prepare then uploads the work list. */
+int64_t bsa__cuda_tile_q(const bsa_plan *plan);
 bsa_status bsa__cuda_plan_prepare(bsa_plan *plan);
 bsa_status bsa__cuda_run(bsa_plan *plan, const void *q, const void *k,
                          const void *v, void *o, float *lse);

@@ -1,0 +1,6 @@
+/* Placeholder until the eval verb lands; replaced by its module. */
+#include "cli.h"
+int cmd_eval(bsa_cli *cli, int argc, char **argv) {
+  (void)argc; (void)argv;
+  return cli_error(cli, BSA_EXIT_FAIL, "this verb is not built yet");
+}
