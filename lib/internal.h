@@ -111,6 +111,16 @@ struct bsa_plan {
 bsa_status bsa__worklist_build(bsa_plan *plan, const bsa_bsr_desc *bsr,
                                const bsa_var_desc *var, int64_t tile_q);
 
+/* Validation (lib/validate.c).  Each returns BSA_OK or a failure whose
+ * message names the argument, the value and the limit.  Resolves defaults
+ * into *resolved (sm_scale, rope_scale, rope_theta). */
+bsa_status bsa__validate_params(bsa_ctx *ctx, const bsa_attn_params *p,
+                                bsa_attn_params *resolved);
+bsa_status bsa__validate_bsr(bsa_ctx *ctx, const bsa_attn_params *p,
+                             const bsa_bsr_desc *bsr, int64_t *nnz_out);
+bsa_status bsa__validate_var(bsa_ctx *ctx, const bsa_attn_params *p,
+                             const bsa_var_desc *var);
+
 /* Element index helpers: offset of (token t, head h, dim 0). */
 static inline int64_t bsa__tok_offset(bsa_layout layout, int64_t len,
                                       int32_t heads, int32_t dim, int64_t t,

@@ -1,0 +1,382 @@
+/*
+ * lib/cpu_backend.c - exact block-sparse attention on the CPU.
+ *
+ * A run has two phases:
+ *  1. Staging: q, k, v are converted to float32, RoPE is applied, q is
+ *     multiplied by sm_scale, and the data is laid out so that the rows of
+ *     one work item are contiguous: q as [Hkv, M, group, D] (the query heads
+ *     of a GQA group interleaved per token), k and v as [Hkv, N, D].
+ *  2. Work items (longest first) are taken by worker threads.  For an item
+ *     with R = rows * group query rows, each KV segment is visited in
+ *     chunks of KC keys: S = Q K^T (sgemm), the logits epilogue (soft cap,
+ *     ALiBi, masks only on flagged segments), online softmax (running max
+ *     m and sum l per row), O += P V (sgemm).  Finally O /= l and
+ *     LSE = m + log l; rows that saw no key get O = 0 and LSE = -inf.
+ *
+ * The float32 buffers live in the plan and are reused across runs.
+ */
+#include "config.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define KC 256 /* keys per chunk: S = [R, KC] stays in L2 */
+
+typedef struct cpu_state {
+  float *q, *k, *v; /* staged inputs */
+  size_t q_elems, kv_elems;
+  float *scratch; /* per thread: S [Rmax, KC], O [Rmax, D], m, l [Rmax] */
+  size_t scratch_per_thread;
+  int threads;
+  float *slopes; /* [Hq] ALiBi slopes */
+} cpu_state;
+
+static void cpu_state_free(bsa_plan *plan) {
+  cpu_state *s = plan->backend;
+  if (!s) return;
+  free(s->q);
+  free(s->k);
+  free(s->v);
+  free(s->scratch);
+  free(s->slopes);
+  free(s);
+  plan->backend = NULL;
+  plan->backend_free = NULL;
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+static inline float load_elem(const void *base, bsa_dtype t, int64_t i) {
+  switch (t) {
+    case BSA_DTYPE_F32: return ((const float *)base)[i];
+    case BSA_DTYPE_F16: return bsa_f16_to_f32(((const uint16_t *)base)[i]);
+    default: return bsa_bf16_to_f32(((const uint16_t *)base)[i]);
+  }
+}
+
+static inline void store_elem(void *base, bsa_dtype t, int64_t i, float x) {
+  switch (t) {
+    case BSA_DTYPE_F32: ((float *)base)[i] = x; break;
+    case BSA_DTYPE_F16: ((uint16_t *)base)[i] = bsa_f32_to_f16(x); break;
+    default: ((uint16_t *)base)[i] = bsa_f32_to_bf16(x); break;
+  }
+}
+
+/* exp(x) for x <= 0 (softmax after max subtraction) in a form compilers
+ * vectorise: 2^(x log2 e) split into 2^n * 2^f with |f| <= 1/2, 2^f by a
+ * degree-7 polynomial (relative error < 1e-7).  Inputs below -87 (and -inf)
+ * give 0. */
+static inline float exp_neg(float x) {
+  float y = x * 1.44269504088896341f;
+  y = y < -126.0f ? -126.0f : y;
+  float n = __builtin_roundf(y);
+  float f = y - n;
+  /* 2^f = e^(f ln2), Taylor coefficients ln2^k / k!. */
+  float p = 1.5252733804059840e-5f;
+  p = p * f + 1.5403530393381609e-4f;
+  p = p * f + 1.3333558146428443e-3f;
+  p = p * f + 9.6181291076284772e-3f;
+  p = p * f + 5.5504108664821580e-2f;
+  p = p * f + 2.4022650695910071e-1f;
+  p = p * f + 6.9314718055994531e-1f;
+  p = p * f + 1.0f;
+  int32_t bits = ((int32_t)n + 127) << 23;
+  float scale;
+  memcpy(&scale, &bits, 4);
+  float r = p * scale;
+  return x < -87.0f ? 0.0f : r;
+}
+
+/* ------------------------------------------------------------- staging */
+
+typedef struct stage_job {
+  bsa_plan *plan;
+  cpu_state *s;
+  const void *q, *k, *v;
+  int which; /* 0 q, 1 k, 2 v */
+  atomic_long next;
+  int64_t total; /* tokens */
+} stage_job;
+
+/* Rotates x[0..D) in place by RoPE (rotate-half pairs (i, i + D/2)) at pos. */
+static void rope_apply(float *x, int32_t D, double pos, const bsa_attn_params *p) {
+  const int32_t half = D / 2;
+  for (int32_t i = 0; i < half; i++) {
+    double freq = pow((double)p->rope_theta, -2.0 * i / D) / p->rope_scale;
+    double a = pos * freq;
+    double c = cos(a), sn = sin(a);
+    float x1 = x[i], x2 = x[i + half];
+    x[i] = (float)(x1 * c - x2 * sn);
+    x[i + half] = (float)(x2 * c + x1 * sn);
+  }
+}
+
+static void stage_tokens(stage_job *j, int64_t t0, int64_t t1) {
+  const bsa_attn_params *p = &j->plan->p;
+  cpu_state *s = j->s;
+  const int32_t D = p->head_dim, Hq = p->num_qo_heads, Hkv = p->num_kv_heads;
+  const int32_t g = j->plan->group;
+  const int64_t M = p->qo_len, N = p->kv_len, off = N - M;
+  const int rope = p->pos_encoding == BSA_POS_ROPE_LLAMA;
+  for (int64_t t = t0; t < t1; t++) {
+    if (j->which == 0) {
+      for (int32_t qh = 0; qh < Hq; qh++) {
+        int32_t h = qh / g, gh = qh % g;
+        float *dst = s->q + (((int64_t)h * M + t) * g + gh) * D;
+        int64_t src = bsa__tok_offset(p->layout, M, Hq, D, t, qh);
+        for (int32_t d = 0; d < D; d++) dst[d] = load_elem(j->q, p->q_dtype, src + d);
+        if (rope) rope_apply(dst, D, (double)(t + off), p);
+        for (int32_t d = 0; d < D; d++) dst[d] *= p->sm_scale;
+      }
+    } else {
+      const void *in = j->which == 1 ? j->k : j->v;
+      float *out = j->which == 1 ? s->k : s->v;
+      for (int32_t h = 0; h < Hkv; h++) {
+        float *dst = out + ((int64_t)h * N + t) * D;
+        int64_t src = bsa__tok_offset(p->layout, N, Hkv, D, t, h);
+        for (int32_t d = 0; d < D; d++) dst[d] = load_elem(in, p->kv_dtype, src + d);
+        if (rope && j->which == 1) rope_apply(dst, D, (double)t, p);
+      }
+    }
+  }
+}
+
+static void *stage_worker(void *arg) {
+  stage_job *j = arg;
+  const int64_t chunk = 64;
+  for (;;) {
+    int64_t t0 = atomic_fetch_add(&j->next, chunk);
+    if (t0 >= j->total) break;
+    int64_t t1 = t0 + chunk < j->total ? t0 + chunk : j->total;
+    stage_tokens(j, t0, t1);
+  }
+  return NULL;
+}
+
+/* ------------------------------------------------------------ main loop */
+
+typedef struct run_job {
+  bsa_plan *plan;
+  cpu_state *s;
+  void *o;
+  float *lse;
+  atomic_long next;
+  int tid_next;
+  pthread_mutex_t lock;
+} run_job;
+
+/* Epilogue of one chunk for one query row: logits transform, masks, and the
+ * online-softmax update.  srow holds R logits for keys [kb, kb + n); on
+ * return it holds the probabilities p = exp(s - m_new).  Returns the factor
+ * by which the row's previous O and l must be scaled. */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static float row_softmax_chunk(
+    float *srow, int64_t n, int64_t kb, int64_t t, int64_t off, int32_t flags,
+    const uint8_t *mrow, float cap, float slope, int alibi, float *m, float *l) {
+  if (cap > 0.0f) {
+    const float rc = 1.0f / cap;
+    for (int64_t c = 0; c < n; c++) srow[c] = cap * tanhf(srow[c] * rc);
+  }
+  if (alibi) {
+    const float base = (float)(kb - (t + off));
+    for (int64_t c = 0; c < n; c++) srow[c] += slope * (base + (float)c);
+  }
+  if (flags & BSA__SEG_CAUSAL) {
+    int64_t lim = t + off + 1 - kb; /* columns >= lim are not visible */
+    if (lim < 0) lim = 0;
+    for (int64_t c = lim; c < n; c++) srow[c] = -INFINITY;
+  }
+  if (flags & BSA__SEG_ELEMASK)
+    for (int64_t c = 0; c < n; c++)
+      if (!mrow[c]) srow[c] = -INFINITY;
+  float mx = -INFINITY;
+  for (int64_t c = 0; c < n; c++) mx = srow[c] > mx ? srow[c] : mx;
+  float m_old = *m;
+  float m_new = mx > m_old ? mx : m_old;
+  if (m_new == -INFINITY) { /* nothing visible yet */
+    for (int64_t c = 0; c < n; c++) srow[c] = 0.0f;
+    return 1.0f;
+  }
+  float sum = 0.0f;
+  for (int64_t c = 0; c < n; c++) {
+    float e = exp_neg(srow[c] - m_new);
+    srow[c] = e;
+    sum += e;
+  }
+  float alpha = m_old == -INFINITY ? 0.0f : exp_neg(m_old - m_new);
+  *m = m_new;
+  *l = *l * alpha + sum;
+  return alpha;
+}
+
+static void run_item(run_job *j, const bsa__work_item *it, float *scratch) {
+  bsa_plan *plan = j->plan;
+  const bsa_attn_params *p = &plan->p;
+  cpu_state *s = j->s;
+  const int32_t D = p->head_dim, g = plan->group, Hq = p->num_qo_heads;
+  const int64_t M = p->qo_len, N = p->kv_len, off = N - M;
+  const int64_t rows = it->q_end - it->q_begin;
+  const int64_t R = rows * g;
+  const int64_t Rmax = plan->max_item_rows * g;
+  float *S = scratch;
+  float *O = S + Rmax * KC;
+  float *m = O + Rmax * D;
+  float *l = m + Rmax;
+  const float *Q = s->q + ((int64_t)it->kv_head * M + it->q_begin) * g * D;
+  const float *K = s->k + (int64_t)it->kv_head * N * D;
+  const float *V = s->v + (int64_t)it->kv_head * N * D;
+  const int alibi = p->pos_encoding == BSA_POS_ALIBI;
+
+  memset(O, 0, sizeof(float) * (size_t)(R * D));
+  for (int64_t r = 0; r < R; r++) {
+    m[r] = -INFINITY;
+    l[r] = 0.0f;
+  }
+  for (int32_t si = 0; si < it->num_segments; si++) {
+    const bsa__segment *seg = &plan->segs[it->seg_offset + si];
+    for (int64_t kb = seg->kv_begin; kb < seg->kv_end; kb += KC) {
+      const int64_t n = seg->kv_end - kb < KC ? seg->kv_end - kb : KC;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)R, (int)n, D, 1.0f, Q, D,
+                  K + kb * D, D, 0.0f, S, KC);
+      for (int64_t r = 0; r < R; r++) {
+        const int64_t t = it->q_begin + r / g;
+        const int32_t qh = it->kv_head * g + (int32_t)(r % g);
+        const uint8_t *mrow = NULL;
+        if (seg->flags & BSA__SEG_ELEMASK)
+          mrow = plan->mask + seg->mask_offset + (seg->mask_row0 + (t - it->q_begin)) * plan->C +
+                 (kb - seg->kv_begin);
+        float alpha = row_softmax_chunk(S + r * KC, n, kb, t, off, seg->flags, mrow,
+                                        p->logits_soft_cap, alibi ? s->slopes[qh] : 0.0f, alibi,
+                                        &m[r], &l[r]);
+        if (alpha != 1.0f) {
+          float *orow = O + r * D;
+          for (int32_t d = 0; d < D; d++) orow[d] *= alpha;
+        }
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, D, (int)n, 1.0f, S, KC,
+                  V + kb * D, D, 1.0f, O, D);
+    }
+  }
+  for (int64_t r = 0; r < R; r++) {
+    const int64_t t = it->q_begin + r / g;
+    const int32_t qh = it->kv_head * g + (int32_t)(r % g);
+    const int64_t dst = bsa__tok_offset(p->layout, M, Hq, D, t, qh);
+    if (l[r] > 0.0f) {
+      const float inv = 1.0f / l[r];
+      for (int32_t d = 0; d < D; d++) store_elem(j->o, p->o_dtype, dst + d, O[r * D + d] * inv);
+      if (j->lse) j->lse[t * Hq + qh] = m[r] + logf(l[r]);
+    } else {
+      for (int32_t d = 0; d < D; d++) store_elem(j->o, p->o_dtype, dst + d, 0.0f);
+      if (j->lse) j->lse[t * Hq + qh] = -INFINITY;
+    }
+  }
+}
+
+static void *run_worker(void *arg) {
+  run_job *j = arg;
+  pthread_mutex_lock(&j->lock);
+  int tid = j->tid_next++;
+  pthread_mutex_unlock(&j->lock);
+  float *scratch = j->s->scratch + (size_t)tid * j->s->scratch_per_thread;
+  for (;;) {
+    int64_t i = atomic_fetch_add(&j->next, 1);
+    if (i >= j->plan->num_items) break;
+    run_item(j, &j->plan->items[i], scratch);
+  }
+  return NULL;
+}
+
+/* Runs fn(arg) on n threads (the caller is one of them). */
+static bsa_status parallel(bsa_ctx *ctx, int n, void *(*fn)(void *), void *arg) {
+  pthread_t th[1024];
+  int started = 0;
+  for (int i = 1; i < n; i++) {
+    if (pthread_create(&th[started], NULL, fn, arg) != 0) break;
+    started++;
+  }
+  fn(arg);
+  for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+  (void)ctx;
+  return BSA_OK;
+}
+
+static bsa_status ensure_state(bsa_plan *plan, cpu_state **out) {
+  cpu_state *s = plan->backend;
+  if (s) {
+    *out = s;
+    return BSA_OK;
+  }
+  const bsa_attn_params *p = &plan->p;
+  s = calloc(1, sizeof *s);
+  if (!s) return bsa__fail(plan->ctx, BSA_ERR_NOMEM, "cpu run: out of memory");
+  s->threads = plan->ctx->num_threads;
+  if (s->threads > plan->num_items) s->threads = plan->num_items > 0 ? (int)plan->num_items : 1;
+  s->q_elems = (size_t)p->num_qo_heads * (size_t)p->qo_len * (size_t)p->head_dim;
+  s->kv_elems = (size_t)p->num_kv_heads * (size_t)p->kv_len * (size_t)p->head_dim;
+  const size_t Rmax = (size_t)plan->max_item_rows * (size_t)plan->group;
+  s->scratch_per_thread = Rmax * KC + Rmax * (size_t)p->head_dim + 2 * Rmax + 16;
+  s->scratch_per_thread = (s->scratch_per_thread + 15) & ~(size_t)15;
+  s->q = bsa__aligned_alloc(s->q_elems * sizeof(float));
+  s->k = bsa__aligned_alloc(s->kv_elems * sizeof(float));
+  s->v = bsa__aligned_alloc(s->kv_elems * sizeof(float));
+  s->scratch = bsa__aligned_alloc(s->scratch_per_thread * (size_t)s->threads * sizeof(float));
+  s->slopes = malloc(sizeof(float) * (size_t)p->num_qo_heads);
+  plan->backend = s;
+  plan->backend_free = cpu_state_free;
+  if (!s->q || !s->k || !s->v || !s->scratch || !s->slopes) {
+    size_t total = (s->q_elems + 2 * s->kv_elems) * sizeof(float);
+    cpu_state_free(plan);
+    return bsa__fail(plan->ctx, BSA_ERR_NOMEM,
+                     "cpu run: out of memory for %zu bytes of staged inputs", total);
+  }
+  for (int32_t h = 0; h < p->num_qo_heads; h++)
+    s->slopes[h] = bsa_alibi_slope(h, p->num_qo_heads);
+  *out = s;
+  return BSA_OK;
+}
+
+bsa_status bsa__cpu_run(bsa_plan *plan, const void *q, const void *k, const void *v, void *o,
+                        float *lse) {
+  cpu_state *s = NULL;
+  bsa_status st = ensure_state(plan, &s);
+  if (st != BSA_OK) return st;
+  const bsa_attn_params *p = &plan->p;
+#ifdef HAVE_OPENBLAS_SET_NUM_THREADS
+  /* Our threads each call sgemm on small tiles: BLAS threads would only
+   * oversubscribe the cores. */
+  int blas_threads = openblas_get_num_threads();
+  openblas_set_num_threads(1);
+#endif
+  for (int w = 0; w < 3; w++) {
+    stage_job sj;
+    memset(&sj, 0, sizeof sj);
+    sj.plan = plan;
+    sj.s = s;
+    sj.q = q;
+    sj.k = k;
+    sj.v = v;
+    sj.which = w;
+    atomic_init(&sj.next, 0);
+    sj.total = w == 0 ? p->qo_len : p->kv_len;
+    parallel(plan->ctx, plan->ctx->num_threads, stage_worker, &sj);
+  }
+  run_job rj;
+  memset(&rj, 0, sizeof rj);
+  rj.plan = plan;
+  rj.s = s;
+  rj.o = o;
+  rj.lse = lse;
+  atomic_init(&rj.next, 0);
+  pthread_mutex_init(&rj.lock, NULL);
+  parallel(plan->ctx, s->threads, run_worker, &rj);
+  pthread_mutex_destroy(&rj.lock);
+#ifdef HAVE_OPENBLAS_SET_NUM_THREADS
+  openblas_set_num_threads(blas_threads);
+#endif
+  return BSA_OK;
+}

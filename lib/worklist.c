@@ -1,0 +1,248 @@
+/*
+ * lib/worklist.c - compiles a sparsity description into the work list.
+ *
+ * An item covers query rows [q_begin, q_end) of one kv head (all query heads
+ * of its group) that share one list of KV segments.  Items never cross a
+ * block row, so every row of an item sees the same blocks; they are at most
+ * tile_q rows high.  Segments merge adjacent kept blocks into contiguous key
+ * ranges, are clipped to the causal bound of the item's last row, and are
+ * flagged when some element inside needs masking (causal diagonal or a
+ * per-element BSR mask).  Every query row belongs to exactly one item per kv
+ * head, including rows with no visible key (zero segments), so the backends
+ * write every output row.
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+typedef struct builder {
+  bsa_plan *plan;
+  bsa__work_item *items;
+  int64_t n_items, cap_items;
+  bsa__segment *segs;
+  int64_t n_segs, cap_segs;
+  int64_t visible; /* pairs per kv-head row (not yet times group) */
+  int64_t masked;
+  int64_t max_rows;
+  int oom;
+} builder;
+
+static bsa__segment *seg_push(builder *b) {
+  if (b->n_segs == b->cap_segs) {
+    int64_t cap = b->cap_segs ? b->cap_segs * 2 : 1024;
+    bsa__segment *s = realloc(b->segs, sizeof *s * (size_t)cap);
+    if (!s) {
+      b->oom = 1;
+      return NULL;
+    }
+    b->segs = s;
+    b->cap_segs = cap;
+  }
+  return &b->segs[b->n_segs++];
+}
+
+static bsa__work_item *item_push(builder *b) {
+  if (b->n_items == b->cap_items) {
+    int64_t cap = b->cap_items ? b->cap_items * 2 : 256;
+    bsa__work_item *s = realloc(b->items, sizeof *s * (size_t)cap);
+    if (!s) {
+      b->oom = 1;
+      return NULL;
+    }
+    b->items = s;
+    b->cap_items = cap;
+  }
+  return &b->items[b->n_items++];
+}
+
+/* Number of (row, key) pairs with row in [q0, q1), key in [kb, ke) and
+ * key <= row + off. */
+static int64_t causal_pairs(int64_t q0, int64_t q1, int64_t kb, int64_t ke, int64_t off) {
+  int64_t total = 0;
+  /* Rows where the bound row + off + 1 lies inside (kb, ke) contribute a
+   * partial count; rows above see nothing, rows below see all. */
+  for (int64_t r = q0; r < q1; r++) {
+    int64_t lim = r + off + 1; /* keys < lim are visible */
+    if (lim <= kb) continue;
+    if (lim >= ke) {
+      total += (ke - kb) * (q1 - r);
+      break;
+    }
+    total += lim - kb;
+  }
+  return total;
+}
+
+/* Source of kept column ranges for one block row. */
+typedef struct colrange {
+  int64_t begin, end;
+  int64_t mask_offset; /* -1 when the block has no element mask */
+} colrange;
+
+/* Emits the items of rows [r0, r1) that all see the column ranges cols[]
+ * (sorted by begin).  Ranges without element masks that touch are merged. */
+static void emit_rows(builder *b, int32_t kv_head, int64_t r0, int64_t r1, int64_t block_row0,
+                      const colrange *cols, int64_t ncols, int64_t tile_q) {
+  const bsa_attn_params *p = &b->plan->p;
+  const int64_t off = p->kv_len - p->qo_len;
+  for (int64_t q0 = r0; q0 < r1; q0 += tile_q) {
+    int64_t q1 = q0 + tile_q < r1 ? q0 + tile_q : r1;
+    bsa__work_item *it = item_push(b);
+    if (!it) return;
+    it->kv_head = kv_head;
+    it->q_begin = q0;
+    it->q_end = q1;
+    it->seg_offset = b->n_segs;
+    it->num_segments = 0;
+    it->cost = 0;
+    int64_t rows = q1 - q0;
+    if (rows > b->max_rows) b->max_rows = rows;
+    for (int64_t c = 0; c < ncols;) {
+      int64_t kb = cols[c].begin, ke = cols[c].end;
+      int64_t moff = cols[c].mask_offset;
+      c++;
+      if (moff < 0)
+        while (c < ncols && cols[c].mask_offset < 0 && cols[c].begin == ke) ke = cols[c++].end;
+      if (ke <= kb) continue;
+      int32_t flags = 0;
+      if (p->causal) {
+        int64_t lim = q1 + off; /* keys < lim are visible to the last row */
+        if (lim < ke) ke = lim;
+        if (ke <= kb) continue;
+        if (ke > q0 + off + 1) flags |= BSA__SEG_CAUSAL;
+      }
+      if (moff >= 0) flags |= BSA__SEG_ELEMASK;
+      bsa__segment *s = seg_push(b);
+      if (!s) return;
+      s->kv_begin = kb;
+      s->kv_end = ke;
+      s->flags = flags;
+      s->mask_offset = moff >= 0 ? moff : 0;
+      s->mask_row0 = (int32_t)(q0 - block_row0);
+      it = &b->items[b->n_items - 1]; /* item_push may not move, seg_push can't */
+      it->num_segments++;
+      int64_t pairs = (flags & BSA__SEG_CAUSAL) ? causal_pairs(q0, q1, kb, ke, off)
+                                                : rows * (ke - kb);
+      it->cost += rows * (ke - kb);
+      if (flags) b->masked++;
+      if (moff >= 0) {
+        /* Count kept elements exactly (per-element mask, plus causal). */
+        const uint8_t *m = b->plan->mask + moff;
+        int64_t C = b->plan->C;
+        pairs = 0;
+        for (int64_t r = q0; r < q1; r++) {
+          const uint8_t *mr = m + (s->mask_row0 + (r - q0)) * C;
+          for (int64_t j = kb; j < ke; j++)
+            if (mr[j - kb] && (!p->causal || j <= r + off)) pairs++;
+        }
+      }
+      b->visible += pairs;
+    }
+  }
+}
+
+static int cmp_items(const void *pa, const void *pb) {
+  const bsa__work_item *a = pa, *b = pb;
+  if (a->cost != b->cost) return a->cost > b->cost ? -1 : 1;
+  if (a->kv_head != b->kv_head) return a->kv_head < b->kv_head ? -1 : 1;
+  return (a->q_begin > b->q_begin) - (a->q_begin < b->q_begin);
+}
+
+static int cmp_colrange(const void *pa, const void *pb) {
+  const colrange *a = pa, *b = pb;
+  return (a->begin > b->begin) - (a->begin < b->begin);
+}
+
+bsa_status bsa__worklist_build(bsa_plan *plan, const bsa_bsr_desc *bsr,
+                               const bsa_var_desc *var, int64_t tile_q) {
+  const bsa_attn_params *p = &plan->p;
+  builder b;
+  memset(&b, 0, sizeof b);
+  b.plan = plan;
+  if (tile_q < 1) tile_q = BSA__CPU_TILE_Q;
+  const int64_t M = p->qo_len, N = p->kv_len;
+  colrange *cols = NULL;
+
+  if (!bsr && !var) {
+    colrange all = {0, N, -1};
+    for (int32_t h = 0; h < p->num_kv_heads && !b.oom; h++)
+      emit_rows(&b, h, 0, M, 0, &all, 1, tile_q);
+  } else if (bsr) {
+    const int64_t R = bsr->R, C = bsr->C;
+    const int64_t MB = (M + R - 1) / R;
+    const int64_t NB = (N + C - 1) / C;
+    cols = malloc(sizeof *cols * (size_t)(NB > 0 ? NB : 1));
+    if (!cols) b.oom = 1;
+    for (int32_t h = 0; h < p->num_kv_heads && !b.oom; h++) {
+      const int32_t *ip = bsr->indptr + (bsr->per_kv_head ? (int64_t)h * (MB + 1) : 0);
+      for (int64_t i = 0; i < MB && !b.oom; i++) {
+        int64_t n = 0;
+        for (int64_t e = ip[i]; e < ip[i + 1]; e++) {
+          int64_t c = bsr->indices[e];
+          cols[n].begin = c * C;
+          cols[n].end = (c + 1) * C < N ? (c + 1) * C : N;
+          cols[n].mask_offset = bsr->mask ? e * R * C : -1;
+          n++;
+        }
+        qsort(cols, (size_t)n, sizeof *cols, cmp_colrange);
+        int64_t r0 = i * R, r1 = (i + 1) * R < M ? (i + 1) * R : M;
+        emit_rows(&b, h, r0, r1, r0, cols, n, tile_q);
+      }
+    }
+  } else {
+    const int64_t MB = var->num_block_rows, NB = var->num_block_cols;
+    cols = malloc(sizeof *cols * (size_t)NB);
+    if (!cols) b.oom = 1;
+    for (int32_t h = 0; h < p->num_kv_heads && !b.oom; h++) {
+      const int32_t *rs = var->block_row_sz + (int64_t)h * MB;
+      const int32_t *cs = var->block_col_sz + (int64_t)h * NB;
+      int64_t r0 = 0;
+      for (int64_t i = 0; i < MB && !b.oom; i++) {
+        const uint8_t *mrow = var->block_mask_map + ((int64_t)h * MB + i) * NB;
+        int64_t n = 0, kpos = 0;
+        for (int64_t j = 0; j < NB; j++) {
+          int64_t w = cs[j];
+          if (mrow[j] && w > 0) {
+            cols[n].begin = kpos;
+            cols[n].end = kpos + w;
+            cols[n].mask_offset = -1;
+            n++;
+          }
+          kpos += w;
+        }
+        int64_t r1 = r0 + rs[i];
+        if (r1 > r0) emit_rows(&b, h, r0, r1, r0, cols, n, tile_q);
+        r0 = r1;
+      }
+    }
+  }
+  free(cols);
+  if (b.oom) {
+    free(b.items);
+    free(b.segs);
+    return bsa__fail(plan->ctx, BSA_ERR_NOMEM, "plan: out of memory building the work list");
+  }
+  qsort(b.items, (size_t)b.n_items, sizeof *b.items, cmp_items);
+  plan->items = b.items;
+  plan->num_items = b.n_items;
+  plan->segs = b.segs;
+  plan->num_segs = b.n_segs;
+  plan->max_item_rows = b.max_rows;
+
+  const int64_t group = p->num_qo_heads / p->num_kv_heads;
+  bsa_plan_info *info = &plan->info;
+  info->visible_pairs = b.visible * group;
+  if (p->causal)
+    info->total_pairs = causal_pairs(0, M, 0, N, N - M) * p->num_qo_heads;
+  else
+    info->total_pairs = M * N * (int64_t)p->num_qo_heads;
+  info->density = info->total_pairs ? (double)info->visible_pairs / (double)info->total_pairs
+                                    : 0.0;
+  info->num_work_items = b.n_items;
+  info->num_segments = b.n_segs;
+  info->masked_segments = b.masked;
+  return BSA_OK;
+}
