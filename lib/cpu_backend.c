@@ -8,7 +8,8 @@
  *     of a GQA group interleaved per token), k and v as [Hkv, N, D].
  *  2. Work items (longest first) are taken by worker threads.  For an item
  *     with R = rows * group query rows, each KV segment is visited in
- *     chunks of KC keys: S = Q K^T (sgemm), the logits epilogue (soft cap,
+ *     chunks of KC keys (short segments gathered into one chunk):
+ *     S = Q K^T (sgemm), the logits epilogue (soft cap,
  *     ALiBi, masks only on flagged segments), online softmax (running max
  *     m and sum l per row), O += P V (sgemm).  Finally O /= l and
  *     LSE = m + log l; rows that saw no key get O = 0 and LSE = -inf.
@@ -171,13 +172,11 @@ typedef struct run_job {
   pthread_mutex_t lock;
 } run_job;
 
-/* Epilogue of one chunk for one query row: logits transform, masks, and the
- * online-softmax update.  srow holds R logits for keys [kb, kb + n); on
- * return it holds the probabilities p = exp(s - m_new).  Returns the factor
- * by which the row's previous O and l must be scaled. */
-__attribute__((target_clones("avx512f", "avx2", "default"))) static float row_softmax_chunk(
+/* Logits epilogue for keys [kb, kb + n) of one query row at token t: soft
+ * cap, ALiBi, and masks only where the segment is flagged. */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void row_logits(
     float *srow, int64_t n, int64_t kb, int64_t t, int64_t off, int32_t flags,
-    const uint8_t *mrow, float cap, float slope, int alibi, float *m, float *l) {
+    const uint8_t *mrow, float cap, float slope, int alibi) {
   if (cap > 0.0f) {
     const float rc = 1.0f / cap;
     for (int64_t c = 0; c < n; c++) srow[c] = cap * tanhf(srow[c] * rc);
@@ -194,6 +193,13 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) static float row_so
   if (flags & BSA__SEG_ELEMASK)
     for (int64_t c = 0; c < n; c++)
       if (!mrow[c]) srow[c] = -INFINITY;
+}
+
+/* Online-softmax update of one row over a chunk of n logits: on return srow
+ * holds p = exp(s - m_new), *m and *l are updated, and the result is the
+ * factor by which the row's previous O must be scaled. */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static float row_softmax(
+    float *srow, int64_t n, float *m, float *l) {
   float mx = -INFINITY;
   for (int64_t c = 0; c < n; c++) mx = srow[c] > mx ? srow[c] : mx;
   float m_old = *m;
@@ -214,54 +220,109 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) static float row_so
   return alpha;
 }
 
-static void run_item(run_job *j, const bsa__work_item *it, float *scratch) {
+/* A chunk is up to KC keys taken from one or more segments.  One piece is
+ * used in place; several short pieces are gathered into contiguous K and V
+ * buffers so that every sgemm sees a full chunk (small blocks would
+ * otherwise turn into many tiny products). */
+typedef struct piece {
+  const bsa__segment *seg;
+  int64_t kb, n; /* keys [kb, kb + n) */
+} piece;
+
+static void run_chunk(run_job *j, const bsa__work_item *it, const piece *pc, int np,
+                      int64_t nkeys, float *S, float *O, float *m, float *l, float *Kb,
+                      float *Vb) {
   bsa_plan *plan = j->plan;
   const bsa_attn_params *p = &plan->p;
   cpu_state *s = j->s;
-  const int32_t D = p->head_dim, g = plan->group, Hq = p->num_qo_heads;
+  const int32_t D = p->head_dim, g = plan->group;
   const int64_t M = p->qo_len, N = p->kv_len, off = N - M;
-  const int64_t rows = it->q_end - it->q_begin;
-  const int64_t R = rows * g;
+  const int64_t R = (it->q_end - it->q_begin) * g;
+  const float *Q = s->q + ((int64_t)it->kv_head * M + it->q_begin) * g * D;
+  const float *K = s->k + (int64_t)it->kv_head * N * D;
+  const float *V = s->v + (int64_t)it->kv_head * N * D;
+  const int alibi = p->pos_encoding == BSA_POS_ALIBI;
+  const float *Kc = K + pc[0].kb * D, *Vc = V + pc[0].kb * D;
+  if (np > 1) {
+    int64_t c0 = 0;
+    for (int i = 0; i < np; i++) {
+      memcpy(Kb + c0 * D, K + pc[i].kb * D, sizeof(float) * (size_t)(pc[i].n * D));
+      memcpy(Vb + c0 * D, V + pc[i].kb * D, sizeof(float) * (size_t)(pc[i].n * D));
+      c0 += pc[i].n;
+    }
+    Kc = Kb;
+    Vc = Vb;
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)R, (int)nkeys, D, 1.0f, Q, D, Kc, D,
+              0.0f, S, KC);
+  for (int64_t r = 0; r < R; r++) {
+    const int64_t t = it->q_begin + r / g;
+    const int32_t qh = it->kv_head * g + (int32_t)(r % g);
+    float *srow = S + r * KC;
+    int64_t c0 = 0;
+    for (int i = 0; i < np; i++) {
+      const bsa__segment *seg = pc[i].seg;
+      const uint8_t *mrow = NULL;
+      if (seg->flags & BSA__SEG_ELEMASK)
+        mrow = plan->mask + seg->mask_offset + (seg->mask_row0 + (t - it->q_begin)) * plan->C +
+               (pc[i].kb - seg->kv_begin);
+      if (seg->flags || alibi || p->logits_soft_cap > 0.0f)
+        row_logits(srow + c0, pc[i].n, pc[i].kb, t, off, seg->flags, mrow, p->logits_soft_cap,
+                   alibi ? s->slopes[qh] : 0.0f, alibi);
+      c0 += pc[i].n;
+    }
+    float alpha = row_softmax(srow, nkeys, &m[r], &l[r]);
+    if (alpha != 1.0f) {
+      float *orow = O + r * D;
+      for (int32_t d = 0; d < D; d++) orow[d] *= alpha;
+    }
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, D, (int)nkeys, 1.0f, S, KC, Vc,
+              D, 1.0f, O, D);
+}
+
+static void run_item(run_job *j, const bsa__work_item *it, float *scratch) {
+  bsa_plan *plan = j->plan;
+  const bsa_attn_params *p = &plan->p;
+  const int32_t D = p->head_dim, g = plan->group, Hq = p->num_qo_heads;
+  const int64_t M = p->qo_len;
+  const int64_t R = (it->q_end - it->q_begin) * g;
   const int64_t Rmax = plan->max_item_rows * g;
   float *S = scratch;
   float *O = S + Rmax * KC;
   float *m = O + Rmax * D;
   float *l = m + Rmax;
-  const float *Q = s->q + ((int64_t)it->kv_head * M + it->q_begin) * g * D;
-  const float *K = s->k + (int64_t)it->kv_head * N * D;
-  const float *V = s->v + (int64_t)it->kv_head * N * D;
-  const int alibi = p->pos_encoding == BSA_POS_ALIBI;
+  float *Kb = l + Rmax;
+  float *Vb = Kb + (int64_t)KC * D;
 
   memset(O, 0, sizeof(float) * (size_t)(R * D));
   for (int64_t r = 0; r < R; r++) {
     m[r] = -INFINITY;
     l[r] = 0.0f;
   }
+  piece pc[KC];
+  int np = 0;
+  int64_t nkeys = 0;
   for (int32_t si = 0; si < it->num_segments; si++) {
     const bsa__segment *seg = &plan->segs[it->seg_offset + si];
-    for (int64_t kb = seg->kv_begin; kb < seg->kv_end; kb += KC) {
-      const int64_t n = seg->kv_end - kb < KC ? seg->kv_end - kb : KC;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)R, (int)n, D, 1.0f, Q, D,
-                  K + kb * D, D, 0.0f, S, KC);
-      for (int64_t r = 0; r < R; r++) {
-        const int64_t t = it->q_begin + r / g;
-        const int32_t qh = it->kv_head * g + (int32_t)(r % g);
-        const uint8_t *mrow = NULL;
-        if (seg->flags & BSA__SEG_ELEMASK)
-          mrow = plan->mask + seg->mask_offset + (seg->mask_row0 + (t - it->q_begin)) * plan->C +
-                 (kb - seg->kv_begin);
-        float alpha = row_softmax_chunk(S + r * KC, n, kb, t, off, seg->flags, mrow,
-                                        p->logits_soft_cap, alibi ? s->slopes[qh] : 0.0f, alibi,
-                                        &m[r], &l[r]);
-        if (alpha != 1.0f) {
-          float *orow = O + r * D;
-          for (int32_t d = 0; d < D; d++) orow[d] *= alpha;
-        }
+    for (int64_t kb = seg->kv_begin; kb < seg->kv_end;) {
+      int64_t n = seg->kv_end - kb;
+      if (n > KC - nkeys) n = KC - nkeys;
+      pc[np].seg = seg;
+      pc[np].kb = kb;
+      pc[np].n = n;
+      np++;
+      nkeys += n;
+      kb += n;
+      if (nkeys == KC) {
+        run_chunk(j, it, pc, np, nkeys, S, O, m, l, Kb, Vb);
+        np = 0;
+        nkeys = 0;
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, D, (int)n, 1.0f, S, KC,
-                  V + kb * D, D, 1.0f, O, D);
     }
   }
+  if (nkeys > 0) run_chunk(j, it, pc, np, nkeys, S, O, m, l, Kb, Vb);
+
   for (int64_t r = 0; r < R; r++) {
     const int64_t t = it->q_begin + r / g;
     const int32_t qh = it->kv_head * g + (int32_t)(r % g);
@@ -319,7 +380,8 @@ static bsa_status ensure_state(bsa_plan *plan, cpu_state **out) {
   s->q_elems = (size_t)p->num_qo_heads * (size_t)p->qo_len * (size_t)p->head_dim;
   s->kv_elems = (size_t)p->num_kv_heads * (size_t)p->kv_len * (size_t)p->head_dim;
   const size_t Rmax = (size_t)plan->max_item_rows * (size_t)plan->group;
-  s->scratch_per_thread = Rmax * KC + Rmax * (size_t)p->head_dim + 2 * Rmax + 16;
+  s->scratch_per_thread =
+      Rmax * KC + Rmax * (size_t)p->head_dim + 2 * Rmax + 2 * (size_t)KC * p->head_dim + 16;
   s->scratch_per_thread = (s->scratch_per_thread + 15) & ~(size_t)15;
   s->q = bsa__aligned_alloc(s->q_elems * sizeof(float));
   s->k = bsa__aligned_alloc(s->kv_elems * sizeof(float));

@@ -1,1 +1,6 @@
 # Core (libbsa) tests.  Module tests live in each module's fragment.
+check_PROGRAMS += tests/check_attention
+TESTS += tests/check_attention
+tests_check_attention_SOURCES = tests/check_attention.c tests/attn_ref.h
+tests_check_attention_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) -O2
+tests_check_attention_LDADD = $(BSA_LIBS) $(CHECK_STATIC_LIBS) -lm
