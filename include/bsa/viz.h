@@ -86,10 +86,10 @@ typedef struct bsa_viz_layout {
 void bsa_viz_layout_free(bsa_viz_layout *layout); /* accepts NULL; keeps
                                                      the struct itself */
 
-/* Pixel coordinates (real-valued) of token (q, k) of panel p; the pixel
- * holding the cell of tokens (q, k) is (floor(*px), floor(*py)) for
- * *px = x + (k + 0.5) * w / cols etc. when q, k are integers + 0.5 is
- * added by the caller.  No rounding is done here. */
+/* Pixel coordinates (real-valued) of the token position (q, k) of panel p:
+ * (x + k * w / cols, y + q * h / rows).  The cell of integer tokens (i, j)
+ * is centred on position (i + 0.5, j + 0.5); the pixel holding that centre
+ * is (floor(*px), floor(*py)). */
 void bsa_viz_panel_point(const bsa_viz_panel *p, double q, double k,
                          double *px, double *py);
 
@@ -149,10 +149,10 @@ double bsa_viz_mask_density(const bsa_mask_record *rec, int32_t h);
  * over the query heads of kv head h's group: each row of mass sums to 1
  * (0 for rows whose queries see no key).  Logits are sm_scale * q.k
  * (sm_scale 0 means 1/sqrt(D)), causal as in bsa/core.h when rec->causal.
- * Computed in tiles with CBLAS sgemm; num_threads 0 = all online CPUs.
+ * Computed in row tiles with CBLAS sgemm (the BLAS's own threads).
  * mass is written only on success. */
 bsa_status bsa_viz_block_mass(const bsa_trace_record *rec, int32_t kv_head,
-                              int64_t block, int num_threads, float *mass);
+                              int64_t block, float *mass);
 
 /* Per-kv-head exact recall of a mask record on a trace record: the share of
  * the softmax attention mass (averaged over all query rows that see a key
@@ -160,14 +160,13 @@ bsa_status bsa_viz_block_mass(const bsa_trace_record *rec, int32_t kv_head,
  * permutation applied.  recall [Hkv], written only on success.  The
  * records must agree in Hkv, Sq and Sk. */
 bsa_status bsa_viz_mask_recall(const bsa_trace_record *trace,
-                               const bsa_mask_record *mask, int num_threads,
+                               const bsa_mask_record *mask,
                                double *recall);
 
 typedef struct bsa_viz_scores_opts {
   int32_t kv_head;  /* default 0 */
   int64_t block;    /* tokens per block; 0 = 64 */
   int32_t panel_px; /* longer side of the data area; 0 = 560 */
-  int num_threads;  /* 0 = all online CPUs */
   const bsa_viz_text *meta;
   int32_t num_meta;
 } bsa_viz_scores_opts;
