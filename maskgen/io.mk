@@ -4,3 +4,4 @@ maskgen_libbsamaskgen_a_SOURCES += \
 	maskgen/io_h5.c \
 	maskgen/io_trace.c \
 	maskgen/io_masks.c
+maskgen_libbsamaskgen_a_SOURCES += maskgen/synth.c

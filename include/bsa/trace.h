@@ -176,6 +176,57 @@ bsa_status bsa_masks_writer_add(bsa_masks_writer *w, const bsa_mask_record *rec)
 bsa_status bsa_masks_writer_commit(bsa_masks_writer *w); /* frees w */
 void bsa_masks_writer_abort(bsa_masks_writer *w);        /* frees w; accepts NULL */
 
+/* ---- synthetic traces ----------------------------------------------------
+ * Deterministic traces with the structure real attention shows, planted so
+ * that tests and generators have known answers (docs/formats.md describes
+ * the model).  For every record and kv head, with sm_scale = 1/sqrt(D):
+ *   - attention sinks: the first num_sinks keys get a large logit from
+ *     every query;
+ *   - local windows: queries and keys share a slowly varying positional
+ *     component (random low frequencies below pi / window), so a query
+ *     attends to keys within about `window` tokens;
+ *   - vertical stripes: num_stripes key positions (random, shared by the
+ *     heads of a record) get a high logit from every query;
+ *   - token clusters: each token belongs to one of num_clusters clusters
+ *     (runs of about 8 tokens, scattered over the sequence, a different
+ *     assignment per kv head); its query and key carry the cluster's
+ *     centroid direction.  The assignment is stored as cluster_id.
+ * The components live in orthogonal subspaces that a random rotation per
+ * head mixes, plus Gaussian noise; v carries a cluster mean plus noise.
+ * Query heads of a GQA group share their kv head's structure with their
+ * own strengths and noise.  Everything comes from one seeded generator
+ * (xoshiro256**), so a seed gives the same trace on every machine. */
+typedef struct bsa_trace_synth_params {
+  int32_t num_records;  /* records (layers 0..N-1), named "layer00", ... */
+  int32_t num_qo_heads; /* Hq */
+  int32_t num_kv_heads; /* Hkv, divides Hq (Hkv == Hq: MHA) */
+  int32_t head_dim;     /* D >= 8 */
+  int64_t seq_len;      /* S = Sq = Sk >= 16 */
+  uint64_t seed;
+  int32_t causal;       /* stored as the records' causal attribute */
+  int32_t num_clusters; /* >= 1 */
+  int32_t num_sinks;    /* >= 0, < S */
+  int32_t num_stripes;  /* >= 0, num_sinks + num_stripes <= S */
+  int32_t window;       /* local window in tokens, >= 1 */
+} bsa_trace_synth_params;
+
+/* Defaults: 4 records, Hq 4, Hkv 2, D 64, S 1024, seed 1, not causal,
+ * 8 clusters, 4 sinks, 8 stripes, window 32. */
+void bsa_trace_synth_defaults(bsa_trace_synth_params *p);
+
+/* Generates record index (0-based) of the trace p describes; records are
+ * independent of each other and of num_records.  *out as from
+ * bsa_trace_read_record (free with bsa_trace_record_free), with v and
+ * cluster_id.  BSA_ERR_INVALID_ARG names a parameter out of range. */
+bsa_status bsa_trace_synth_record(const bsa_trace_synth_params *p, int32_t index,
+                                  bsa_trace_record **out);
+
+/* Writes the whole trace to path (through a bsa_trace_writer, so a failure
+ * leaves an existing file untouched), q/k/v in dtype (f32 or f16); model =
+ * "synthetic", source = the parameters. */
+bsa_status bsa_trace_synth_write(const char *path, const bsa_trace_synth_params *p,
+                                 bsa_dtype dtype);
+
 #ifdef __cplusplus
 }
 #endif
