@@ -678,6 +678,7 @@ bsa_status bsa__h5_write_dataset(hid_t grp, const char *name, int rank, const in
   }
   hid_t sp = H5Screate_simple(rank, d, NULL);
   hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  H5Pset_obj_track_times(dcpl, 0); /* same inputs, same bytes */
   H5Pset_chunk(dcpl, rank, chunk);
   H5Pset_shuffle(dcpl);
   H5Pset_deflate(dcpl, 4);
@@ -762,6 +763,14 @@ bsa_status bsa__h5_commit_temp(hid_t file, const char *tmp_path, const char *pat
                      path, strerror(e));
   }
   return BSA_OK;
+}
+
+hid_t bsa__h5_group_create(hid_t loc, const char *name) {
+  hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
+  H5Pset_obj_track_times(gcpl, 0);
+  hid_t g = H5Gcreate2(loc, name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
+  H5Pclose(gcpl);
+  return g;
 }
 
 void bsa__h5_discard_temp(hid_t file, const char *tmp_path) {

@@ -135,6 +135,9 @@ bsa_status bsa__h5_create_temp(const char *path, hid_t *file,
 /* Closes the file and renames tmp_path over path (fsync'ed first). */
 bsa_status bsa__h5_commit_temp(hid_t file, const char *tmp_path,
                                const char *path);
+/* Creates a group without modification times (so that the same content
+ * gives the same bytes); returns its id or a negative value. */
+hid_t bsa__h5_group_create(hid_t loc, const char *name);
 /* Closes the file (if >= 0) and removes tmp_path. */
 void bsa__h5_discard_temp(hid_t file, const char *tmp_path);
 

@@ -407,7 +407,7 @@ bsa_status bsa_masks_writer_create(const char *path, const char *method,
   if (s == BSA_OK) s = bsa__h5_write_attr_string(w->file, "trace", trace_path, path);
   if (s == BSA_OK) s = bsa__h5_write_attr_string(w->file, "trace_sha256", trace_sha256, path);
   if (s == BSA_OK) {
-    w->records = H5Gcreate2(w->file, "records", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    w->records = bsa__h5_group_create(w->file, "records");
     if (w->records < 0)
       s = bsa__fail(NULL, BSA_ERR_IO, "%s: cannot create /records (HDF5: %s)", path,
                     bsa__h5_detail());
@@ -492,7 +492,7 @@ bsa_status bsa_masks_writer_add(bsa_masks_writer *w, const bsa_mask_record *r) {
   bsa_status s = check_mask_record(w, r);
   if (s != BSA_OK) goto done;
   bsa__h5_where wh = {w->path, r->name};
-  hid_t grp = H5Gcreate2(w->records, r->name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  hid_t grp = bsa__h5_group_create(w->records, r->name);
   if (grp < 0) {
     s = bsa__fail(NULL, BSA_ERR_IO, "%s: record '%s': cannot create the group (HDF5: %s)",
                   w->path, r->name, bsa__h5_detail());

@@ -386,7 +386,7 @@ bsa_status bsa_trace_writer_create(const char *path, bsa_dtype dtype, const char
   if (s == BSA_OK && model) s = bsa__h5_write_attr_string(w->file, "model", model, path);
   if (s == BSA_OK && source) s = bsa__h5_write_attr_string(w->file, "source", source, path);
   if (s == BSA_OK) {
-    w->records = H5Gcreate2(w->file, "records", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    w->records = bsa__h5_group_create(w->file, "records");
     if (w->records < 0)
       s = bsa__fail(NULL, BSA_ERR_IO, "%s: cannot create /records (HDF5: %s)", path,
                     bsa__h5_detail());
@@ -487,7 +487,7 @@ bsa_status bsa_trace_writer_add(bsa_trace_writer *w, const bsa_trace_record *r) 
   bsa_status s = check_trace_record(w, r);
   if (s != BSA_OK) goto done;
   bsa__h5_where wh = {w->path, r->name};
-  hid_t grp = H5Gcreate2(w->records, r->name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  hid_t grp = bsa__h5_group_create(w->records, r->name);
   if (grp < 0) {
     s = bsa__fail(NULL, BSA_ERR_IO, "%s: record '%s': cannot create the group (HDF5: %s)",
                   w->path, r->name, bsa__h5_detail());
