@@ -5,7 +5,9 @@ viz_libbsaviz_a_SOURCES = \
 	viz/png.c \
 	viz/draw.c \
 	viz/masks.c \
-	viz/scores.c
+	viz/scores.c \
+	viz/chart.c \
+	viz/logcharts.c
 viz_libbsaviz_a_CFLAGS = $(AM_CFLAGS) $(CAIRO_CFLAGS) $(PNG_CFLAGS) $(HDF5_CFLAGS) \
 	$(JANSSON_CFLAGS) $(BLAS_CFLAGS) -O2
 bsainclude_HEADERS += include/bsa/viz.h
