@@ -22,6 +22,7 @@
 #define BSA_RUNLOG_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "bsa/core.h"
 
@@ -45,6 +46,15 @@ void bsa_runlog_close(bsa_runlog *log); /* accepts NULL */
 const char *bsa_runlog_last_error(const bsa_runlog *log);
 /* Schema version this library writes (PRAGMA user_version). */
 int bsa_runlog_schema_version(void);
+
+/* Opens a log for reading (`bsa runs`, charts): like bsa_runlog_open, but
+ * the file must exist already (BSA_ERR_IO "no experiment log at PATH"
+ * otherwise; nothing is created).  A log of the current schema that cannot
+ * be written is opened read-only (recording into it then fails with
+ * BSA_ERR_IO); an older log is migrated, which needs write access. */
+bsa_status bsa_runlog_open_existing(const char *path, bsa_runlog **out);
+/* The path the log was opened with; owned by log. */
+const char *bsa_runlog_path(const bsa_runlog *log);
 
 /* Starts a run with status "running": verb, full command line, host,
  * library version and build, start time, process id.  The run is committed
@@ -94,6 +104,98 @@ typedef int (*bsa_runlog_metric_cb)(const bsa_runlog_metric_row *row,
 bsa_status bsa_runlog_foreach_metric(bsa_runlog *log, const char *verb,
                                      const char *name, bsa_runlog_metric_cb cb,
                                      void *user);
+
+/* ---- queries for `bsa runs` ----------------------------------------- */
+
+/* Which runs a query selects.  Zero-initialise and set what is wanted; every
+ * condition set must hold.  Strings are compared exactly, as text. */
+typedef struct bsa_runlog_filter {
+  int64_t run_id;     /* this run only (0 = any) */
+  const char *verb;   /* "bench", "trace synth", ... (NULL = any) */
+  const char *status; /* ok, failed, running, interrupted (NULL = any) */
+  const char *since;  /* started_at >= since, ISO 8601 UTC text (NULL = none) */
+  const char *until;  /* started_at < until (NULL = none) */
+  int num_params;     /* parameter param_names[i] has value param_values[i] */
+  const char *const *param_names;
+  const char *const *param_values;
+  int64_t limit;    /* at most this many runs, counted in the order below (0 = all) */
+  int newest_first; /* 1: newest run first; 0: oldest first */
+} bsa_runlog_filter;
+
+/* One run.  Strings are valid during the callback only; NULL when absent. */
+typedef struct bsa_runlog_run_row {
+  int64_t id;
+  const char *verb;
+  const char *status;          /* ok, failed, running or interrupted */
+  const char *recorded_status; /* as stored: ok, failed or running */
+  const char *started_at;      /* ISO 8601 UTC with milliseconds */
+  const char *ended_at;        /* NULL while running */
+  double duration_s;           /* NaN while running */
+  const char *command;         /* shell-quoted command line */
+  const char *argv_json;       /* the same as a JSON array of strings */
+  const char *cwd;
+  const char *host;
+  int64_t pid;
+  const char *bsa_version;
+  const char *build_info;
+  const char *device_name;
+  const char *device_driver;
+  const char *error; /* failed runs */
+  int64_t num_params, num_inputs, num_outputs, num_metrics;
+} bsa_runlog_run_row;
+typedef int (*bsa_runlog_run_cb)(const bsa_runlog_run_row *row, void *user);
+
+/* Calls cb for each run the filter selects (NULL = all, oldest first).  A
+ * non-zero return from cb stops the walk (and is not an error).  cb may run
+ * other queries on the same log.  BSA_ERR_INVALID_ARG for an unknown
+ * status; BSA_ERR_IO when the log cannot be read (message on the log). */
+bsa_status bsa_runlog_foreach_run(bsa_runlog *log, const bsa_runlog_filter *filter,
+                                  bsa_runlog_run_cb cb, void *user);
+
+/* Parameters of one run, by name. */
+typedef int (*bsa_runlog_param_cb)(const char *name, const char *value, void *user);
+bsa_status bsa_runlog_foreach_param(bsa_runlog *log, int64_t run_id,
+                                    bsa_runlog_param_cb cb, void *user);
+
+/* Files of one run, inputs first, in the order recorded. */
+typedef struct bsa_runlog_file_row {
+  const char *direction; /* "input" or "output" */
+  const char *role;
+  const char *path;     /* as given */
+  const char *abs_path; /* resolved when recorded; NULL in logs of schema 1 */
+  int64_t size;
+  const char *sha256; /* 64 hex digits */
+} bsa_runlog_file_row;
+typedef int (*bsa_runlog_file_cb)(const bsa_runlog_file_row *row, void *user);
+bsa_status bsa_runlog_foreach_file(bsa_runlog *log, int64_t run_id, bsa_runlog_file_cb cb,
+                                   void *user);
+
+/* Metrics of one run in the order recorded (rows as for
+ * bsa_runlog_foreach_metric). */
+bsa_status bsa_runlog_foreach_run_metric(bsa_runlog *log, int64_t run_id,
+                                         bsa_runlog_metric_cb cb, void *user);
+
+/* ---- export ------------------------------------------------------------ */
+
+typedef enum bsa_runlog_format {
+  BSA_RUNLOG_FORMAT_CSV = 0, /* RFC 4180, CRLF line ends, header row */
+  BSA_RUNLOG_FORMAT_JSON = 1 /* one JSON array of flat objects */
+} bsa_runlog_format;
+
+/* Writes the selected runs (filter may be NULL) as one flat table to out:
+ * one row per metric (only metric `metric` unless NULL), with the run's
+ * columns, a `param.NAME` column per parameter name and a `label.KEY` column
+ * per label key found; a run without metrics gets one row with an empty
+ * metric.  Runs in id order.  docs/runlog.md lists the columns.
+ * BSA_ERR_IO when the log cannot be read or out cannot be written. */
+bsa_status bsa_runlog_export(bsa_runlog *log, const bsa_runlog_filter *filter,
+                             const char *metric, bsa_runlog_format format, FILE *out);
+
+/* Writes one run as one line of JSON to out.  with_details adds its
+ * params (object), inputs and outputs (arrays) and metrics (array).
+ * BSA_ERR_INVALID_ARG when there is no run run_id. */
+bsa_status bsa_runlog_write_run_json(bsa_runlog *log, int64_t run_id, int with_details,
+                                     FILE *out);
 
 #ifdef __cplusplus
 }
