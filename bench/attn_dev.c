@@ -1,0 +1,212 @@
+/*
+ * bench/attn_dev.c - development benchmark of the CUDA attention kernels.
+ *
+ * Times one plan kind at one shape through the public API with CUDA events
+ * (warm-up, median of --reps), on random bf16/f16 data, and reports the
+ * host plan time, the kernel time, effective TFLOP/s (4 * D * visible pairs
+ * / time) and, in the same process, dense attention at the same shape.
+ * Masks follow bench/peers.py: BSR maps random per kv head with the
+ * diagonal kept; variable blocks are random partitions per head (uniform
+ * cut points) with a random block map.
+ *
+ *   make bench/attn_dev
+ *   bench/attn_dev --layout var --heads 32 --seq 32768 --blocks 100x100 \
+ *                  --density 0.1 --reps 20
+ *
+ * Output: one JSON object per line on stdout.
+ */
+#include "config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bsa.h"
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static uint64_t rng_state = 0x1234567887654321ull;
+static uint64_t rnd_u64(void) {
+  uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+static double rnd_unit(void) { return (double)(rnd_u64() >> 11) * (1.0 / 9007199254740992.0); }
+
+static int cmp_i64(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return (x > y) - (x < y);
+}
+
+/* Random partition of total into nb positive parts (uniform cut points). */
+static void partition(int32_t *sz, int64_t nb, int64_t total) {
+  int64_t *cut = malloc(sizeof(int64_t) * (size_t)(nb + 1));
+  for (;;) {
+    cut[0] = 0;
+    cut[nb] = total;
+    for (int64_t i = 1; i < nb; i++) cut[i] = 1 + (int64_t)(rnd_unit() * (double)(total - 1));
+    qsort(cut + 1, (size_t)(nb - 1), sizeof *cut, cmp_i64);
+    int ok = 1;
+    for (int64_t i = 0; i < nb; i++) ok &= cut[i + 1] > cut[i];
+    if (ok) break;
+  }
+  for (int64_t i = 0; i < nb; i++) sz[i] = (int32_t)(cut[i + 1] - cut[i]);
+  free(cut);
+}
+
+static void die(const char *what, bsa_ctx *ctx) {
+  fprintf(stderr, "attn_dev: %s: %s\n", what, ctx ? bsa_ctx_last_error(ctx) : bsa_last_error());
+  exit(1);
+}
+
+int main(int argc, char **argv) {
+  const char *layout = "dense";
+  int H = 32, Hkv = 0, D = 128, causal = 0, reps = 20, mb = 100, nb = 100;
+  int64_t S = 8192, B = 128;
+  double density = 0.1;
+  bsa_dtype dt = BSA_DTYPE_BF16;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
+    if (!strcmp(a, "--layout")) layout = v, i++;
+    else if (!strcmp(a, "--heads")) H = atoi(v), i++;
+    else if (!strcmp(a, "--kv-heads")) Hkv = atoi(v), i++;
+    else if (!strcmp(a, "--head-dim")) D = atoi(v), i++;
+    else if (!strcmp(a, "--seq")) S = atoll(v), i++;
+    else if (!strcmp(a, "--block")) B = atoll(v), i++;
+    else if (!strcmp(a, "--blocks")) {
+      if (sscanf(v, "%dx%d", &mb, &nb) != 2) {
+        fprintf(stderr, "attn_dev: --blocks %s is not MBxNB\n", v);
+        return 2;
+      }
+      i++;
+    } else if (!strcmp(a, "--density")) density = atof(v), i++;
+    else if (!strcmp(a, "--causal")) causal = 1;
+    else if (!strcmp(a, "--reps")) reps = atoi(v), i++;
+    else if (!strcmp(a, "--dtype")) {
+      if (bsa_dtype_parse(v, &dt) != BSA_OK) {
+        fprintf(stderr, "attn_dev: --dtype %s is not f16 or bf16\n", v);
+        return 2;
+      }
+      i++;
+    } else {
+      fprintf(stderr, "attn_dev: unknown option %s\n", a);
+      return 2;
+    }
+  }
+  if (Hkv == 0) Hkv = H;
+  bsa_ctx *ctx;
+  bsa_ctx_options opt = {0};
+  opt.device = BSA_DEVICE_CUDA;
+  if (bsa_ctx_create(&opt, &ctx) != BSA_OK) die("context", NULL);
+
+  bsa_attn_params p;
+  memset(&p, 0, sizeof p);
+  p.num_qo_heads = H;
+  p.num_kv_heads = Hkv;
+  p.head_dim = D;
+  p.qo_len = p.kv_len = S;
+  p.q_dtype = p.kv_dtype = p.o_dtype = dt;
+  p.causal = causal;
+
+  const size_t nq = (size_t)S * H * D, nkv = (size_t)S * Hkv * D;
+  uint16_t *host = malloc(sizeof(uint16_t) * (nq > nkv ? nq : nkv));
+  void *q, *k, *v, *o;
+  if (bsa_ctx_alloc(ctx, nq * 2, &q) || bsa_ctx_alloc(ctx, nkv * 2, &k) ||
+      bsa_ctx_alloc(ctx, nkv * 2, &v) || bsa_ctx_alloc(ctx, nq * 2, &o))
+    die("alloc", ctx);
+  void *bufs[3] = {q, k, v};
+  size_t ns[3] = {nq, nkv, nkv};
+  for (int b = 0; b < 3; b++) {
+    for (size_t i = 0; i < ns[b]; i++) {
+      float x = (float)(rnd_unit() * 4.0 - 2.0);
+      host[i] = dt == BSA_DTYPE_BF16 ? bsa_f32_to_bf16(x) : bsa_f32_to_f16(x);
+    }
+    if (bsa_ctx_copy_to_device(ctx, bufs[b], host, ns[b] * 2)) die("copy", ctx);
+  }
+
+  bsa_plan *dense = NULL, *plan = NULL;
+  if (bsa_plan_create_dense(ctx, &p, &dense) != BSA_OK) die("dense plan", ctx);
+  double t0 = 0, plan_ms = 0;
+  int32_t *indptr = NULL, *indices = NULL, *rsz = NULL, *csz = NULL;
+  uint8_t *map = NULL;
+  if (!strcmp(layout, "bsr")) {
+    const int64_t MB = (S + B - 1) / B, NB = MB;
+    indptr = malloc(sizeof(int32_t) * (size_t)(Hkv * (MB + 1)));
+    indices = malloc(sizeof(int32_t) * (size_t)(Hkv * MB * NB));
+    int64_t nnz = 0;
+    for (int h = 0; h < Hkv; h++) {
+      indptr[h * (MB + 1)] = (int32_t)nnz;
+      for (int64_t i = 0; i < MB; i++) {
+        for (int64_t j = 0; j < NB; j++)
+          if (j == i || rnd_unit() < density) indices[nnz++] = (int32_t)j;
+        indptr[h * (MB + 1) + i + 1] = (int32_t)nnz;
+      }
+    }
+    bsa_bsr_desc d = {B, B, indptr, indices, NULL, 1};
+    t0 = now_s();
+    if (bsa_plan_create_bsr(ctx, &p, &d, &plan) != BSA_OK) die("bsr plan", ctx);
+    plan_ms = (now_s() - t0) * 1e3;
+  } else if (!strcmp(layout, "var")) {
+    rsz = malloc(sizeof(int32_t) * (size_t)(Hkv * mb));
+    csz = malloc(sizeof(int32_t) * (size_t)(Hkv * nb));
+    map = malloc((size_t)Hkv * mb * nb);
+    for (int h = 0; h < Hkv; h++) {
+      partition(rsz + (int64_t)h * mb, mb, S);
+      partition(csz + (int64_t)h * nb, nb, S);
+      for (int64_t i = 0; i < (int64_t)mb * nb; i++)
+        map[(int64_t)h * mb * nb + i] = rnd_unit() < density;
+    }
+    bsa_var_desc d = {mb, nb, map, rsz, csz};
+    /* Plan cost: median of 5 builds. */
+    double best = 1e30;
+    for (int r = 0; r < 5; r++) {
+      bsa_plan *tmp = NULL;
+      t0 = now_s();
+      if (bsa_plan_create_var(ctx, &p, &d, &tmp) != BSA_OK) die("var plan", ctx);
+      double ms = (now_s() - t0) * 1e3;
+      if (ms < best) best = ms;
+      if (plan) bsa_plan_destroy(plan);
+      plan = tmp;
+    }
+    plan_ms = best;
+  }
+
+  double dense_ms = 0, ms = 0;
+  if (bsa_plan_time(dense, q, k, v, o, NULL, 3, reps, &dense_ms, NULL) != BSA_OK)
+    die("dense time", ctx);
+  if (plan && bsa_plan_time(plan, q, k, v, o, NULL, 3, reps, &ms, NULL) != BSA_OK)
+    die("time", ctx);
+  bsa_plan_info di, si;
+  bsa_plan_get_info(dense, &di);
+  const double dense_tf = bsa_plan_flops(dense) / (dense_ms * 1e-3) / 1e12;
+  printf("{\"device\":\"%s\",\"layout\":\"dense\",\"heads\":%d,\"kv_heads\":%d,\"seq\":%lld,"
+         "\"head_dim\":%d,\"dtype\":\"%s\",\"causal\":%d,\"time_ms\":%.4f,\"tflops\":%.1f,"
+         "\"items\":%lld}\n",
+         bsa_ctx_device_name(ctx), H, Hkv, (long long)S, D, bsa_dtype_name(dt), causal, dense_ms,
+         dense_tf, (long long)di.num_work_items);
+  if (plan) {
+    bsa_plan_get_info(plan, &si);
+    const double tf = bsa_plan_flops(plan) / (ms * 1e-3) / 1e12;
+    printf("{\"device\":\"%s\",\"layout\":\"%s\",\"heads\":%d,\"kv_heads\":%d,\"seq\":%lld,"
+           "\"head_dim\":%d,\"dtype\":\"%s\",\"causal\":%d,\"block\":%lld,\"blocks\":\"%dx%d\","
+           "\"density_req\":%.3f,\"density\":%.4f,\"time_ms\":%.4f,\"dense_time_ms\":%.4f,"
+           "\"speedup\":%.2f,\"tflops_effective\":%.1f,\"vs_dense\":%.3f,\"plan_ms\":%.3f,"
+           "\"items\":%lld,\"segments\":%lld}\n",
+           bsa_ctx_device_name(ctx), layout, H, Hkv, (long long)S, D, bsa_dtype_name(dt), causal,
+           (long long)B, mb, nb, density, si.density, ms, dense_ms, dense_ms / ms, tf,
+           tf / dense_tf, plan_ms, (long long)si.num_work_items, (long long)si.num_segments);
+  }
+  bsa_plan_destroy(plan);
+  bsa_plan_destroy(dense);
+  bsa_ctx_free(ctx, q), bsa_ctx_free(ctx, k), bsa_ctx_free(ctx, v), bsa_ctx_free(ctx, o);
+  bsa_ctx_destroy(ctx);
+  free(host), free(indptr), free(indices), free(rsz), free(csz), free(map);
+  return 0;
+}

@@ -1,0 +1,84 @@
+#!/bin/sh
+# bench/gpu_bench.sh - the GPU session in one command: checks, our kernels at
+# the target shapes, and the peers in the same run.  Builds nothing.
+#
+#   bench/gpu_bench.sh BIN_DIR [OUT_DIR] [STEPS]
+#
+# BIN_DIR holds check_gpu, attn_dev and (when built) bsa, as built by
+# `make tests/gpu/check_gpu bench/attn_dev tools/bsa`, flat or in their
+# build-tree places.  OUT_DIR (default $OUT, else ./gpu-out) receives
+# nvidia-smi.txt, check_gpu.log, bench.jsonl, bsa_bench.jsonl, peers.jsonl
+# and summary.txt.  STEPS (default "check bench peers") picks the steps.
+# Exit status: 1 when the checks fail, else 0.
+set -u
+BIN=${1:?usage: gpu_bench.sh BIN_DIR [OUT_DIR] [STEPS]}
+OUTD=${2:-${OUT:-./gpu-out}}
+STEPS=${3:-check bench peers}
+HERE=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$OUTD"
+
+find_bin() {
+  for c in "$BIN/$1" "$BIN/$2"; do
+    if [ -x "$c" ]; then echo "$c"; return 0; fi
+  done
+  return 1
+}
+CHECK=$(find_bin check_gpu tests/gpu/check_gpu) || CHECK=
+DEV=$(find_bin attn_dev bench/attn_dev) || DEV=
+BSA=$(find_bin bsa tools/bsa) || BSA=
+
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw \
+  --format=csv > "$OUTD/nvidia-smi.txt" 2>&1
+cat "$OUTD/nvidia-smi.txt"
+
+status=0
+case " $STEPS " in *" check "*)
+  if [ -n "$CHECK" ]; then
+    echo "== check_gpu"
+    CK_VERBOSITY=normal timeout 400 "$CHECK" > "$OUTD/check_gpu.log" 2>&1
+    rc=$?
+    grep -E "^[0-9]+%|BSA_TEST_SEED|device" "$OUTD/check_gpu.log"
+    grep -E ":[EF]:" "$OUTD/check_gpu.log" | head -20
+    echo "check_gpu exit $rc"
+    [ $rc -eq 0 ] || status=1
+  else
+    echo "gpu_bench: no check_gpu under $BIN" >&2
+  fi;;
+esac
+
+case " $STEPS " in *" bench "*)
+  if [ -n "$DEV" ]; then
+    echo "== attn_dev"
+    : > "$OUTD/bench.jsonl"
+    run() { timeout 120 "$DEV" "$@" >> "$OUTD/bench.jsonl" 2>> "$OUTD/bench.err" || echo "attn_dev $* failed" >&2; }
+    for d in 0.5 0.25 0.1 0.05; do run --layout bsr --block 128 --density $d; done
+    run --layout dense --head-dim 64
+    run --layout dense --kv-heads 8
+    run --layout dense --causal
+    run --layout dense --head-dim 256 --heads 16
+    run --layout var --seq 32768 --blocks 100x100 --density 0.1 --reps 10
+    run --layout var --seq 32768 --blocks 100x100 --density 0.3 --reps 10
+    run --layout var --heads 24 --seq 75600 --blocks 400x1000 --density 0.1 --reps 5
+    cat "$OUTD/bench.jsonl"
+  fi
+  if [ -n "$BSA" ]; then
+    echo "== bsa bench --device cuda"
+    : > "$OUTD/bsa_bench.jsonl"
+    B() { timeout 180 "$BSA" --no-log bench --device cuda --dtype bf16 --json "$@" >> "$OUTD/bsa_bench.jsonl" 2>> "$OUTD/bsa_bench.err" || echo "bsa bench $* failed" >&2; }
+    B --layout bsr --heads 32 --seq 8192 --head-dim 128 --block 128 --density 0.5,0.25,0.1,0.05
+    B --layout dense --heads 32 --seq 8192 --head-dim 64
+    B --layout var --heads 32 --seq 32768 --head-dim 128 --blocks 100x100 --density 0.1
+    B --layout var --heads 24 --seq 75600 --head-dim 128 --blocks 400x1000 --density 0.1 --reps 5
+    cat "$OUTD/bsa_bench.jsonl"
+  fi;;
+esac
+
+case " $STEPS " in *" peers "*)
+  echo "== peers"
+  PYTHONUNBUFFERED=1 timeout 420 python3 "$HERE/peers.py" --suite targets --json "$OUTD/peers.jsonl" \
+    > "$OUTD/peers.txt" 2> "$OUTD/peers.err"
+  echo "peers exit $?"
+  cat "$OUTD/peers.txt"
+  tail -5 "$OUTD/peers.err";;
+esac
+exit $status

@@ -1,0 +1,159 @@
+/*
+ * kernels/attn_aux.cu - launch dispatch by head dim, the split-KV merge and
+ * the RoPE prologue.
+ *
+ * Merge: a split item's pieces each wrote O_p (already divided by its own
+ * sum) and lse_p (base 2) per packed row; the result is
+ *     O = sum_p w_p O_p / sum_p w_p,  w_p = 2^(lse_p - max lse),
+ *     lse = max + log2(sum_p w_p)  (written in natural log),
+ * and O = 0, lse = -inf where every piece was empty.
+ *
+ * RoPE (llama, rotate-half): for i < D/2, with angle = pos / rope_scale *
+ * theta^(-2i/D), y[i] = x[i] cos - x[i+D/2] sin and y[i+D/2] = x[i+D/2] cos +
+ * x[i] sin, computed in float32 and rounded once to the input dtype.
+ */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <math.h>
+
+#include "kernels/kernels.h"
+
+extern "C" int bsa__attn_prepare_d64(int dtype, int *smem);
+extern "C" int bsa__attn_prepare_d128(int dtype, int *smem);
+extern "C" int bsa__attn_prepare_d256(int dtype, int *smem);
+extern "C" int bsa__attn_launch_d64(int dtype, const bsa__attn_args *args, void *stream);
+extern "C" int bsa__attn_launch_d128(int dtype, const bsa__attn_args *args, void *stream);
+extern "C" int bsa__attn_launch_d256(int dtype, const bsa__attn_args *args, void *stream);
+
+extern "C" int bsa__attn_prepare(int head_dim, int dtype, int *smem_bytes) {
+  if (dtype != 1 && dtype != 2) return (int)cudaErrorInvalidValue;
+  switch (head_dim) {
+  case 64: return bsa__attn_prepare_d64(dtype, smem_bytes);
+  case 128: return bsa__attn_prepare_d128(dtype, smem_bytes);
+  case 256: return bsa__attn_prepare_d256(dtype, smem_bytes);
+  default: return (int)cudaErrorInvalidValue;
+  }
+}
+
+extern "C" int bsa__attn_launch(int head_dim, int dtype, const bsa__attn_args *args,
+                                void *stream) {
+  if (args->num_items <= 0) return 0;
+  switch (head_dim) {
+  case 64: return bsa__attn_launch_d64(dtype, args, stream);
+  case 128: return bsa__attn_launch_d128(dtype, args, stream);
+  case 256: return bsa__attn_launch_d256(dtype, args, stream);
+  default: return (int)cudaErrorInvalidValue;
+  }
+}
+
+namespace {
+
+__device__ __forceinline__ void store_one(void *o, int dtype, int64_t off, float a) {
+  if (dtype == 0)
+    static_cast<float *>(o)[off] = a;
+  else if (dtype == 1)
+    static_cast<__half *>(o)[off] = __float2half_rn(a);
+  else
+    static_cast<__nv_bfloat16 *>(o)[off] = __float2bfloat16_rn(a);
+}
+
+/* grid (num_merge, grid_y), 128 threads; one thread per (row, dim) step. */
+__global__ void attn_merge(const bsa__attn_args a, const bsa__gpu_merge *__restrict__ merges,
+                           int head_dim) {
+  const bsa__gpu_merge mg = merges[blockIdx.x];
+  const int group = a.group;
+  const int prow0 = blockIdx.y * BSA__GPU_BM;
+  const int nprows = min(mg.rows * group - prow0, BSA__GPU_BM);
+  if (nprows <= 0) return;
+  const int D = head_dim;
+  for (int idx = threadIdx.x; idx < nprows * D; idx += blockDim.x) {
+    const int r = idx / D, d = idx % D;
+    float mx = -INFINITY;
+    for (int p = 0; p < mg.nparts; ++p) {
+      const int64_t slot = (int64_t)(mg.part0 + p) * a.grid_y + blockIdx.y;
+      mx = fmaxf(mx, a.part_lse[slot * BSA__GPU_BM + r]);
+    }
+    float acc = 0.f, wsum = 0.f;
+    if (mx != -INFINITY) {
+      for (int p = 0; p < mg.nparts; ++p) {
+        const int64_t slot = (int64_t)(mg.part0 + p) * a.grid_y + blockIdx.y;
+        const float w = exp2f(a.part_lse[slot * BSA__GPU_BM + r] - mx);
+        wsum += w;
+        acc += w * a.part_o[(slot * BSA__GPU_BM + r) * D + d];
+      }
+    }
+    const int pr = prow0 + r;
+    const int64_t tok = mg.q_begin + pr / group;
+    const int64_t head = (int64_t)mg.kv_head * group + pr % group;
+    store_one(a.o, a.o_dtype, tok * a.o_st + head * a.o_sh + d, wsum > 0.f ? acc / wsum : 0.f);
+    if (a.lse && d == 0)
+      a.lse[tok * a.num_qo_heads + head] =
+          wsum > 0.f ? (mx + log2f(wsum)) * 0.6931471805599453f : -INFINITY;
+  }
+}
+
+template <typename T> __device__ __forceinline__ float to_f(T x);
+template <> __device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
+template <> __device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <typename T> __device__ __forceinline__ T from_f(float x);
+template <> __device__ __forceinline__ __half from_f(float x) { return __float2half_rn(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f(float x) {
+  return __float2bfloat16_rn(x);
+}
+
+template <typename T>
+__global__ void rope_kernel(const T *__restrict__ x, T *__restrict__ y, int64_t len, int heads,
+                            int D, int64_t st, int64_t sh, int64_t pos_offset, float rcp_scale,
+                            float log2_theta) {
+  const int half = D / 2;
+  const int64_t total = len * heads * half;
+  for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
+       idx += (int64_t)gridDim.x * blockDim.x) {
+    const int i = (int)(idx % half);
+    const int64_t th = idx / half;
+    const int h = (int)(th % heads);
+    const int64_t t = th / heads;
+    const float inv_freq = exp2f(-(2.f * i / D) * log2_theta);
+    const float ang = (float)(t + pos_offset) * rcp_scale * inv_freq;
+    float sn, cs;
+    sincosf(ang, &sn, &cs);
+    const int64_t base = t * st + h * sh;
+    const float x1 = to_f(x[base + i]), x2 = to_f(x[base + i + half]);
+    y[base + i] = from_f<T>(x1 * cs - x2 * sn);
+    y[base + i + half] = from_f<T>(x2 * cs + x1 * sn);
+  }
+}
+
+} /* namespace */
+
+extern "C" int bsa__attn_merge_launch(int head_dim, const bsa__attn_args *args,
+                                      const bsa__gpu_merge *merges, int32_t num_merge,
+                                      void *stream) {
+  if (num_merge <= 0) return 0;
+  dim3 grid((unsigned)num_merge, (unsigned)args->grid_y);
+  attn_merge<<<grid, 128, 0, static_cast<cudaStream_t>(stream)>>>(*args, merges, head_dim);
+  return (int)cudaGetLastError();
+}
+
+extern "C" int bsa__rope_launch(int dtype, const void *x, void *y, int64_t len, int32_t heads,
+                                int32_t head_dim, int64_t st, int64_t sh, int64_t pos_offset,
+                                float rope_scale, float rope_theta, void *stream) {
+  const int64_t total = len * heads * (head_dim / 2);
+  if (total <= 0) return 0;
+  const int threads = 256;
+  int64_t blocks = (total + threads - 1) / threads;
+  if (blocks > 65535 * 16) blocks = 65535 * 16;
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  const float rcp = 1.f / rope_scale, lt = log2f(rope_theta);
+  if (dtype == 2)
+    rope_kernel<__nv_bfloat16><<<(unsigned)blocks, threads, 0, s>>>(
+        static_cast<const __nv_bfloat16 *>(x), static_cast<__nv_bfloat16 *>(y), len, heads,
+        head_dim, st, sh, pos_offset, rcp, lt);
+  else if (dtype == 1)
+    rope_kernel<__half><<<(unsigned)blocks, threads, 0, s>>>(
+        static_cast<const __half *>(x), static_cast<__half *>(y), len, heads, head_dim, st, sh,
+        pos_offset, rcp, lt);
+  else
+    return (int)cudaErrorInvalidValue;
+  return (int)cudaGetLastError();
+}

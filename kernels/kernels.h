@@ -1,0 +1,118 @@
+/*
+ * kernels/kernels.h - the C interface between lib/cuda_backend.c (host logic,
+ * C11) and the CUDA kernels in kernels/ (kernels and thin launchers).
+ *
+ * The host side compiles a plan's work list into the flat device arrays
+ * below (bsa__gpu_item, bsa__gpu_seg), fills one bsa__attn_args and calls a
+ * launcher.  Launchers only enqueue work on the given stream and return the
+ * CUDA error code of the launch (0 = cudaSuccess); they never synchronise.
+ */
+#ifndef BSA_KERNELS_H
+#define BSA_KERNELS_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Query rows of one CTA of the attention kernel (packed over the GQA group:
+ * a CTA holds BSA__GPU_BM (query token, head-of-group) pairs).  The plan's
+ * tile_q is BSA__GPU_BM / group so that one work item fits one CTA. */
+#define BSA__GPU_BM 128
+
+/* One CTA's work: query rows [q_begin, q_begin + rows) of the heads of group
+ * kv_head, against the virtual key sequence made by concatenating nseg
+ * segments starting at segs[seg_begin] (the first one shortened by skip
+ * keys), nkeys keys in all.  part >= 0 marks one piece of a split item: the
+ * kernel then writes unnormalised partial results to the plan's split
+ * workspace (slot part) and the merge kernel combines them.  40 bytes. */
+typedef struct bsa__gpu_item {
+  int32_t kv_head;
+  int32_t rows;
+  int32_t q_begin;
+  int32_t nkeys;
+  int64_t seg_begin;
+  int32_t nseg;
+  int32_t skip;
+  int32_t part;
+  int32_t pad_;
+} bsa__gpu_item;
+
+/* A contiguous key range [kv_begin, kv_begin + len) with the work list's
+ * BSA__SEG_* flags.  For BSA__SEG_ELEMASK the mask byte of (item row i, key
+ * j) is mask[mask_base + i * C + j].  24 bytes. */
+typedef struct bsa__gpu_seg {
+  int32_t kv_begin;
+  int32_t len;
+  int32_t flags;
+  int32_t pad_;
+  int64_t mask_base;
+} bsa__gpu_seg;
+
+/* A split item to merge: the original item's rows and its nparts partial
+ * slots starting at part0. */
+typedef struct bsa__gpu_merge {
+  int32_t kv_head;
+  int32_t rows;
+  int32_t q_begin;
+  int32_t part0;
+  int32_t nparts;
+  int32_t pad_;
+} bsa__gpu_merge;
+
+/* Element dtypes as in bsa/core.h (BSA_DTYPE_F32 = 0, F16 = 1, BF16 = 2). */
+typedef struct bsa__attn_args {
+  const void *q, *k, *v; /* q/k/v in dtype; k and v share strides */
+  void *o;               /* output in o_dtype */
+  float *lse;            /* [qo_len, Hq] or NULL */
+  int64_t q_st, q_sh;    /* element strides of q: token, head */
+  int64_t k_st, k_sh;    /* of k and v */
+  int64_t o_st, o_sh;    /* of o */
+  const bsa__gpu_item *items;
+  const bsa__gpu_seg *segs;
+  const uint8_t *mask;   /* BSR per-element masks or NULL */
+  int64_t mask_C;        /* columns of a mask block */
+  const float *slopes;   /* ALiBi slopes * log2(e) per query head, or NULL */
+  float *part_o;         /* split workspace: [slots, BM, D] float32 */
+  float *part_lse;       /* [slots, BM] float32, log2 units */
+  int32_t num_items;
+  int32_t grid_y;        /* CTAs per item along packed rows */
+  int32_t group;         /* Hq / Hkv */
+  int32_t num_qo_heads;
+  int32_t causal_off;    /* kv_len - qo_len */
+  int32_t causal;
+  float scale_log2;      /* sm_scale * log2(e) */
+  float cap;             /* soft cap (0 = off) */
+  float cap_in;          /* sm_scale / cap */
+  int32_t o_dtype;
+} bsa__attn_args;
+
+/* Grows the dynamic shared memory limit of the kernel for (head_dim, dtype)
+ * and reports its size; call once before launches (not capturable work).
+ * Returns a cudaError_t value; 1 (cudaErrorInvalidValue) for an unsupported
+ * combination. */
+int bsa__attn_prepare(int head_dim, int dtype, int *smem_bytes);
+
+/* Enqueues the attention kernel: grid (num_items, grid_y). */
+int bsa__attn_launch(int head_dim, int dtype, const bsa__attn_args *args,
+                     void *stream);
+
+/* Enqueues the split-KV merge: for each of num_merge merges, combines the
+ * partials into o (and lse). */
+int bsa__attn_merge_launch(int head_dim, const bsa__attn_args *args,
+                           const bsa__gpu_merge *merges, int32_t num_merge,
+                           void *stream);
+
+/* Enqueues RoPE (llama, rotate-half) of x [len, heads, D] (strides st, sh)
+ * into y with the same strides: position of token t is t + pos_offset,
+ * angle = pos / rope_scale * theta^(-2i/D). */
+int bsa__rope_launch(int dtype, const void *x, void *y, int64_t len,
+                     int32_t heads, int32_t head_dim, int64_t st, int64_t sh,
+                     int64_t pos_offset, float rope_scale, float rope_theta,
+                     void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* BSA_KERNELS_H */

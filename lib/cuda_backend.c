@@ -1,0 +1,485 @@
+/*
+ * lib/cuda_backend.c - host side of the CUDA backend (C11 over the CUDA
+ * runtime API).  The kernels and their thin launchers live in kernels/.
+ *
+ * Plan preparation turns the plan's work list into the device schedule:
+ *  - one bsa__gpu_item per CTA (kv head, query rows, a window of the item's
+ *    virtual key sequence), one bsa__gpu_seg per KV segment;
+ *  - items much longer than a fair share of the machine are split along
+ *    their keys into pieces that write partial results, merged afterwards by
+ *    a second kernel (split-KV with an LSE merge);
+ *  - the order is longest first, with items of similar cost grouped by kv
+ *    head so that CTAs running together share K/V in L2.
+ * Everything the run needs (schedule, BSR masks, ALiBi slopes, split and
+ * RoPE workspaces) is in one device allocation made here, so bsa__cuda_run
+ * only enqueues kernels: no allocation, no copy, no synchronisation, and it
+ * can be captured in a CUDA graph.
+ */
+#include "config.h"
+
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../kernels/kernels.h"
+#include "internal.h"
+
+/* CTAs of the attention kernel resident per SM, by head dim (from the
+ * kernels' register and shared-memory use; see kernels/attn_d*.cu). */
+static int ctas_per_sm(int32_t head_dim) { return head_dim == 256 ? 1 : 2; }
+
+/* Keys below which an item is never split (splitting adds a partial write
+ * and a merge; short items gain nothing from it). */
+#define SPLIT_MIN_KEYS 512
+
+static bsa_status cuda_fail(bsa_ctx *ctx, cudaError_t e, const char *what) {
+  return bsa__fail(ctx, BSA_ERR_CUDA, "%s: %s (%s)", what, cudaGetErrorString(e),
+                   cudaGetErrorName(e));
+}
+
+bsa_status bsa__cuda_ctx_init(bsa_ctx *ctx) {
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess || n == 0)
+    return bsa__fail(ctx, BSA_ERR_NO_DEVICE, "device = cuda: no CUDA device is usable (%s)",
+                     e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+  if (ctx->cuda_device < 0 || ctx->cuda_device >= n)
+    return bsa__fail(ctx, BSA_ERR_NO_DEVICE, "cuda_device = %d is outside [0, %d)",
+                     ctx->cuda_device, n);
+  if ((e = cudaSetDevice(ctx->cuda_device)) != cudaSuccess)
+    return cuda_fail(ctx, e, "cudaSetDevice");
+  struct cudaDeviceProp prop;
+  if ((e = cudaGetDeviceProperties(&prop, ctx->cuda_device)) != cudaSuccess)
+    return cuda_fail(ctx, e, "cudaGetDeviceProperties");
+  if (prop.major < 8)
+    return bsa__fail(ctx, BSA_ERR_UNSUPPORTED,
+                     "cuda_device = %d (%s) has compute capability %d.%d; the CUDA backend "
+                     "needs 8.0 or later",
+                     ctx->cuda_device, prop.name, prop.major, prop.minor);
+  snprintf(ctx->device_name, sizeof ctx->device_name, "%s", prop.name);
+  ctx->sm_count = prop.multiProcessorCount;
+  ctx->cc_major = prop.major;
+  ctx->cc_minor = prop.minor;
+  return BSA_OK;
+}
+
+int64_t bsa__cuda_tile_q(const bsa_plan *plan) {
+  int64_t g = plan->group > 0 ? plan->group : 1;
+  return g >= BSA__GPU_BM ? 1 : BSA__GPU_BM / g;
+}
+
+/* ------------------------------------------------------------ plan state */
+
+typedef struct cuda_plan {
+  void *blob; /* the one device allocation */
+  bsa__gpu_item *items;
+  bsa__gpu_seg *segs;
+  bsa__gpu_merge *merges;
+  uint8_t *mask;
+  float *slopes;
+  float *part_o, *part_lse;
+  void *q_rope, *k_rope;
+  int32_t num_items, num_merges, grid_y;
+} cuda_plan;
+
+static void cuda_plan_free(bsa_plan *plan) {
+  cuda_plan *cp = plan->backend;
+  if (cp) {
+    if (cp->blob) cudaFree(cp->blob);
+    free(cp);
+  }
+  plan->backend = NULL;
+  plan->backend_free = NULL;
+}
+
+typedef struct sched_item {
+  bsa__gpu_item g;
+  int64_t key; /* sort key: cost bucket (descending) */
+  int64_t order;
+} sched_item;
+
+static int cmp_sched(const void *pa, const void *pb) {
+  const sched_item *a = pa, *b = pb;
+  if (a->key != b->key) return a->key > b->key ? -1 : 1;
+  if (a->g.kv_head != b->g.kv_head) return a->g.kv_head < b->g.kv_head ? -1 : 1;
+  return (a->order > b->order) - (a->order < b->order);
+}
+
+/* Cost buckets about 9% wide: longest first, but items of nearly equal cost
+ * ordered by kv head for L2 reuse of K/V. */
+static int64_t cost_bucket(int64_t cost) {
+  if (cost <= 0) return 0;
+  return (int64_t)(log2((double)cost) * 8.0) + 1;
+}
+
+static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
+
+bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
+  bsa_ctx *ctx = plan->ctx;
+  const bsa_attn_params *p = &plan->p;
+  const int32_t D = p->head_dim, group = plan->group;
+  if (p->q_dtype != BSA_DTYPE_F16 && p->q_dtype != BSA_DTYPE_BF16)
+    return bsa__fail(ctx, BSA_ERR_UNSUPPORTED,
+                     "q_dtype = %s is not supported by the CUDA backend (f16, bf16)",
+                     bsa_dtype_name(p->q_dtype));
+  if (D != 64 && D != 128 && D != 256)
+    return bsa__fail(ctx, BSA_ERR_UNSUPPORTED,
+                     "head_dim = %d is not supported by the CUDA backend (64, 128, 256)", D);
+  if (p->qo_len >= INT32_MAX || p->kv_len >= INT32_MAX)
+    return bsa__fail(ctx, BSA_ERR_UNSUPPORTED,
+                     "qo_len = %lld, kv_len = %lld: the CUDA backend indexes tokens with 32 "
+                     "bits (limit %d)",
+                     (long long)p->qo_len, (long long)p->kv_len, INT32_MAX - 1);
+  if (plan->mask_bytes >= INT32_MAX)
+    return bsa__fail(ctx, BSA_ERR_UNSUPPORTED,
+                     "bsr.mask holds %lld bytes; the CUDA backend addresses masks with 32 "
+                     "bits (limit %d)",
+                     (long long)plan->mask_bytes, INT32_MAX - 1);
+  cudaError_t e = cudaSetDevice(ctx->cuda_device);
+  if (e != cudaSuccess) return cuda_fail(ctx, e, "cudaSetDevice");
+  int smem = 0;
+  if ((e = (cudaError_t)bsa__attn_prepare(D, (int)p->q_dtype, &smem)) != cudaSuccess)
+    return cuda_fail(ctx, e, "setting the attention kernel's shared memory");
+
+  const int64_t packed_max = plan->max_item_rows * group;
+  const int32_t grid_y = packed_max > 0 ? (int32_t)((packed_max + BSA__GPU_BM - 1) / BSA__GPU_BM) : 1;
+
+  /* Keys per item and the split length L: an item with more keys than
+   * about twice a fair share of one CTA slot is cut into pieces. */
+  int64_t total_keys = 0;
+  for (int64_t i = 0; i < plan->num_items; i++) {
+    const bsa__work_item *w = &plan->items[i];
+    for (int32_t s = 0; s < w->num_segments; s++) {
+      const bsa__segment *sg = &plan->segs[w->seg_offset + s];
+      total_keys += sg->kv_end - sg->kv_begin;
+    }
+  }
+  const int64_t slots = (int64_t)(ctx->sm_count > 0 ? ctx->sm_count : 1) * ctas_per_sm(D);
+  int64_t split_len = (total_keys + 2 * slots - 1) / (2 * slots);
+  if (split_len < SPLIT_MIN_KEYS) split_len = SPLIT_MIN_KEYS;
+
+  /* Count pieces first. */
+  int64_t n_sched = 0, n_merge = 0, n_parts = 0;
+  for (int64_t i = 0; i < plan->num_items; i++) {
+    const bsa__work_item *w = &plan->items[i];
+    int64_t nk = 0;
+    for (int32_t s = 0; s < w->num_segments; s++)
+      nk += plan->segs[w->seg_offset + s].kv_end - plan->segs[w->seg_offset + s].kv_begin;
+    int64_t np = nk > split_len ? (nk + split_len - 1) / split_len : 1;
+    n_sched += np;
+    if (np > 1) {
+      n_merge++;
+      n_parts += np;
+    }
+  }
+  if (n_sched >= INT32_MAX / 2)
+    return bsa__fail(ctx, BSA_ERR_UNSUPPORTED,
+                     "the plan has %lld work items; the CUDA backend launches at most %d",
+                     (long long)n_sched, INT32_MAX / 2);
+
+  sched_item *sched = malloc(sizeof *sched * (size_t)(n_sched ? n_sched : 1));
+  bsa__gpu_merge *merges = malloc(sizeof *merges * (size_t)(n_merge ? n_merge : 1));
+  bsa__gpu_seg *segs = malloc(sizeof *segs * (size_t)(plan->num_segs ? plan->num_segs : 1));
+  if (!sched || !merges || !segs) {
+    free(sched);
+    free(merges);
+    free(segs);
+    return bsa__fail(ctx, BSA_ERR_NOMEM, "plan: out of host memory for the CUDA schedule");
+  }
+  for (int64_t s = 0; s < plan->num_segs; s++) {
+    const bsa__segment *sg = &plan->segs[s];
+    segs[s].kv_begin = (int32_t)sg->kv_begin;
+    segs[s].len = (int32_t)(sg->kv_end - sg->kv_begin);
+    segs[s].flags = sg->flags;
+    segs[s].pad_ = 0;
+    segs[s].mask_base = (sg->flags & BSA__SEG_ELEMASK)
+                            ? sg->mask_offset + (int64_t)sg->mask_row0 * plan->C - sg->kv_begin
+                            : 0;
+  }
+  int64_t ns = 0, nm = 0, part = 0;
+  for (int64_t i = 0; i < plan->num_items; i++) {
+    const bsa__work_item *w = &plan->items[i];
+    const int64_t rows = w->q_end - w->q_begin;
+    int64_t nk = 0;
+    for (int32_t s = 0; s < w->num_segments; s++) nk += segs[w->seg_offset + s].len;
+    int64_t np = nk > split_len ? (nk + split_len - 1) / split_len : 1;
+    if (np == 1) {
+      sched_item *si = &sched[ns];
+      si->g.kv_head = w->kv_head;
+      si->g.rows = (int32_t)rows;
+      si->g.q_begin = (int32_t)w->q_begin;
+      si->g.nkeys = (int32_t)nk;
+      si->g.seg_begin = w->seg_offset;
+      si->g.nseg = w->num_segments;
+      si->g.skip = 0;
+      si->g.part = -1;
+      si->g.pad_ = 0;
+      si->key = cost_bucket(rows * nk);
+      si->order = ns;
+      ns++;
+      continue;
+    }
+    /* Pieces of about nk / np keys, rounded to 64-key tiles. */
+    int64_t chunk = (nk + np - 1) / np;
+    chunk = (chunk + 63) / 64 * 64;
+    np = (nk + chunk - 1) / chunk;
+    bsa__gpu_merge *mg = &merges[nm++];
+    mg->kv_head = w->kv_head;
+    mg->rows = (int32_t)rows;
+    mg->q_begin = (int32_t)w->q_begin;
+    mg->part0 = (int32_t)part;
+    mg->nparts = (int32_t)np;
+    mg->pad_ = 0;
+    int64_t s = 0, seg_start = 0; /* virtual start of segment s */
+    for (int64_t pi = 0; pi < np; pi++) {
+      const int64_t v0 = pi * chunk;
+      const int64_t v1 = v0 + chunk < nk ? v0 + chunk : nk;
+      while (seg_start + segs[w->seg_offset + s].len <= v0) seg_start += segs[w->seg_offset + s++].len;
+      int64_t s_end = s, e_start = seg_start;
+      while (e_start + segs[w->seg_offset + s_end].len < v1)
+        e_start += segs[w->seg_offset + s_end++].len;
+      sched_item *si = &sched[ns];
+      si->g.kv_head = w->kv_head;
+      si->g.rows = (int32_t)rows;
+      si->g.q_begin = (int32_t)w->q_begin;
+      si->g.nkeys = (int32_t)(v1 - v0);
+      si->g.seg_begin = w->seg_offset + s;
+      si->g.nseg = (int32_t)(s_end - s + 1);
+      si->g.skip = (int32_t)(v0 - seg_start);
+      si->g.part = (int32_t)(part + pi);
+      si->g.pad_ = 0;
+      si->key = cost_bucket(rows * (v1 - v0));
+      si->order = ns;
+      ns++;
+    }
+    part += np;
+  }
+  n_sched = ns;
+  n_merge = nm;
+  n_parts = part;
+  qsort(sched, (size_t)n_sched, sizeof *sched, cmp_sched);
+
+  /* Layout of the device blob: uploaded part first, then workspaces. */
+  const size_t D_elem = 2;
+  const size_t off_items = 0;
+  const size_t off_segs = align256(off_items + sizeof(bsa__gpu_item) * (size_t)n_sched);
+  const size_t off_merges = align256(off_segs + sizeof(bsa__gpu_seg) * (size_t)plan->num_segs);
+  const size_t off_slopes = align256(off_merges + sizeof(bsa__gpu_merge) * (size_t)n_merge);
+  const int alibi = p->pos_encoding == BSA_POS_ALIBI;
+  const size_t off_mask = align256(off_slopes + (alibi ? sizeof(float) * (size_t)p->num_qo_heads : 0));
+  const size_t upload = align256(off_mask + (size_t)plan->mask_bytes);
+  const size_t part_rows = (size_t)n_parts * (size_t)grid_y * BSA__GPU_BM;
+  const size_t off_part_o = upload;
+  const size_t off_part_lse = align256(off_part_o + part_rows * (size_t)D * sizeof(float));
+  const int rope = p->pos_encoding == BSA_POS_ROPE_LLAMA;
+  const size_t off_qr = align256(off_part_lse + part_rows * sizeof(float));
+  const size_t q_bytes = rope ? (size_t)p->qo_len * (size_t)p->num_qo_heads * (size_t)D * D_elem : 0;
+  const size_t k_bytes = rope ? (size_t)p->kv_len * (size_t)p->num_kv_heads * (size_t)D * D_elem : 0;
+  const size_t off_kr = align256(off_qr + q_bytes);
+  const size_t total = align256(off_kr + k_bytes);
+
+  unsigned char *host = malloc(upload ? upload : 1);
+  cuda_plan *cp = calloc(1, sizeof *cp);
+  if (!host || !cp) {
+    free(host);
+    free(cp);
+    free(sched);
+    free(merges);
+    free(segs);
+    return bsa__fail(ctx, BSA_ERR_NOMEM, "plan: out of host memory for the CUDA schedule");
+  }
+  memset(host, 0, upload);
+  bsa__gpu_item *hi = (bsa__gpu_item *)(host + off_items);
+  for (int64_t i = 0; i < n_sched; i++) hi[i] = sched[i].g;
+  memcpy(host + off_segs, segs, sizeof(bsa__gpu_seg) * (size_t)plan->num_segs);
+  memcpy(host + off_merges, merges, sizeof(bsa__gpu_merge) * (size_t)n_merge);
+  if (alibi) {
+    float *sl = (float *)(host + off_slopes);
+    for (int32_t h = 0; h < p->num_qo_heads; h++)
+      sl[h] = bsa_alibi_slope(h, p->num_qo_heads) * (float)M_LOG2E;
+  }
+  if (plan->mask_bytes) memcpy(host + off_mask, plan->mask, (size_t)plan->mask_bytes);
+  free(sched);
+  free(merges);
+  free(segs);
+
+  if ((e = cudaMalloc(&cp->blob, total)) != cudaSuccess) {
+    free(host);
+    free(cp);
+    return bsa__fail(ctx, BSA_ERR_NOMEM, "plan: cudaMalloc of %zu bytes failed: %s", total,
+                     cudaGetErrorString(e));
+  }
+  e = cudaMemcpy(cp->blob, host, upload, cudaMemcpyHostToDevice);
+  free(host);
+  if (e != cudaSuccess) {
+    cudaFree(cp->blob);
+    free(cp);
+    return cuda_fail(ctx, e, "plan: uploading the work list");
+  }
+  unsigned char *b = cp->blob;
+  cp->items = (bsa__gpu_item *)(b + off_items);
+  cp->segs = (bsa__gpu_seg *)(b + off_segs);
+  cp->merges = (bsa__gpu_merge *)(b + off_merges);
+  cp->slopes = alibi ? (float *)(b + off_slopes) : NULL;
+  cp->mask = plan->mask_bytes ? b + off_mask : NULL;
+  cp->part_o = n_parts ? (float *)(b + off_part_o) : NULL;
+  cp->part_lse = n_parts ? (float *)(b + off_part_lse) : NULL;
+  cp->q_rope = rope ? b + off_qr : NULL;
+  cp->k_rope = rope ? b + off_kr : NULL;
+  cp->num_items = (int32_t)n_sched;
+  cp->num_merges = (int32_t)n_merge;
+  cp->grid_y = grid_y;
+  plan->backend = cp;
+  plan->backend_free = cuda_plan_free;
+  return BSA_OK;
+}
+
+/* ------------------------------------------------------------------ run */
+
+bsa_status bsa__cuda_run(bsa_plan *plan, const void *q, const void *k, const void *v, void *o,
+                         float *lse) {
+  bsa_ctx *ctx = plan->ctx;
+  cuda_plan *cp = plan->backend;
+  if (!cp) return bsa__fail(ctx, BSA_ERR_INTERNAL, "plan has no CUDA state");
+  const bsa_attn_params *p = &plan->p;
+  const int64_t D = p->head_dim, Hq = p->num_qo_heads, Hkv = p->num_kv_heads;
+  const int nhd = p->layout == BSA_LAYOUT_NHD;
+  cudaError_t e = cudaSetDevice(ctx->cuda_device);
+  if (e != cudaSuccess) return cuda_fail(ctx, e, "cudaSetDevice");
+
+  bsa__attn_args a;
+  memset(&a, 0, sizeof a);
+  a.q = q;
+  a.k = k;
+  a.v = v;
+  a.o = o;
+  a.lse = lse;
+  a.q_st = nhd ? Hq * D : D;
+  a.q_sh = nhd ? D : p->qo_len * D;
+  a.k_st = nhd ? Hkv * D : D;
+  a.k_sh = nhd ? D : p->kv_len * D;
+  a.o_st = a.q_st;
+  a.o_sh = a.q_sh;
+  a.items = cp->items;
+  a.segs = cp->segs;
+  a.mask = cp->mask;
+  a.mask_C = plan->C;
+  a.slopes = cp->slopes;
+  a.part_o = cp->part_o;
+  a.part_lse = cp->part_lse;
+  a.num_items = cp->num_items;
+  a.grid_y = cp->grid_y;
+  a.group = plan->group;
+  a.num_qo_heads = (int32_t)Hq;
+  a.causal_off = (int32_t)(p->kv_len - p->qo_len);
+  a.causal = p->causal != 0;
+  a.scale_log2 = p->sm_scale * (float)M_LOG2E;
+  a.cap = p->logits_soft_cap;
+  a.cap_in = p->logits_soft_cap > 0.f ? p->sm_scale / p->logits_soft_cap : 0.f;
+  a.o_dtype = (int32_t)p->o_dtype;
+
+  void *stream = ctx->cuda_stream;
+  if (p->pos_encoding == BSA_POS_ROPE_LLAMA) {
+    e = (cudaError_t)bsa__rope_launch((int)p->q_dtype, q, cp->q_rope, p->qo_len, (int32_t)Hq,
+                                      (int32_t)D, a.q_st, a.q_sh, p->kv_len - p->qo_len,
+                                      p->rope_scale, p->rope_theta, stream);
+    if (e != cudaSuccess) return cuda_fail(ctx, e, "RoPE kernel (q)");
+    e = (cudaError_t)bsa__rope_launch((int)p->kv_dtype, k, cp->k_rope, p->kv_len, (int32_t)Hkv,
+                                      (int32_t)D, a.k_st, a.k_sh, 0, p->rope_scale,
+                                      p->rope_theta, stream);
+    if (e != cudaSuccess) return cuda_fail(ctx, e, "RoPE kernel (k)");
+    a.q = cp->q_rope;
+    a.k = cp->k_rope;
+  }
+  e = (cudaError_t)bsa__attn_launch((int)D, (int)p->q_dtype, &a, stream);
+  if (e != cudaSuccess) return cuda_fail(ctx, e, "attention kernel");
+  if (cp->num_merges > 0) {
+    e = (cudaError_t)bsa__attn_merge_launch((int)D, &a, cp->merges, cp->num_merges, stream);
+    if (e != cudaSuccess) return cuda_fail(ctx, e, "split-KV merge kernel");
+  }
+  return BSA_OK;
+}
+
+/* --------------------------------------------------------- memory, time */
+
+bsa_status bsa__cuda_alloc(bsa_ctx *ctx, size_t bytes, void **ptr) {
+  cudaError_t e = cudaSetDevice(ctx->cuda_device);
+  if (e != cudaSuccess) return cuda_fail(ctx, e, "cudaSetDevice");
+  e = cudaMalloc(ptr, bytes ? bytes : 1);
+  if (e != cudaSuccess) {
+    *ptr = NULL;
+    return bsa__fail(ctx, BSA_ERR_NOMEM, "bsa_ctx_alloc: cudaMalloc of %zu bytes failed: %s",
+                     bytes, cudaGetErrorString(e));
+  }
+  return BSA_OK;
+}
+
+void bsa__cuda_free(bsa_ctx *ctx, void *ptr) {
+  (void)ctx;
+  cudaFree(ptr);
+}
+
+bsa_status bsa__cuda_copy(bsa_ctx *ctx, void *dst, const void *src, size_t bytes,
+                          int to_device) {
+  if (!bytes) return BSA_OK;
+  cudaStream_t st = (cudaStream_t)ctx->cuda_stream;
+  cudaError_t e = cudaMemcpyAsync(dst, src, bytes,
+                                  to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost, st);
+  if (e == cudaSuccess) e = cudaStreamSynchronize(st);
+  if (e != cudaSuccess)
+    return cuda_fail(ctx, e, to_device ? "bsa_ctx_copy_to_device" : "bsa_ctx_copy_to_host");
+  return BSA_OK;
+}
+
+bsa_status bsa__cuda_synchronize(bsa_ctx *ctx) {
+  cudaError_t e = cudaStreamSynchronize((cudaStream_t)ctx->cuda_stream);
+  if (e != cudaSuccess) return cuda_fail(ctx, e, "bsa_ctx_synchronize");
+  return BSA_OK;
+}
+
+static int cmp_float(const void *a, const void *b) {
+  float x = *(const float *)a, y = *(const float *)b;
+  return (x > y) - (x < y);
+}
+
+bsa_status bsa__cuda_time(bsa_plan *plan, const void *q, const void *k, const void *v, void *o,
+                          float *lse, int warmup, int reps, double *median_ms,
+                          double *min_ms) {
+  bsa_ctx *ctx = plan->ctx;
+  cudaStream_t st = (cudaStream_t)ctx->cuda_stream;
+  bsa_status bs;
+  for (int i = 0; i < warmup; i++)
+    if ((bs = bsa__cuda_run(plan, q, k, v, o, lse)) != BSA_OK) return bs;
+  cudaEvent_t *ev = calloc((size_t)reps + 1, sizeof *ev);
+  float *ms = calloc((size_t)reps, sizeof *ms);
+  if (!ev || !ms) {
+    free(ev);
+    free(ms);
+    return bsa__fail(ctx, BSA_ERR_NOMEM, "bsa_plan_time: out of memory");
+  }
+  cudaError_t e = cudaSuccess;
+  int made = 0;
+  for (; made <= reps && e == cudaSuccess; made++) e = cudaEventCreate(&ev[made]);
+  if (e != cudaSuccess) made--;
+  bs = BSA_OK;
+  if (e == cudaSuccess) e = cudaEventRecord(ev[0], st);
+  for (int i = 0; i < reps && e == cudaSuccess && bs == BSA_OK; i++) {
+    bs = bsa__cuda_run(plan, q, k, v, o, lse);
+    if (bs == BSA_OK) e = cudaEventRecord(ev[i + 1], st);
+  }
+  if (e == cudaSuccess && bs == BSA_OK) e = cudaEventSynchronize(ev[reps]);
+  for (int i = 0; i < reps && e == cudaSuccess && bs == BSA_OK; i++)
+    e = cudaEventElapsedTime(&ms[i], ev[i], ev[i + 1]);
+  for (int i = 0; i < made; i++) cudaEventDestroy(ev[i]);
+  free(ev);
+  if (bs == BSA_OK && e != cudaSuccess) bs = cuda_fail(ctx, e, "bsa_plan_time: CUDA events");
+  if (bs == BSA_OK) {
+    qsort(ms, (size_t)reps, sizeof *ms, cmp_float);
+    *median_ms = reps % 2 ? ms[reps / 2] : 0.5 * (ms[reps / 2 - 1] + ms[reps / 2]);
+    if (min_ms) *min_ms = ms[0];
+  }
+  free(ms);
+  return bs;
+}

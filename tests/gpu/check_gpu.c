@@ -1,0 +1,590 @@
+/*
+ * tests/gpu/check_gpu.c - the CUDA backend against the CPU backend.
+ *
+ * Every case builds one sparsity description (dense, BSR with or without
+ * per-element masks and per-kv-head patterns, variable blocks with zero
+ * sizes and empty rows), runs it through a CPU plan (float32 output, the
+ * reference) and a CUDA plan on fresh random inputs, and compares: relative
+ * L2 of O, every output element written (outputs are poisoned with NaN
+ * first), rows with no visible key exactly 0 with LSE = -inf, and LSE close.
+ *
+ * The process never touches CUDA itself: a child process probes for a
+ * device (exit 77 = skip when there is none), and every test runs in its
+ * own Check fork.  Set BSA_TEST_SEED to repeat a run; failures print it.
+ *
+ * Tolerances (relative L2 of O against the CPU's float32 output): bf16
+ * 1e-2, f16 4e-3.  The GPU rounds P to the input dtype for P V and RoPE'd
+ * q/k to the input dtype, the CPU keeps both in float32.
+ */
+#include "config.h"
+
+#include <check.h>
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bsa.h"
+
+static uint64_t g_seed;
+
+static uint64_t rnd_u64(uint64_t *s) {
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+static double rnd_unit(uint64_t *s) { return (double)(rnd_u64(s) >> 11) * (1.0 / 9007199254740992.0); }
+static double rnd_normal(uint64_t *s) {
+  double u = rnd_unit(s), v = rnd_unit(s);
+  if (u < 1e-300) u = 1e-300;
+  return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
+}
+static uint64_t mix(uint64_t x) {
+  uint64_t s = x * 0x9e3779b97f4a7c15ull + 777;
+  return rnd_u64(&s);
+}
+
+typedef enum { KIND_DENSE, KIND_BSR, KIND_VAR } kind_t;
+
+typedef struct gcase {
+  kind_t kind;
+  int64_t M, N, R, C;
+  int Hq, Hkv, D;
+  int causal;
+  float cap;
+  bsa_pos_encoding pos;
+  int elemask, per_head;
+  bsa_layout layout;
+  bsa_dtype dtype;
+  int want_lse;
+  double density;
+  int force_empty_row;
+  int zero_sizes;
+  int64_t MB, NB; /* var */
+} gcase;
+
+static const int64_t MN_VALUES[6] = {1, 63, 64, 257, 1000, 2000};
+static const int64_t RC_VALUES[4] = {1, 4, 16, 64};
+static const int HEADS[4][2] = {{1, 1}, {4, 1}, {4, 2}, {16, 4}};
+static const int DIMS[3] = {64, 128, 256};
+
+static void *random_tensor(bsa_dtype dt, size_t n, uint64_t *rng) {
+  float *f = malloc(sizeof(float) * n);
+  for (size_t i = 0; i < n; i++) f[i] = (float)rnd_normal(rng);
+  void *x = malloc(n * bsa_dtype_size(dt));
+  bsa_convert(x, dt, f, BSA_DTYPE_F32, n);
+  free(f);
+  return x;
+}
+
+static void random_partition(int32_t *sz, int64_t nb, int64_t total, int allow_zero,
+                             uint64_t *rng) {
+  if (!allow_zero && nb > total) allow_zero = 1;
+  int64_t *cuts = malloc(sizeof(int64_t) * (size_t)(nb + 1));
+  cuts[0] = 0;
+  cuts[nb] = total;
+  for (int64_t i = 1; i < nb; i++)
+    cuts[i] = allow_zero ? (int64_t)(rnd_unit(rng) * (double)(total + 1))
+                         : 1 + (int64_t)(rnd_unit(rng) * (double)(total - 1));
+  for (int64_t i = 1; i < nb; i++)
+    for (int64_t k = i; k > 1 && cuts[k] < cuts[k - 1]; k--) {
+      int64_t t = cuts[k];
+      cuts[k] = cuts[k - 1];
+      cuts[k - 1] = t;
+    }
+  for (int64_t i = 1; i < nb; i++) {
+    if (cuts[i] > total) cuts[i] = total;
+    if (!allow_zero && cuts[i] <= cuts[i - 1]) cuts[i] = cuts[i - 1] + 1;
+  }
+  for (int64_t i = 0; i < nb; i++) sz[i] = (int32_t)(cuts[i + 1] - cuts[i]);
+  free(cuts);
+}
+
+/* A description and the plans on both devices. */
+typedef struct built {
+  int32_t *indptr, *indices, *rsz, *csz;
+  uint8_t *bmask, *map;
+} built;
+
+static bsa_status make_plan(bsa_ctx *ctx, const gcase *c, const bsa_attn_params *p, built *b,
+                            uint64_t *rng, bsa_plan **plan) {
+  if (c->kind == KIND_DENSE) return bsa_plan_create_dense(ctx, p, plan);
+  if (c->kind == KIND_BSR) {
+    bsa_bsr_desc d = {c->R, c->C, b->indptr, b->indices, b->bmask, c->per_head};
+    return bsa_plan_create_bsr(ctx, p, &d, plan);
+  }
+  (void)rng;
+  bsa_var_desc d = {c->MB, c->NB, b->map, b->rsz, b->csz};
+  return bsa_plan_create_var(ctx, p, &d, plan);
+}
+
+static void build_desc(const gcase *c, built *b, uint64_t *rng) {
+  memset(b, 0, sizeof *b);
+  if (c->kind == KIND_BSR) {
+    const int64_t MB = (c->M + c->R - 1) / c->R, NB = (c->N + c->C - 1) / c->C;
+    const int64_t heads = c->per_head ? c->Hkv : 1;
+    b->indptr = malloc(sizeof(int32_t) * (size_t)(heads * (MB + 1)));
+    b->indices = malloc(sizeof(int32_t) * (size_t)(heads * MB * NB + 1));
+    int64_t nnz = 0;
+    for (int64_t h = 0; h < heads; h++) {
+      b->indptr[h * (MB + 1)] = (int32_t)nnz;
+      for (int64_t i = 0; i < MB; i++) {
+        int64_t start = nnz;
+        if (!(c->force_empty_row && i == 0))
+          for (int64_t j = 0; j < NB; j++)
+            if (rnd_unit(rng) < c->density) b->indices[nnz++] = (int32_t)j;
+        for (int64_t a = nnz - 1; a > start; a--) { /* unsorted columns */
+          int64_t x = start + (int64_t)(rnd_u64(rng) % (uint64_t)(a - start + 1));
+          int32_t t = b->indices[a];
+          b->indices[a] = b->indices[x];
+          b->indices[x] = t;
+        }
+        b->indptr[h * (MB + 1) + i + 1] = (int32_t)nnz;
+      }
+    }
+    if (c->elemask) {
+      b->bmask = malloc((size_t)(nnz * c->R * c->C + 1));
+      for (int64_t e = 0; e < nnz * c->R * c->C; e++) b->bmask[e] = rnd_unit(rng) < 0.7;
+    }
+  } else if (c->kind == KIND_VAR) {
+    b->rsz = malloc(sizeof(int32_t) * (size_t)(c->Hkv * c->MB));
+    b->csz = malloc(sizeof(int32_t) * (size_t)(c->Hkv * c->NB));
+    b->map = malloc((size_t)(c->Hkv * c->MB * c->NB));
+    for (int h = 0; h < c->Hkv; h++) {
+      random_partition(b->rsz + h * c->MB, c->MB, c->M, c->zero_sizes, rng);
+      random_partition(b->csz + h * c->NB, c->NB, c->N, c->zero_sizes, rng);
+      for (int64_t i = 0; i < c->MB; i++)
+        for (int64_t j = 0; j < c->NB; j++)
+          b->map[(h * c->MB + i) * c->NB + j] =
+              (c->force_empty_row && i == 0) ? 0 : rnd_unit(rng) < c->density;
+    }
+  }
+}
+
+static void free_desc(built *b) {
+  free(b->indptr), free(b->indices), free(b->rsz), free(b->csz), free(b->bmask), free(b->map);
+}
+
+static void case_params(const gcase *c, uint64_t seed, bsa_attn_params *p) {
+  memset(p, 0, sizeof *p);
+  p->num_qo_heads = c->Hq;
+  p->num_kv_heads = c->Hkv;
+  p->head_dim = c->D;
+  p->qo_len = c->M;
+  p->kv_len = c->N;
+  p->q_dtype = p->kv_dtype = p->o_dtype = c->dtype;
+  p->layout = c->layout;
+  p->causal = c->causal;
+  p->logits_soft_cap = c->cap;
+  p->pos_encoding = c->pos;
+  if (c->pos == BSA_POS_ROPE_LLAMA && (seed & 1)) {
+    p->rope_theta = 5e5f;
+    p->rope_scale = 2.0f;
+  }
+  if (seed & 2) p->sm_scale = 0.9f / sqrtf((float)c->D);
+}
+
+static void describe(const gcase *c, char *buf, size_t n) {
+  snprintf(buf, n,
+           "seed=%llu kind=%d M=%lld N=%lld R=%lld C=%lld H=%d/%d D=%d %s %s causal=%d cap=%g "
+           "pos=%d elemask=%d per_head=%d lse=%d",
+           (unsigned long long)g_seed, (int)c->kind, (long long)c->M, (long long)c->N,
+           (long long)c->R, (long long)c->C, c->Hq, c->Hkv, c->D, bsa_dtype_name(c->dtype),
+           c->layout == BSA_LAYOUT_NHD ? "NHD" : "HND", c->causal, (double)c->cap, (int)c->pos,
+           c->elemask, c->per_head, c->want_lse);
+}
+
+/* Device buffers of one case. */
+typedef struct dev {
+  bsa_ctx *ctx;
+  void *q, *k, *v, *o;
+  float *lse;
+} dev;
+
+static void dev_poison_run(dev *d, bsa_plan *plan, size_t o_bytes, size_t lse_n, int want_lse) {
+  unsigned char *poison = malloc(o_bytes > lse_n * 4 ? o_bytes : lse_n * 4);
+  memset(poison, 0xff, o_bytes > lse_n * 4 ? o_bytes : lse_n * 4); /* NaN in every dtype */
+  ck_assert_int_eq(bsa_ctx_copy_to_device(d->ctx, d->o, poison, o_bytes), BSA_OK);
+  ck_assert_int_eq(bsa_ctx_copy_to_device(d->ctx, d->lse, poison, lse_n * 4), BSA_OK);
+  free(poison);
+  bsa_status st = bsa_plan_run(plan, d->q, d->k, d->v, d->o, want_lse ? d->lse : NULL);
+  ck_assert_msg(st == BSA_OK, "cuda run failed: %s", bsa_ctx_last_error(d->ctx));
+  st = bsa_ctx_synchronize(d->ctx);
+  ck_assert_msg(st == BSA_OK, "cuda sync failed: %s", bsa_ctx_last_error(d->ctx));
+}
+
+/* Compares the GPU output (dtype odt) with the CPU float32 reference. */
+static void compare(const gcase *c, const bsa_attn_params *p, const void *o_gpu,
+                    const float *lse_gpu, const float *o_ref, const float *lse_ref,
+                    const char *what) {
+  char desc[400];
+  describe(c, desc, sizeof desc);
+  const size_t nq = (size_t)(c->M * c->Hq * c->D);
+  float *of = malloc(sizeof(float) * nq);
+  bsa_convert(of, BSA_DTYPE_F32, o_gpu, p->o_dtype, nq);
+  double num = 0, den = 0;
+  for (size_t i = 0; i < nq; i++) {
+    ck_assert_msg(isfinite(of[i]), "%s: o[%zu] = %g not written (%s)", what, i, (double)of[i],
+                  desc);
+    double d = (double)of[i] - o_ref[i];
+    num += d * d;
+    den += (double)o_ref[i] * o_ref[i];
+  }
+  const double tol = p->o_dtype == BSA_DTYPE_F16 ? 4e-3 : 1e-2;
+  if (den > 0)
+    ck_assert_msg(sqrt(num / den) < tol, "%s: rel L2 = %.3g >= %.1g (%s)", what,
+                  sqrt(num / den), tol, desc);
+  else
+    ck_assert_msg(num == 0, "%s: every row is empty but O is not zero (%s)", what, desc);
+  const double ltol =
+      (c->pos == BSA_POS_ROPE_LLAMA ? (c->dtype == BSA_DTYPE_BF16 ? 3e-2 : 6e-3) : 1e-3) +
+      (c->cap > 0 ? 5e-3 : 0);
+  for (int64_t t = 0; t < c->M; t++)
+    for (int h = 0; h < c->Hq; h++) {
+      const float lr = lse_ref[t * c->Hq + h];
+      if (lr == -INFINITY) {
+        int64_t ob = c->layout == BSA_LAYOUT_NHD ? (t * c->Hq + h) * c->D
+                                                 : ((int64_t)h * c->M + t) * c->D;
+        for (int d = 0; d < c->D; d++)
+          ck_assert_msg(of[ob + d] == 0.0f, "%s: empty row %lld head %d: o = %g (%s)", what,
+                        (long long)t, h, (double)of[ob + d], desc);
+      }
+      if (!lse_gpu) continue;
+      const float lv = lse_gpu[t * c->Hq + h];
+      if (lr == -INFINITY)
+        ck_assert_msg(lv == -INFINITY, "%s: lse[%lld,%d] = %g, want -inf (%s)", what,
+                      (long long)t, h, (double)lv, desc);
+      else
+        ck_assert_msg(fabs((double)lv - lr) < ltol * (1 + fabs(lr)),
+                      "%s: lse[%lld,%d] = %.7g, want %.7g (%s)", what, (long long)t, h,
+                      (double)lv, (double)lr, desc);
+    }
+  free(of);
+}
+
+static void run_case(const gcase *c, uint64_t seed) {
+  uint64_t rng = seed ^ g_seed;
+  bsa_attn_params p;
+  case_params(c, seed, &p);
+  const size_t nq = (size_t)(c->M * c->Hq * c->D), nkv = (size_t)(c->N * c->Hkv * c->D);
+  const size_t esz = bsa_dtype_size(c->dtype), nl = (size_t)(c->M * c->Hq);
+  void *q = random_tensor(c->dtype, nq, &rng);
+  void *k = random_tensor(c->dtype, nkv, &rng);
+  void *v = random_tensor(c->dtype, nkv, &rng);
+  built b;
+  build_desc(c, &b, &rng);
+
+  /* Reference: the CPU backend with float32 output. */
+  bsa_ctx *cpu;
+  ck_assert_int_eq(bsa_ctx_create(NULL, &cpu), BSA_OK);
+  bsa_attn_params pr = p;
+  pr.o_dtype = BSA_DTYPE_F32;
+  bsa_plan *cplan = NULL;
+  bsa_status st = make_plan(cpu, c, &pr, &b, &rng, &cplan);
+  ck_assert_msg(st == BSA_OK, "cpu plan: %s", bsa_ctx_last_error(cpu));
+  float *o_ref = malloc(sizeof(float) * nq), *lse_ref = malloc(sizeof(float) * nl);
+  ck_assert_int_eq(bsa_plan_run(cplan, q, k, v, o_ref, lse_ref), BSA_OK);
+
+  dev d;
+  bsa_ctx_options opt = {0};
+  opt.device = BSA_DEVICE_CUDA;
+  st = bsa_ctx_create(&opt, &d.ctx);
+  ck_assert_msg(st == BSA_OK, "cuda ctx: %s", bsa_last_error());
+  bsa_plan *gplan = NULL;
+  st = make_plan(d.ctx, c, &p, &b, &rng, &gplan);
+  ck_assert_msg(st == BSA_OK, "cuda plan: %s", bsa_ctx_last_error(d.ctx));
+  ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nq * esz, &d.q), BSA_OK);
+  ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nkv * esz, &d.k), BSA_OK);
+  ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nkv * esz, &d.v), BSA_OK);
+  ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nq * esz, &d.o), BSA_OK);
+  ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nl * 4, (void **)&d.lse), BSA_OK);
+  ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.q, q, nq * esz), BSA_OK);
+  ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.k, k, nkv * esz), BSA_OK);
+  ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.v, v, nkv * esz), BSA_OK);
+  dev_poison_run(&d, gplan, nq * esz, nl, c->want_lse);
+  void *o = malloc(nq * esz);
+  float *lse = malloc(sizeof(float) * nl);
+  ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, o, d.o, nq * esz), BSA_OK);
+  ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, lse, d.lse, nl * 4), BSA_OK);
+  compare(c, &p, o, c->want_lse ? lse : NULL, o_ref, lse_ref, "run");
+
+  /* Plan reuse with fresh q. */
+  if (seed % 4 == 0) {
+    free(q);
+    q = random_tensor(c->dtype, nq, &rng);
+    ck_assert_int_eq(bsa_plan_run(cplan, q, k, v, o_ref, lse_ref), BSA_OK);
+    ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.q, q, nq * esz), BSA_OK);
+    dev_poison_run(&d, gplan, nq * esz, nl, 1);
+    ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, o, d.o, nq * esz), BSA_OK);
+    ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, lse, d.lse, nl * 4), BSA_OK);
+    compare(c, &p, o, lse, o_ref, lse_ref, "reuse");
+  }
+
+  bsa_plan_destroy(gplan);
+  bsa_plan_destroy(cplan);
+  bsa_ctx_free(d.ctx, d.q), bsa_ctx_free(d.ctx, d.k), bsa_ctx_free(d.ctx, d.v);
+  bsa_ctx_free(d.ctx, d.o), bsa_ctx_free(d.ctx, d.lse);
+  bsa_ctx_destroy(d.ctx);
+  bsa_ctx_destroy(cpu);
+  free(q), free(k), free(v), free(o), free(lse), free(o_ref), free(lse_ref);
+  free_desc(&b);
+}
+
+/* Features of case i: every value meets every other often over a grid. */
+static void draw_features(gcase *c, uint64_t i) {
+  uint64_t h = mix(i);
+  int hi = (int)(h % 4);
+  c->Hq = HEADS[hi][0];
+  c->Hkv = HEADS[hi][1];
+  if (c->D == 0) c->D = DIMS[(h >> 8) % 3];
+  if (c->M * c->N > 300000 && c->Hq > 4) c->Hq = 4, c->Hkv = 2; /* keep the CPU side quick */
+  c->causal = (int)((h >> 16) & 1);
+  c->cap = ((h >> 17) % 3 == 0) ? 5.0f : 0.0f;
+  int pos = (int)((h >> 20) % 4);
+  c->pos = pos == 1 ? BSA_POS_ROPE_LLAMA : pos == 2 ? BSA_POS_ALIBI : BSA_POS_NONE;
+  c->elemask = (int)((h >> 24) & 1);
+  c->per_head = (int)((h >> 25) & 1);
+  if (c->layout == 0) c->layout = (h >> 26) & 1 ? BSA_LAYOUT_HND : BSA_LAYOUT_NHD;
+  if (c->dtype == 0) c->dtype = (h >> 28) & 1 ? BSA_DTYPE_BF16 : BSA_DTYPE_F16;
+  c->want_lse = (int)((h >> 34) % 4 != 0);
+  c->density = ((h >> 36) % 2) ? 0.5 : 0.2;
+  c->force_empty_row = (int)((h >> 38) % 4 == 0);
+  c->zero_sizes = (int)((h >> 40) & 1);
+  c->MB = 1 + (int64_t)((h >> 44) % 9);
+  c->NB = 1 + (int64_t)((h >> 50) % 9);
+}
+
+/* Each head dim x dtype x layout, dense, at M and N from the grid. */
+START_TEST(test_dense_grid) {
+  gcase c;
+  memset(&c, 0, sizeof c);
+  c.kind = KIND_DENSE;
+  c.D = DIMS[_i % 3];
+  c.dtype = (_i / 3) % 2 ? BSA_DTYPE_BF16 : BSA_DTYPE_F16;
+  c.layout = (_i / 6) % 2 ? BSA_LAYOUT_HND : BSA_LAYOUT_NHD;
+  c.M = MN_VALUES[mix((uint64_t)_i + 1) % 6];
+  c.N = MN_VALUES[mix((uint64_t)_i + 2) % 6];
+  draw_features(&c, (uint64_t)_i + 100);
+  c.dtype = (_i / 3) % 2 ? BSA_DTYPE_BF16 : BSA_DTYPE_F16;
+  c.layout = (_i / 6) % 2 ? BSA_LAYOUT_HND : BSA_LAYOUT_NHD;
+  run_case(&c, mix((uint64_t)_i + 200));
+}
+END_TEST
+
+/* BSR: every (R, C) pair, three draws each, masks and per-head patterns. */
+START_TEST(test_bsr_grid) {
+  gcase c;
+  memset(&c, 0, sizeof c);
+  c.kind = KIND_BSR;
+  int rc = _i % 16;
+  c.R = RC_VALUES[rc / 4];
+  c.C = RC_VALUES[rc % 4];
+  c.M = MN_VALUES[mix((uint64_t)_i + 3) % 5];
+  c.N = MN_VALUES[mix((uint64_t)_i + 4) % 5];
+  draw_features(&c, (uint64_t)_i + 300);
+  run_case(&c, mix((uint64_t)_i + 400));
+}
+END_TEST
+
+/* Variable blocks with zero sizes and empty rows. */
+START_TEST(test_var_grid) {
+  gcase c;
+  memset(&c, 0, sizeof c);
+  c.kind = KIND_VAR;
+  c.M = MN_VALUES[mix((uint64_t)_i + 5) % 6];
+  c.N = MN_VALUES[mix((uint64_t)_i + 6) % 6];
+  draw_features(&c, (uint64_t)_i + 500);
+  run_case(&c, mix((uint64_t)_i + 600));
+}
+END_TEST
+
+/* Few long rows: the schedule splits the keys and merges by LSE. */
+START_TEST(test_split_kv) {
+  gcase c;
+  memset(&c, 0, sizeof c);
+  c.kind = _i < 2 ? KIND_DENSE : KIND_VAR;
+  c.M = 100;
+  c.N = 9000;
+  draw_features(&c, (uint64_t)_i + 700);
+  c.Hq = 2;
+  c.Hkv = 1;
+  c.want_lse = 1;
+  c.causal = _i % 2;
+  c.density = 0.5;
+  run_case(&c, mix((uint64_t)_i + 800));
+}
+END_TEST
+
+/* GQA groups larger than one CTA's rows (packed rows split over CTAs). */
+START_TEST(test_wide_group) {
+  gcase c;
+  memset(&c, 0, sizeof c);
+  c.kind = _i == 0 ? KIND_DENSE : KIND_BSR;
+  c.M = 37;
+  c.N = 300;
+  c.R = 16;
+  c.C = 16;
+  draw_features(&c, (uint64_t)_i + 900);
+  c.Hq = 192;
+  c.Hkv = 1;
+  c.D = 64;
+  c.density = 0.4;
+  run_case(&c, mix((uint64_t)_i + 1000));
+}
+END_TEST
+
+/* A run captured in a CUDA graph gives the same bytes as a direct run. */
+START_TEST(test_graph_capture) {
+  gcase c;
+  memset(&c, 0, sizeof c);
+  c.kind = KIND_VAR;
+  c.M = 700;
+  c.N = 900;
+  c.MB = 7;
+  c.NB = 9;
+  draw_features(&c, 1100);
+  c.MB = 7;
+  c.NB = 9;
+  c.D = 128;
+  c.dtype = BSA_DTYPE_BF16;
+  c.pos = BSA_POS_ROPE_LLAMA;
+  uint64_t rng = g_seed ^ 0x5eed;
+  bsa_attn_params p;
+  case_params(&c, 3, &p);
+  built b;
+  build_desc(&c, &b, &rng);
+  cudaStream_t s;
+  ck_assert_int_eq(cudaStreamCreate(&s), cudaSuccess);
+  bsa_ctx_options opt = {0};
+  opt.device = BSA_DEVICE_CUDA;
+  opt.cuda_stream = s;
+  dev d;
+  ck_assert_int_eq(bsa_ctx_create(&opt, &d.ctx), BSA_OK);
+  bsa_plan *plan;
+  ck_assert_int_eq(make_plan(d.ctx, &c, &p, &b, &rng, &plan), BSA_OK);
+  const size_t nq = (size_t)(c.M * c.Hq * c.D), nkv = (size_t)(c.N * c.Hkv * c.D);
+  const size_t nl = (size_t)(c.M * c.Hq);
+  void *q = random_tensor(c.dtype, nq, &rng), *k = random_tensor(c.dtype, nkv, &rng);
+  void *v = random_tensor(c.dtype, nkv, &rng);
+  ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nq * 2, &d.q), BSA_OK);
+  ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nkv * 2, &d.k), BSA_OK);
+  ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nkv * 2, &d.v), BSA_OK);
+  ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nq * 2, &d.o), BSA_OK);
+  ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nl * 4, (void **)&d.lse), BSA_OK);
+  ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.q, q, nq * 2), BSA_OK);
+  ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.k, k, nkv * 2), BSA_OK);
+  ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.v, v, nkv * 2), BSA_OK);
+  dev_poison_run(&d, plan, nq * 2, nl, 1);
+  unsigned char *o1 = malloc(nq * 2), *o2 = malloc(nq * 2);
+  ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, o1, d.o, nq * 2), BSA_OK);
+  unsigned char *poison = malloc(nq * 2);
+  memset(poison, 0xff, nq * 2);
+  ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.o, poison, nq * 2), BSA_OK);
+  cudaGraph_t g;
+  cudaGraphExec_t ge;
+  ck_assert_int_eq(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+  bsa_status st = bsa_plan_run(plan, d.q, d.k, d.v, d.o, d.lse);
+  ck_assert_int_eq(cudaStreamEndCapture(s, &g), cudaSuccess);
+  ck_assert_msg(st == BSA_OK, "run under capture: %s", bsa_ctx_last_error(d.ctx));
+  ck_assert_int_eq(cudaGraphInstantiate(&ge, g, 0), cudaSuccess);
+  ck_assert_int_eq(cudaGraphLaunch(ge, s), cudaSuccess);
+  ck_assert_int_eq(cudaStreamSynchronize(s), cudaSuccess);
+  ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, o2, d.o, nq * 2), BSA_OK);
+  ck_assert_msg(memcmp(o1, o2, nq * 2) == 0, "graph replay differs from a direct run");
+  cudaGraphExecDestroy(ge);
+  cudaGraphDestroy(g);
+  bsa_plan_destroy(plan);
+  bsa_ctx_free(d.ctx, d.q), bsa_ctx_free(d.ctx, d.k), bsa_ctx_free(d.ctx, d.v);
+  bsa_ctx_free(d.ctx, d.o), bsa_ctx_free(d.ctx, d.lse);
+  bsa_ctx_destroy(d.ctx);
+  cudaStreamDestroy(s);
+  free(q), free(k), free(v), free(o1), free(o2), free(poison);
+  free_desc(&b);
+}
+END_TEST
+
+/* Requests the CUDA backend cannot do fail with a message naming them. */
+START_TEST(test_unsupported) {
+  bsa_ctx *ctx;
+  bsa_ctx_options opt = {0};
+  opt.device = BSA_DEVICE_CUDA;
+  ck_assert_int_eq(bsa_ctx_create(&opt, &ctx), BSA_OK);
+  bsa_attn_params p;
+  memset(&p, 0, sizeof p);
+  p.num_qo_heads = p.num_kv_heads = 2;
+  p.head_dim = 96;
+  p.qo_len = p.kv_len = 100;
+  p.q_dtype = p.kv_dtype = p.o_dtype = BSA_DTYPE_BF16;
+  bsa_plan *plan = (bsa_plan *)&p;
+  ck_assert_int_eq(bsa_plan_create_dense(ctx, &p, &plan), BSA_ERR_UNSUPPORTED);
+  ck_assert_ptr_null(plan);
+  ck_assert_msg(strstr(bsa_ctx_last_error(ctx), "head_dim = 96"), "message: %s",
+                bsa_ctx_last_error(ctx));
+  p.head_dim = 64;
+  p.q_dtype = p.kv_dtype = p.o_dtype = BSA_DTYPE_F32;
+  ck_assert_int_eq(bsa_plan_create_dense(ctx, &p, &plan), BSA_ERR_UNSUPPORTED);
+  ck_assert_msg(strstr(bsa_ctx_last_error(ctx), "q_dtype = f32"), "message: %s",
+                bsa_ctx_last_error(ctx));
+  opt.cuda_device = 4096;
+  bsa_ctx *bad = NULL;
+  ck_assert_int_eq(bsa_ctx_create(&opt, &bad), BSA_ERR_NO_DEVICE);
+  ck_assert_ptr_null(bad);
+  ck_assert_msg(strstr(bsa_last_error(), "cuda_device = 4096"), "message: %s", bsa_last_error());
+  bsa_ctx_destroy(ctx);
+}
+END_TEST
+
+static Suite *gpu_suite(void) {
+  Suite *s = suite_create("gpu");
+  TCase *tc = tcase_create("vs_cpu");
+  tcase_set_timeout(tc, 600);
+  tcase_add_loop_test(tc, test_dense_grid, 0, 36);
+  tcase_add_loop_test(tc, test_bsr_grid, 0, 48);
+  tcase_add_loop_test(tc, test_var_grid, 0, 36);
+  tcase_add_loop_test(tc, test_split_kv, 0, 4);
+  tcase_add_loop_test(tc, test_wide_group, 0, 2);
+  tcase_add_test(tc, test_graph_capture);
+  suite_add_tcase(s, tc);
+  TCase *te = tcase_create("errors");
+  tcase_add_test(te, test_unsupported);
+  suite_add_tcase(s, te);
+  return s;
+}
+
+/* Probes for a CUDA device in a child process, so that this process never
+ * initialises CUDA before Check forks.  1 when a device is usable. */
+static int have_device(void) {
+  pid_t pid = fork();
+  if (pid < 0) return 0;
+  if (pid == 0) {
+    bsa_ctx *ctx = NULL;
+    bsa_ctx_options opt = {0};
+    opt.device = BSA_DEVICE_CUDA;
+    bsa_status st = bsa_ctx_create(&opt, &ctx);
+    if (st != BSA_OK) fprintf(stderr, "check_gpu: skipped: %s\n", bsa_last_error());
+    else fprintf(stderr, "check_gpu: device %s\n", bsa_ctx_device_name(ctx));
+    bsa_ctx_destroy(ctx);
+    _exit(st == BSA_OK ? 0 : 1);
+  }
+  int status = 0;
+  if (waitpid(pid, &status, 0) != pid) return 0;
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+int main(void) {
+  const char *env = getenv("BSA_TEST_SEED");
+  g_seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
+  fprintf(stderr, "check_gpu: BSA_TEST_SEED=%llu\n", (unsigned long long)g_seed);
+  if (!have_device()) return 77;
+  SRunner *sr = srunner_create(gpu_suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? 1 : 0;
+}
