@@ -27,7 +27,9 @@
 
 #include "internal.h"
 
-#define KC 256 /* keys per chunk: S = [R, KC] stays in L2 */
+#define KC 512 /* keys per chunk: S = [R, KC] stays in L2 */
+/* Pieces at least this long run in place; shorter ones are gathered. */
+#define KC_INPLACE 512
 
 typedef struct cpu_state {
   float *q, *k, *v; /* staged inputs */
@@ -36,6 +38,11 @@ typedef struct cpu_state {
   size_t scratch_per_thread;
   int threads;
   float *slopes; /* [Hq] ALiBi slopes */
+  /* Where a run reads K and V: the staged copies, or the caller's float32
+   * tensors in place when no conversion or RoPE is needed.  Key j of kv
+   * head h starts at base + h * hstride + j * ld. */
+  const float *kbase, *vbase;
+  int64_t ld, hstride;
 } cpu_state;
 
 static void cpu_state_free(bsa_plan *plan) {
@@ -69,6 +76,15 @@ static inline void store_elem(void *base, bsa_dtype t, int64_t i, float x) {
   }
 }
 
+/* Converts D elements starting at element src of base to float32. */
+static inline void load_row(float *dst, const void *base, bsa_dtype t, int64_t src, int32_t D) {
+  if (t == BSA_DTYPE_F32) {
+    memcpy(dst, (const float *)base + src, sizeof(float) * (size_t)D);
+    return;
+  }
+  for (int32_t d = 0; d < D; d++) dst[d] = load_elem(base, t, src + d);
+}
+
 /* exp(x) for x <= 0 (softmax after max subtraction) in a form compilers
  * vectorise: 2^(x log2 e) split into 2^n * 2^f with |f| <= 1/2, 2^f by a
  * degree-7 polynomial (relative error < 1e-7).  Inputs below -87 (and -inf)
@@ -76,7 +92,8 @@ static inline void store_elem(void *base, bsa_dtype t, int64_t i, float x) {
 static inline float exp_neg(float x) {
   float y = x * 1.44269504088896341f;
   y = y < -126.0f ? -126.0f : y;
-  float n = __builtin_roundf(y);
+  /* Round to nearest by the 1.5 * 2^23 trick: no libm call, vectorises. */
+  float n = (y + 12582912.0f) - 12582912.0f;
   float f = y - n;
   /* 2^f = e^(f ln2), Taylor coefficients ln2^k / k!. */
   float p = 1.5252733804059840e-5f;
@@ -131,7 +148,7 @@ static void stage_tokens(stage_job *j, int64_t t0, int64_t t1) {
         int32_t h = qh / g, gh = qh % g;
         float *dst = s->q + (((int64_t)h * M + t) * g + gh) * D;
         int64_t src = bsa__tok_offset(p->layout, M, Hq, D, t, qh);
-        for (int32_t d = 0; d < D; d++) dst[d] = load_elem(j->q, p->q_dtype, src + d);
+        load_row(dst, j->q, p->q_dtype, src, D);
         if (rope) rope_apply(dst, D, (double)(t + off), p);
         for (int32_t d = 0; d < D; d++) dst[d] *= p->sm_scale;
       }
@@ -141,7 +158,7 @@ static void stage_tokens(stage_job *j, int64_t t0, int64_t t1) {
       for (int32_t h = 0; h < Hkv; h++) {
         float *dst = out + ((int64_t)h * N + t) * D;
         int64_t src = bsa__tok_offset(p->layout, N, Hkv, D, t, h);
-        for (int32_t d = 0; d < D; d++) dst[d] = load_elem(in, p->kv_dtype, src + d);
+        load_row(dst, in, p->kv_dtype, src, D);
         if (rope && j->which == 1) rope_apply(dst, D, (double)t, p);
       }
     }
@@ -200,20 +217,36 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) static void row_log
  * factor by which the row's previous O must be scaled. */
 __attribute__((target_clones("avx512f", "avx2", "default"))) static float row_softmax(
     float *srow, int64_t n, float *m, float *l) {
+  /* Reductions in 16 independent lanes so the compiler keeps them in
+   * vector registers (a single accumulator would serialise them). */
+  float lane[16];
+  for (int u = 0; u < 16; u++) lane[u] = -INFINITY;
+  int64_t c = 0;
+  for (; c + 16 <= n; c += 16)
+    for (int u = 0; u < 16; u++) lane[u] = srow[c + u] > lane[u] ? srow[c + u] : lane[u];
   float mx = -INFINITY;
-  for (int64_t c = 0; c < n; c++) mx = srow[c] > mx ? srow[c] : mx;
+  for (; c < n; c++) mx = srow[c] > mx ? srow[c] : mx;
+  for (int u = 0; u < 16; u++) mx = lane[u] > mx ? lane[u] : mx;
   float m_old = *m;
   float m_new = mx > m_old ? mx : m_old;
   if (m_new == -INFINITY) { /* nothing visible yet */
-    for (int64_t c = 0; c < n; c++) srow[c] = 0.0f;
+    for (c = 0; c < n; c++) srow[c] = 0.0f;
     return 1.0f;
   }
+  for (int u = 0; u < 16; u++) lane[u] = 0.0f;
+  for (c = 0; c + 16 <= n; c += 16)
+    for (int u = 0; u < 16; u++) {
+      float e = exp_neg(srow[c + u] - m_new);
+      srow[c + u] = e;
+      lane[u] += e;
+    }
   float sum = 0.0f;
-  for (int64_t c = 0; c < n; c++) {
+  for (; c < n; c++) {
     float e = exp_neg(srow[c] - m_new);
     srow[c] = e;
     sum += e;
   }
+  for (int u = 0; u < 16; u++) sum += lane[u];
   float alpha = m_old == -INFINITY ? 0.0f : exp_neg(m_old - m_new);
   *m = m_new;
   *l = *l * alpha + sum;
@@ -236,25 +269,35 @@ static void run_chunk(run_job *j, const bsa__work_item *it, const piece *pc, int
   const bsa_attn_params *p = &plan->p;
   cpu_state *s = j->s;
   const int32_t D = p->head_dim, g = plan->group;
-  const int64_t M = p->qo_len, N = p->kv_len, off = N - M;
+  const int64_t M = p->qo_len, off = p->kv_len - M;
   const int64_t R = (it->q_end - it->q_begin) * g;
   const float *Q = s->q + ((int64_t)it->kv_head * M + it->q_begin) * g * D;
-  const float *K = s->k + (int64_t)it->kv_head * N * D;
-  const float *V = s->v + (int64_t)it->kv_head * N * D;
+  const int64_t ld = s->ld;
+  const float *K = s->kbase + (int64_t)it->kv_head * s->hstride;
+  const float *V = s->vbase + (int64_t)it->kv_head * s->hstride;
   const int alibi = p->pos_encoding == BSA_POS_ALIBI;
-  const float *Kc = K + pc[0].kb * D, *Vc = V + pc[0].kb * D;
+  const float *Kc = K + pc[0].kb * ld, *Vc = V + pc[0].kb * ld;
+  int64_t ldc = ld;
   if (np > 1) {
     int64_t c0 = 0;
     for (int i = 0; i < np; i++) {
-      memcpy(Kb + c0 * D, K + pc[i].kb * D, sizeof(float) * (size_t)(pc[i].n * D));
-      memcpy(Vb + c0 * D, V + pc[i].kb * D, sizeof(float) * (size_t)(pc[i].n * D));
+      if (ld == D) {
+        memcpy(Kb + c0 * D, K + pc[i].kb * D, sizeof(float) * (size_t)(pc[i].n * D));
+        memcpy(Vb + c0 * D, V + pc[i].kb * D, sizeof(float) * (size_t)(pc[i].n * D));
+      } else {
+        for (int64_t r = 0; r < pc[i].n; r++) {
+          memcpy(Kb + (c0 + r) * D, K + (pc[i].kb + r) * ld, sizeof(float) * (size_t)D);
+          memcpy(Vb + (c0 + r) * D, V + (pc[i].kb + r) * ld, sizeof(float) * (size_t)D);
+        }
+      }
       c0 += pc[i].n;
     }
     Kc = Kb;
     Vc = Vb;
+    ldc = D;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)R, (int)nkeys, D, 1.0f, Q, D, Kc, D,
-              0.0f, S, KC);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)R, (int)nkeys, D, 1.0f, Q, D, Kc,
+              (int)ldc, 0.0f, S, KC);
   for (int64_t r = 0; r < R; r++) {
     const int64_t t = it->q_begin + r / g;
     const int32_t qh = it->kv_head * g + (int32_t)(r % g);
@@ -278,7 +321,7 @@ static void run_chunk(run_job *j, const bsa__work_item *it, const piece *pc, int
     }
   }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, D, (int)nkeys, 1.0f, S, KC, Vc,
-              D, 1.0f, O, D);
+              (int)ldc, 1.0f, O, D);
 }
 
 static void run_item(run_job *j, const bsa__work_item *it, float *scratch) {
@@ -307,6 +350,14 @@ static void run_item(run_job *j, const bsa__work_item *it, float *scratch) {
     const bsa__segment *seg = &plan->segs[it->seg_offset + si];
     for (int64_t kb = seg->kv_begin; kb < seg->kv_end;) {
       int64_t n = seg->kv_end - kb;
+      if (n >= KC_INPLACE) {
+        /* Long enough for an efficient product without copying K and V. */
+        if (n > KC) n = KC;
+        piece one = {seg, kb, n};
+        run_chunk(j, it, &one, 1, n, S, O, m, l, Kb, Vb);
+        kb += n;
+        continue;
+      }
       if (n > KC - nkeys) n = KC - nkeys;
       pc[np].seg = seg;
       pc[np].kb = kb;
@@ -384,13 +435,17 @@ static bsa_status ensure_state(bsa_plan *plan, cpu_state **out) {
       Rmax * KC + Rmax * (size_t)p->head_dim + 2 * Rmax + 2 * (size_t)KC * p->head_dim + 16;
   s->scratch_per_thread = (s->scratch_per_thread + 15) & ~(size_t)15;
   s->q = bsa__aligned_alloc(s->q_elems * sizeof(float));
-  s->k = bsa__aligned_alloc(s->kv_elems * sizeof(float));
-  s->v = bsa__aligned_alloc(s->kv_elems * sizeof(float));
+  const int need_kv = !(p->kv_dtype == BSA_DTYPE_F32 &&
+                        p->pos_encoding != BSA_POS_ROPE_LLAMA && p->layout == BSA_LAYOUT_HND);
+  if (need_kv) {
+    s->k = bsa__aligned_alloc(s->kv_elems * sizeof(float));
+    s->v = bsa__aligned_alloc(s->kv_elems * sizeof(float));
+  }
   s->scratch = bsa__aligned_alloc(s->scratch_per_thread * (size_t)s->threads * sizeof(float));
   s->slopes = malloc(sizeof(float) * (size_t)p->num_qo_heads);
   plan->backend = s;
   plan->backend_free = cpu_state_free;
-  if (!s->q || !s->k || !s->v || !s->scratch || !s->slopes) {
+  if (!s->q || (need_kv && (!s->k || !s->v)) || !s->scratch || !s->slopes) {
     size_t total = (s->q_elems + 2 * s->kv_elems) * sizeof(float);
     cpu_state_free(plan);
     return bsa__fail(plan->ctx, BSA_ERR_NOMEM,
@@ -410,11 +465,27 @@ bsa_status bsa__cpu_run(bsa_plan *plan, const void *q, const void *k, const void
   const bsa_attn_params *p = &plan->p;
 #ifdef HAVE_OPENBLAS_SET_NUM_THREADS
   /* Our threads each call sgemm on small tiles: BLAS threads would only
-   * oversubscribe the cores. */
-  int blas_threads = openblas_get_num_threads();
-  openblas_set_num_threads(1);
+   * oversubscribe the cores, and idle OpenBLAS workers spin.  The setting
+   * is process-wide and left in place (documented in bsa/core.h). */
+  if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
 #endif
-  for (int w = 0; w < 3; w++) {
+  /* K and V are read in place when they are float32 HND and need no RoPE
+   * (NHD rows are strided by Hkv * D, which slows the products more than a
+   * copy costs). */
+  const int direct = p->kv_dtype == BSA_DTYPE_F32 && p->pos_encoding != BSA_POS_ROPE_LLAMA &&
+                     p->layout == BSA_LAYOUT_HND;
+  if (direct) {
+    s->kbase = k;
+    s->vbase = v;
+    s->ld = p->layout == BSA_LAYOUT_NHD ? (int64_t)p->num_kv_heads * p->head_dim : p->head_dim;
+    s->hstride = p->layout == BSA_LAYOUT_NHD ? p->head_dim : p->kv_len * p->head_dim;
+  } else {
+    s->kbase = s->k;
+    s->vbase = s->v;
+    s->ld = p->head_dim;
+    s->hstride = p->kv_len * p->head_dim;
+  }
+  for (int w = 0; w < (direct ? 1 : 3); w++) {
     stage_job sj;
     memset(&sj, 0, sizeof sj);
     sj.plan = plan;
@@ -437,8 +508,5 @@ bsa_status bsa__cpu_run(bsa_plan *plan, const void *q, const void *k, const void
   pthread_mutex_init(&rj.lock, NULL);
   parallel(plan->ctx, s->threads, run_worker, &rj);
   pthread_mutex_destroy(&rj.lock);
-#ifdef HAVE_OPENBLAS_SET_NUM_THREADS
-  openblas_set_num_threads(blas_threads);
-#endif
   return BSA_OK;
 }

@@ -103,7 +103,7 @@ struct bsa_plan {
 };
 
 /* Tile height used when compiling work lists: rows per item at most. */
-#define BSA__CPU_TILE_Q 64
+#define BSA__CPU_TILE_Q 128
 
 /* Compiles the work list.  Inputs are validated already.  For a BSR plan
  * bsr is non-NULL, for a variable plan var is non-NULL, for dense both are

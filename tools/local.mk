@@ -5,6 +5,10 @@ tools_bsa_SOURCES = \
 	tools/cli.c \
 	tools/bsa.c \
 	tools/cmd_bench.c \
+	tools/bench.h \
+	tools/bench_common.c \
+	tools/bench_random.c \
+	tools/bench_masks.c \
 	tools/cmd_runs.c \
 	tools/cmd_trace.c \
 	tools/cmd_maskgen.c \
