@@ -13,7 +13,7 @@
 
 enum {
   C_LEFT = 84,
-  C_RIGHT = 270, /* legend */
+  C_RIGHT = 300, /* legend */
   C_BOTTOM = 64,
   C_DEFAULT_W = 960,
   C_DEFAULT_H = 640

@@ -216,8 +216,8 @@ int bsa__viz_ticks_log(double lo, double hi, int max, double *ticks,
                        double *minor, int max_minor, int *num_minor) {
   int n = 0, nm = 0;
   double l0 = log10(lo), l1 = log10(hi);
-  if (l1 - l0 < 1.5) {
-    /* Under two decades: 1, 2, 5 steps of each decade. */
+  if (l1 - l0 < 2.2) {
+    /* Up to about two decades: 1, 2, 5 steps of each decade. */
     static const double m[] = {1, 2, 5};
     for (int e = (int)floor(l0) - 1; e <= (int)ceil(l1); e++)
       for (int i = 0; i < 3; i++) {

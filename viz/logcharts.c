@@ -173,7 +173,7 @@ static void key_part(const char *key, const char *val, char *out, size_t n) {
   else if (strcmp(key, "head_dim") == 0)
     snprintf(out, n, "D=%s", val);
   else if (strcmp(key, "causal") == 0)
-    snprintf(out, n, "%s", strcmp(val, "1") == 0 || strcmp(val, "true") == 0 ? "causal" : "not causal");
+    snprintf(out, n, "%s", strcmp(val, "1") == 0 || strcmp(val, "true") == 0 ? "causal" : "non-causal");
   else
     snprintf(out, n, "%s=%s", key, val);
 }
