@@ -266,7 +266,7 @@ bsa_status bsa_trace_synth_record(const bsa_trace_synth_params *p, int32_t index
     while (is_stripe[t]);
     is_stripe[t] = 1;
     stripe_pos[i] = t;
-    stripe_gain[i] = rng_range(&shared, 0.8, 1.2);
+    stripe_gain[i] = rng_range(&shared, 0.9, 1.1);
   }
 
   for (int32_t h = 0; h < Hkv; h++) {
@@ -278,7 +278,7 @@ bsa_status bsa_trace_synth_record(const bsa_trace_synth_params *p, int32_t index
      * the attention pattern does not depend on the head dimension. */
     double dscale = pow((double)D / 64.0, 0.25);
     double A = dscale * rng_range(&g, 4.0, 6.0), B = dscale * rng_range(&g, 4.0, 6.0);
-    double Gs = dscale * rng_range(&g, 6.5, 8.0), Gv = dscale * rng_range(&g, 4.0, 6.0);
+    double Gs = dscale * rng_range(&g, 6.5, 8.0), Gv = dscale * rng_range(&g, 5.0, 6.5);
 
     /* Centroids in the cluster coordinates: orthonormal when they fit. */
     memset(mu, 0, sizeof(double) * (size_t)C * D);
@@ -355,7 +355,7 @@ bsa_status bsa_trace_synth_record(const bsa_trace_synth_params *p, int32_t index
     /* Queries of the group's heads: the same structure, own strengths. */
     for (int32_t qh = h * G; qh < (h + 1) * G; qh++) {
       double a = A * rng_range(&g, 0.85, 1.15), bb = B * rng_range(&g, 0.85, 1.15);
-      double gs = 0.9 * rng_range(&g, 0.8, 1.2), gv = 0.9 * rng_range(&g, 0.8, 1.2);
+      double gs = 0.9 * rng_range(&g, 0.8, 1.2), gv = 0.9 * rng_range(&g, 0.9, 1.1);
       for (int64_t t = 0; t < S; t++) {
         double *x = X + t * D;
         const double *u = mu + (int64_t)cid[t] * D;
