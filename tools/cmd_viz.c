@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include <getopt.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -160,6 +161,48 @@ static void meta_add(meta_set *m, const char *key, const char *value) {
 }
 
 static void meta_free(meta_set *m) { free(m->cmd); }
+
+/* The generator's parameters as "top_p=0.9 · block_q=64 ..." (method left
+ * out: the title has it); the JSON text itself when it is not an object.
+ * malloc'ed, NULL when there are none. */
+static char *params_line(const char *json) {
+  if (!json || !*json) return NULL;
+  json_t *o = json_loads(json, 0, NULL);
+  if (!json_is_object(o)) {
+    json_decref(o);
+    return strdup(json);
+  }
+  size_t cap = strlen(json) * 2 + 64, k = 0;
+  char *s = malloc(cap);
+  if (!s) {
+    json_decref(o);
+    return NULL;
+  }
+  s[0] = 0;
+  const char *key;
+  json_t *v;
+  json_object_foreach(o, key, v) {
+    if (!strcmp(key, "method")) continue;
+    char val[256];
+    if (json_is_real(v))
+      snprintf(val, sizeof val, "%g", json_real_value(v));
+    else if (json_is_string(v))
+      snprintf(val, sizeof val, "%s", json_string_value(v));
+    else {
+      char *d = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+      snprintf(val, sizeof val, "%s", d ? d : "?");
+      free(d);
+    }
+    k += (size_t)snprintf(s + k, cap - k, "%s%s=%s", k ? " \xc2\xb7 " : "", key, val);
+    if (k >= cap) break;
+  }
+  json_decref(o);
+  if (!s[0]) {
+    free(s);
+    return NULL;
+  }
+  return s;
+}
 
 static int file_exists(const char *path) {
   struct stat st;
@@ -375,13 +418,8 @@ static int viz_masks(bsa_cli *cli, int argc, char **argv) {
       cli_metric(cli, "recall", recall[h], name, h, NULL);
   }
 
-  const char *params = bsa_masks_params_json(mf);
   const char *method = bsa_masks_method(mf);
-  if (params && *params && strcmp(params, "{}") != 0) {
-    size_t n = strlen(params) + 32;
-    subtitle = malloc(n);
-    if (subtitle) snprintf(subtitle, n, "parameters %s", params);
-  }
+  subtitle = params_line(bsa_masks_params_json(mf));
   meta_init(&meta, cli);
   meta_add(&meta, "bsa-input-masks", a.masks);
   meta_add(&meta, "bsa-record", name);

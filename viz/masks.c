@@ -273,7 +273,7 @@ bsa_status bsa_viz_masks_layout(const bsa_mask_record *rec,
       lo = 0;
       hi = 1;
     }
-    if (lo > 0 && hi / lo >= 100) {
+    if (lo > 0 && hi / lo >= 10) {
       out->score_log = 1;
       lo = fmax(lo_pos, hi * 1e-6);
     }

@@ -76,8 +76,12 @@ typedef struct bsa_viz_layout {
   int32_t num_panels;
   bsa_viz_panel *panels; /* [num_panels], owned: bsa_viz_layout_free */
   /* Colour scale of scores: a score s maps to bsa_viz_colormap(t) with
-   * t = (s - lo) / (hi - lo), or on log10 values when score_log.
-   * has_scores = 0: kept blocks are bsa_viz_kept_rgb. */
+   * t = (s - lo) / (hi - lo), or on log10 values when score_log (clamped
+   * to [0, 1]).  For masks, lo and hi are the least and greatest finite
+   * score of the kept blocks of non-zero area of the shown heads; the scale
+   * is logarithmic when they are positive and hi >= 10 lo, and then lo is
+   * raised to at least hi * 1e-6.  has_scores = 0: kept blocks are
+   * bsa_viz_kept_rgb. */
   int32_t has_scores;
   int32_t score_log;
   double score_lo, score_hi;
