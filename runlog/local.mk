@@ -15,6 +15,8 @@ RUNLOG_LIBS = runlog/libbsarunlog.a $(SQLITE_LIBS) $(CRYPTO_LIBS) $(JANSSON_LIBS
 
 check_PROGRAMS += tests/check_runlog
 tests_check_runlog_SOURCES = tests/check_runlog.c
-tests_check_runlog_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(SQLITE_CFLAGS) $(JANSSON_CFLAGS)
+tests_check_runlog_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(SQLITE_CFLAGS) $(JANSSON_CFLAGS) \
+	$(CRYPTO_CFLAGS)
 tests_check_runlog_LDADD = $(RUNLOG_LIBS) $(CHECK_STATIC_LIBS)
-TESTS += tests/check_runlog
+TESTS += tests/check_runlog tests/runlog_cli.sh
+EXTRA_DIST += tests/runlog_cli.sh

@@ -134,7 +134,7 @@ bsa_status bsa_runlog_foreach_run(bsa_runlog *log, const bsa_runlog_filter *filt
   FILE *q = open_memstream(&sql, &len);
   if (!q) return bsa__runlog_fail(log, BSA_ERR_NOMEM, "out of memory");
   fputs("SELECT r.id, r.verb, " STATUS_EXPR ", r.status, r.started_at, r.ended_at,"
-        " (julianday(r.ended_at) - julianday(r.started_at)) * 86400.0,"
+        " round((julianday(r.ended_at) - julianday(r.started_at)) * 86400.0, 3),"
         " r.command, r.argv_json, r.cwd, r.host, r.pid, r.bsa_version, r.build_info,"
         " r.device_name, r.device_driver, r.error,"
         " (SELECT count(*) FROM params p WHERE p.run_id = r.id),"
