@@ -18,3 +18,5 @@ tests_check_viz_SOURCES = tests/check_viz.c
 tests_check_viz_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(PNG_CFLAGS) -O2
 tests_check_viz_LDADD = viz/libbsaviz.a $(RUNLOG_LIBS) $(CAIRO_LIBS) $(PNG_LIBS) \
 	$(JANSSON_LIBS) $(BSA_LIBS) $(CHECK_STATIC_LIBS) -lm
+TESTS += tests/viz_cli.sh
+EXTRA_DIST += tests/viz_cli.sh
