@@ -584,7 +584,8 @@ bsa_status bsa__h5_dataset_read_f32(hid_t dset, const char *name, const bsa__h5_
   char place[400];
   if (H5Dread(dset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0)
     return bsa__fail(NULL, BSA_ERR_IO,
-                     "%s: cannot read dataset '%s'; the file may be truncated (HDF5: %s)",
+                     "%s: cannot read dataset '%s' (HDF5: %s); the file is truncated or damaged, "
+                     "or it needs a compression filter this HDF5 lacks",
                      PLACE(w), name, bsa__h5_detail());
   return BSA_OK;
 }
@@ -601,7 +602,8 @@ bsa_status bsa__h5_dataset_read_i64(hid_t dset, const char *name, const bsa__h5_
   H5Tclose(t);
   if (r < 0)
     return bsa__fail(NULL, BSA_ERR_IO,
-                     "%s: cannot read dataset '%s'; the file may be truncated (HDF5: %s)",
+                     "%s: cannot read dataset '%s' (HDF5: %s); the file is truncated or damaged, "
+                     "or it needs a compression filter this HDF5 lacks",
                      PLACE(w), name, bsa__h5_detail());
   return BSA_OK;
 }
