@@ -365,8 +365,8 @@ bsa_status bsa_viz_scores(const bsa_trace_record *rec,
   bsa__viz_text_fit(cr, facts, text_w, buf, sizeof buf);
   bsa__viz_text(cr, 12, 12 + 24, 0, 0, buf);
   bsa__viz_text_fit(cr,
-                    "colour: softmax mass a query of the row block gives to "
-                    "the column block (mean over its queries; a row sums to 1)",
+                    "colour: mean softmax mass from a query of the row block "
+                    "to the column block (rows sum to 1)",
                     text_w, buf, sizeof buf);
   bsa__viz_text(cr, 12, 12 + 24 + 18, 0, 0, buf);
 
