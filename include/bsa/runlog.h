@@ -36,13 +36,19 @@ typedef struct bsa_run bsa_run;
 /* Default path: $BSA_DB if set, else "bsa-runs.db".  Static storage. */
 const char *bsa_runlog_default_path(void);
 
-/* Opens (creating if needed, migrating an older schema) the log at path.
- * BSA_ERR_IO: folder missing or not writable, file unreadable.
- * BSA_ERR_FORMAT: not an SQLite file, or written by a newer schema version.
- * On failure *out is NULL, the message is in bsa_last_error(), and the file
- * is not modified. */
+/* Opens (creating if needed, migrating an older schema) the log at path;
+ * *out is owned by the caller (bsa_runlog_close).
+ * BSA_ERR_INVALID_ARG: path NULL or empty.
+ * BSA_ERR_IO: folder missing or not writable, path is a folder, file
+ * unreadable or read-only, or a migration failed (rolled back whole).
+ * BSA_ERR_FORMAT: not an SQLite file, another program's SQLite database, or
+ * written by a newer schema version.
+ * On failure *out is NULL, the message (naming the path) is in
+ * bsa_last_error(), and the file is not modified.  See docs/runlog.md. */
 bsa_status bsa_runlog_open(const char *path, bsa_runlog **out);
 void bsa_runlog_close(bsa_runlog *log); /* accepts NULL */
+/* The message of the last failure on log (bsa_last_error() when log is
+ * NULL); owned by log, valid until its next failing call. */
 const char *bsa_runlog_last_error(const bsa_runlog *log);
 /* Schema version this library writes (PRAGMA user_version). */
 int bsa_runlog_schema_version(void);
@@ -58,14 +64,21 @@ const char *bsa_runlog_path(const bsa_runlog *log);
 
 /* Starts a run with status "running": verb, full command line, host,
  * library version and build, start time, process id.  The run is committed
- * at once so that a killed process leaves it visible (shown "interrupted"). */
+ * at once so that a killed process leaves it visible (shown "interrupted").
+ * argv[0..argc-1] must be non-NULL.  *out is owned by the caller until
+ * bsa_run_end; only this process may use it (calls from a forked child fail
+ * with BSA_ERR_INVALID_ARG).  Every bsa_run_* call below is one transaction
+ * and reports failures as BSA_ERR_INVALID_ARG (bad argument, message names
+ * it), BSA_ERR_IO (the log could not be written) or BSA_ERR_NOMEM, with
+ * the message on the log. */
 bsa_status bsa_runlog_run_begin(bsa_runlog *log, const char *verb, int argc,
                                 char *const *argv, bsa_run **out);
 int64_t bsa_run_id(const bsa_run *run);
 
 /* Parameters (name -> value text); a repeated name replaces the value. */
 bsa_status bsa_run_param(bsa_run *run, const char *name, const char *value);
-/* An input file: path, size and SHA-256 recorded under role. */
+/* An input file: path, size and SHA-256 recorded under role.  BSA_ERR_IO
+ * when the file cannot be read or is not a regular file (nothing recorded). */
 bsa_status bsa_run_input(bsa_run *run, const char *role, const char *path);
 /* An output artifact: path, size and SHA-256 recorded under role. */
 bsa_status bsa_run_output(bsa_run *run, const char *role, const char *path);
@@ -74,7 +87,8 @@ bsa_status bsa_run_device(bsa_run *run, const char *device_name,
                           const char *driver);
 /* A metric value.  record (may be NULL) and head (-1 for none) place it;
  * labels_json (may be NULL) is a JSON object of further labels such as
- * {"layout":"bsr","density":0.1,"device":"cuda"}. */
+ * {"layout":"bsr","density":0.1,"device":"cuda"} (BSA_ERR_INVALID_ARG if it
+ * is not one).  NaN is stored as NULL and read back as NaN. */
 bsa_status bsa_run_metric(bsa_run *run, const char *name, double value,
                           const char *record, int32_t head,
                           const char *labels_json);
