@@ -5,8 +5,11 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <openssl/evp.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -219,6 +222,26 @@ char *bsa_maskgen_params_json(bsa_maskgen_method method, const bsa_maskgen_param
   char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
   json_decref(o);
   return s;
+}
+
+bsa_status bsa_maskgen_file_sha256(const char *path, char hex[65]) {
+  FILE *f = path ? fopen(path, "rb") : NULL;
+  if (!f)
+    return bsa__fail(NULL, BSA_ERR_IO, "%s: cannot open for reading: %s",
+                     path ? path : "(null)", strerror(errno));
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  unsigned char buf[1 << 16], dig[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  int ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+  size_t n;
+  while (ok && (n = fread(buf, 1, sizeof buf, f)) > 0) ok = EVP_DigestUpdate(md, buf, n) == 1;
+  int rd_err = ferror(f);
+  fclose(f);
+  ok = ok && !rd_err && EVP_DigestFinal_ex(md, dig, &len) == 1 && len == 32;
+  EVP_MD_CTX_free(md);
+  if (!ok) return bsa__fail(NULL, BSA_ERR_IO, "%s: reading for SHA-256 failed", path);
+  for (unsigned i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", dig[i]);
+  return BSA_OK;
 }
 
 /* ---- worker pool ------------------------------------------------------- */

@@ -16,26 +16,45 @@
 
 #include "gen_internal.h"
 
-enum { TILE_N = 256 };
+enum { TILE_N = 1024 };
 
 /* Nearest centroid of each of n points given dot [n, k] = x.c and cn [k];
- * writes labels, returns how many changed.  Ties go to the lower index. */
-BSA__HOT static int64_t assign_tile(const float *dot, const float *cn, int64_t n, int64_t k,
-                                    int32_t *labels, float *tmp) {
+ * writes labels, returns how many changed.  Ties go to the lower index.
+ * The minimum is found with a vectorisable reduction, then its first
+ * position with a short scan. */
+BSA__HOT static int64_t assign_tile(const float *restrict dot, const float *restrict cn,
+                                    int64_t n, int64_t k, int32_t *restrict labels,
+                                    float *restrict tmp) {
   int64_t changed = 0;
   for (int64_t r = 0; r < n; r++) {
-    const float *d = dot + r * k;
+    const float *restrict d = dot + r * k;
     for (int64_t c = 0; c < k; c++) tmp[c] = cn[c] - 2.0f * d[c];
+    float a[16];
+    for (int u = 0; u < 16; u++) a[u] = INFINITY;
+    int64_t c = 0;
+    for (; c + 16 <= k; c += 16)
+      for (int u = 0; u < 16; u++) a[u] = tmp[c + u] < a[u] ? tmp[c + u] : a[u];
+    float bv = INFINITY;
+    for (int u = 0; u < 16; u++) bv = a[u] < bv ? a[u] : bv;
+    for (; c < k; c++) bv = tmp[c] < bv ? tmp[c] : bv;
     int32_t best = 0;
-    float bv = tmp[0];
-    for (int64_t c = 1; c < k; c++)
-      if (tmp[c] < bv) bv = tmp[c], best = (int32_t)c;
+    while (best < k - 1 && !(tmp[best] <= bv)) best++;
     if (labels[r] != best) {
       labels[r] = best;
       changed++;
     }
   }
   return changed;
+}
+
+/* sums [k, dim] += the rows of x [n, dim] by label. */
+BSA__HOT static void sum_by_label(const float *restrict x, const int32_t *restrict labels,
+                                  int64_t n, int64_t dim, double *restrict sums) {
+  for (int64_t t = 0; t < n; t++) {
+    double *restrict s = sums + (size_t)labels[t] * dim;
+    const float *restrict a = x + (size_t)t * dim;
+    for (int64_t d = 0; d < dim; d++) s[d] += a[d];
+  }
 }
 
 static void row_norms(const float *x, int64_t n, int64_t dim, float *out) {
@@ -156,12 +175,8 @@ bsa_status bsa_kmeans(const float *x, int64_t n, int64_t dim, int64_t k, int32_t
     if (changed == 0) break; /* the centroids are already the means */
     memset(sum, 0, sizeof(double) * (size_t)(k * dim));
     memset(cnt, 0, sizeof(int64_t) * (size_t)k);
-    for (int64_t t = 0; t < n; t++) {
-      double *s = sum + (size_t)labels[t] * dim;
-      const float *a = x + (size_t)t * dim;
-      for (int64_t d = 0; d < dim; d++) s[d] += a[d];
-      cnt[labels[t]]++;
-    }
+    sum_by_label(x, labels, n, dim, sum);
+    for (int64_t t = 0; t < n; t++) cnt[labels[t]]++;
     for (int64_t c = 0; c < k; c++) {
       if (!cnt[c]) continue; /* an empty cluster keeps its centroid */
       double inv = 1.0 / (double)cnt[c];

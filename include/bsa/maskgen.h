@@ -120,6 +120,11 @@ bsa_status bsa_maskgen_params_check(bsa_maskgen_method method,
 char *bsa_maskgen_params_json(bsa_maskgen_method method,
                               const bsa_maskgen_params *params);
 
+/* SHA-256 of a file as 64 lowercase hex digits and a NUL (the fingerprint
+ * of the trace that masks files record).  BSA_ERR_IO names the file when it
+ * cannot be read. */
+bsa_status bsa_maskgen_file_sha256(const char *path, char hex[65]);
+
 /* ---- generators --------------------------------------------------------
  * Each reads rec (borrowed) and on success stores a new mask record in *out
  * (caller frees it with bsa_mask_record_free).  The record's name is
