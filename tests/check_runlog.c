@@ -1192,8 +1192,12 @@ START_TEST(test_readonly_places) {
   /* /proc takes no new files, whoever asks: a read-only place for root too. */
   char p[128];
   snprintf(p, sizeof p, "/proc/bsa-runlog-%llu.db", (unsigned long long)(next_u64() % 100000));
-  expect_open_error(p, BSA_ERR_IO, "cannot create");
-  ck_assert(!exists(p));
+  if (exists("/proc/self/stat")) {
+    expect_open_error(p, BSA_ERR_IO, "cannot create");
+    ck_assert(!exists(p));
+  } else {
+    fprintf(stderr, "check_runlog: no /proc here; the /proc case is skipped\n");
+  }
 
   /* A folder made read-only.  Root ignores permission bits, so as root the
    * folder is made immutable instead; where the file system or the
