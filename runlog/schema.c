@@ -328,6 +328,15 @@ static bsa_status migrate(bsa_runlog *log) {
                             "was left untouched",
                             log->path);
   }
+  if (version >= SCHEMA_VERSION) {
+    /* Another process set the log up first. */
+    bsa__runlog_rollback(log);
+    if (version == SCHEMA_VERSION) return BSA_OK;
+    return bsa__runlog_fail(log, BSA_ERR_FORMAT,
+                            "experiment log '%s' was written by a newer bsa (schema version "
+                            "%lld; this bsa reads versions up to %d); it was left untouched",
+                            log->path, (long long)version, SCHEMA_VERSION);
+  }
   for (int v = (int)version; v < SCHEMA_VERSION; v++) {
     const migration *m = &migrations[v];
     for (int s = 0; m->steps[s]; s++) {
