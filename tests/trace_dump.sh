@@ -1,5 +1,12 @@
 #!/bin/sh
 # The transformers trace dumper (python/bsa_trace_dump.py) on tiny random
-# models; skipped (77) without python3, torch, transformers or h5py.
-command -v python3 >/dev/null 2>&1 || { echo "SKIP: no python3"; exit 77; }
-HF_HUB_OFFLINE=1 exec python3 "${BSA_SRCDIR:-.}/tests/trace_dump_test.py"
+# models.  Uses the first Python (python3 on PATH, else /usr/bin/python3)
+# that has torch, transformers and h5py; skipped (77) when none has them.
+for py in python3 /usr/bin/python3; do
+  if command -v "$py" >/dev/null 2>&1 &&
+     "$py" -c 'import torch, transformers, h5py, numpy' 2>/dev/null; then
+    HF_HUB_OFFLINE=1 exec "$py" "${BSA_SRCDIR:-.}/tests/trace_dump_test.py"
+  fi
+done
+echo "SKIP: no python3 with torch, transformers, h5py (pip install torch transformers h5py)"
+exit 77
