@@ -16,3 +16,7 @@ TESTS += tests/check_maskgen
 tests_check_maskgen_SOURCES = tests/check_maskgen.c
 tests_check_maskgen_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(HDF5_CFLAGS) $(BLAS_CFLAGS)
 tests_check_maskgen_LDADD = $(MASKGEN_LIBS) $(CHECK_STATIC_LIBS)
+
+# The verbs end to end: trace synth -> maskgen (each method) -> eval.
+TESTS += tests/maskgen_cli.sh
+EXTRA_DIST += tests/maskgen_cli.sh
