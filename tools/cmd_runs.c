@@ -6,6 +6,7 @@
  * bsa_runlog_open_existing (a missing log is an error, never created) and
  * record no run of their own.
  */
+#define _GNU_SOURCE 1 /* memrchr */
 #include "config.h"
 
 #include <getopt.h>
@@ -399,7 +400,14 @@ static int list_row(const bsa_runlog_run_row *r, void *user) {
   printf(" %s", status_color(r->status));
   put_cell(r->status, 11, 1);
   printf("%s %7s  ", use_color() ? "\033[0m" : "", metrics);
-  put_cell(r->command, c->cmd_width, 0);
+  /* The program as its base name ("bsa bench ..."); show has the full path. */
+  const char *cmd = r->command ? r->command : "";
+  size_t first = strcspn(cmd, " ");
+  if (cmd[0] != '\'') {
+    const char *slash = memrchr(cmd, '/', first);
+    if (slash) cmd = slash + 1;
+  }
+  put_cell(cmd, c->cmd_width, 0);
   putchar('\n');
   return 0;
 }
