@@ -115,6 +115,29 @@ static bsa_status collect_run(bsa_runlog *log, const char *log_path,
   return BSA_OK;
 }
 
+/* The basename of a run's "trace" parameter (the trace its metrics were
+ * measured on), or "" when it has none. */
+typedef struct param_find {
+  const char *name;
+  char value[256];
+} param_find;
+
+static int on_param(const char *name, const char *value, void *user) {
+  param_find *f = user;
+  if (strcmp(name, f->name) != 0) return 0;
+  const char *slash = strrchr(value, '/');
+  snprintf(f->value, sizeof f->value, "%s", slash ? slash + 1 : value);
+  return 1;
+}
+
+static void run_trace(bsa_runlog *log, int64_t run, char *buf, size_t n) {
+  param_find f;
+  f.name = "trace";
+  f.value[0] = 0;
+  if (bsa_runlog_foreach_param(log, run, on_param, &f) != BSA_OK) f.value[0] = 0;
+  snprintf(buf, n, "%s", f.value);
+}
+
 /* Value of a label as text ("" when absent). */
 static void label_text(json_t *obj, const char *key, char *buf, size_t n) {
   json_t *v = obj ? json_object_get(obj, key) : NULL;
@@ -313,8 +336,11 @@ bsa_status bsa_viz_speedup(bsa_runlog *log, const char *log_path,
   /* Usable points: a speedup and a density (measured, else the target),
    * both positive, not the dense baseline itself. */
   int64_t used = 0;
+  char lab_trace[256] = "";
+  int lab_trace_valid = 0;
   for (size_t i = 0; i < c.n; i++) {
     mpoint *m = &c.p[i];
+    if (i > 0 && c.p[i - 1].run != m->run) lab_trace_valid = 0;
     json_t *o = json_loads(m->labels, 0, NULL);
     if (!json_is_object(o)) {
       json_decref(o);
@@ -331,6 +357,17 @@ bsa_status bsa_viz_speedup(bsa_runlog *log, const char *log_path,
         !isfinite(x) || !isfinite(m->y)) {
       json_decref(o);
       continue;
+    }
+    /* Measurements on a trace (bench --masks) name it: a series never
+     * mixes traces. */
+    if (!json_object_get(o, "trace")) {
+      char tr[256];
+      if (!lab_trace_valid) {
+        run_trace(log, m->run, lab_trace, sizeof lab_trace);
+        lab_trace_valid = 1;
+      }
+      snprintf(tr, sizeof tr, "%s", lab_trace);
+      if (tr[0]) json_object_set_new(o, "trace", json_string(tr));
     }
     lab[used] = o;
     xs[used] = x;
@@ -459,6 +496,8 @@ bsa_status bsa_viz_recall(bsa_runlog *log, const char *log_path,
   for (size_t i = 0; i < c.n;) {
     size_t j = i, n = 0;
     while (j < c.n && c.p[j].run == c.p[i].run) j++;
+    char trace[256];
+    run_trace(log, c.p[i].run, trace, sizeof trace);
     for (size_t a = i; a < j; a++) {
       mpoint *m = &c.p[a];
       if (!m->has_y || !m->has_density || !isfinite(m->y) || !isfinite(m->density)) continue;
@@ -507,7 +546,9 @@ bsa_status bsa_viz_recall(bsa_runlog *log, const char *log_path,
       if (nrec == 0) continue;
       double x = sx / nrec, y = sy / nrec;
       if (!(x > 0)) continue;
-      sbuild *s = series_get(&ss, rp[a].method, rp[a].method);
+      char key[600];
+      snprintf(key, sizeof key, "%s\x1f%s", rp[a].method, trace);
+      sbuild *s = series_get(&ss, key, rp[a].method);
       if (!s || sb_add(s, x, y) != 0) {
         free(rp);
         st = bsa__fail(NULL, BSA_ERR_NOMEM, "out of memory");
@@ -527,6 +568,17 @@ bsa_status bsa_viz_recall(bsa_runlog *log, const char *log_path,
                    log_path ? log_path : "", note);
     goto done;
   }
+  /* Name the trace in the series names when the runs used several. */
+  int traces_vary = 0;
+  for (int32_t k = 1; k < ss.n && !traces_vary; k++)
+    traces_vary = strcmp(strchr(ss.s[k].key, '\x1f'), strchr(ss.s[0].key, '\x1f')) != 0;
+  if (traces_vary)
+    for (int32_t k = 0; k < ss.n; k++) {
+      const char *tr = strchr(ss.s[k].key, '\x1f') + 1;
+      size_t len = strlen(ss.s[k].label);
+      snprintf(ss.s[k].label + len, sizeof ss.s[k].label - len, " \xc2\xb7 %s",
+               tr[0] ? tr : "(trace not recorded)");
+    }
   bsa_viz_chart chart;
   chart_from_opts(&chart, opts);
   double xmn = INFINITY, xmx = 0, ymn = INFINITY, ymx = -INFINITY;
