@@ -9,16 +9,15 @@
  *  2. Work items (longest first) are taken by worker threads.  For an item
  *     with R = rows * group query rows, each KV segment is visited in
  *     chunks of KC keys (short segments gathered into one chunk):
- *     S = Q K^T (sgemm), the logits epilogue (soft cap,
+ *     S = Q K^T (lib/cpu_gemm.c), the logits epilogue (soft cap,
  *     ALiBi, masks only on flagged segments), online softmax (running max
- *     m and sum l per row), O += P V (sgemm).  Finally O /= l and
+ *     m and sum l per row), O += P V.  Finally O /= l and
  *     LSE = m + log l; rows that saw no key get O = 0 and LSE = -inf.
  *
  * The float32 buffers live in the plan and are reused across runs.
  */
 #include "config.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -28,8 +27,6 @@
 #include "internal.h"
 
 #define KC 512 /* keys per chunk: S = [R, KC] stays in L2 */
-/* Pieces at least this long run in place; shorter ones are gathered. */
-#define KC_INPLACE 512
 
 typedef struct cpu_state {
   float *q, *k, *v; /* staged inputs */
@@ -253,22 +250,34 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) static float row_so
   return alpha;
 }
 
-/* A chunk is up to KC keys taken from one or more segments.  One piece is
- * used in place; several short pieces are gathered into contiguous K and V
- * buffers so that every sgemm sees a full chunk (small blocks would
- * otherwise turn into many tiny products). */
+/* A chunk is up to KC keys taken from one or more segments (pieces).  K is
+ * packed transposed, Kt [D, NP] with NP = KC rounded to 32 columns, zero
+ * beyond the chunk; V is used in place when the chunk is one piece and its
+ * rows are exactly Dp floats apart, else packed into Vp [n, Dp].  Short
+ * blocks therefore cost no more per key than long ones. */
 typedef struct piece {
   const bsa__segment *seg;
   int64_t kb, n; /* keys [kb, kb + n) */
 } piece;
 
+typedef struct item_scratch {
+  float *S;  /* [Rmax, KC] logits, then probabilities */
+  float *O;  /* [Rmax, Dp] unnormalised output */
+  float *m;  /* [Rmax] running max */
+  float *l;  /* [Rmax] running sum */
+  float *Kt; /* [D, KC] */
+  float *Vp; /* [KC, Dp] */
+} item_scratch;
+
+#define ROUND32(x) (((x) + 31) & ~(int64_t)31)
+
 static void run_chunk(run_job *j, const bsa__work_item *it, const piece *pc, int np,
-                      int64_t nkeys, float *S, float *O, float *m, float *l, float *Kb,
-                      float *Vb) {
+                      int64_t nkeys, const item_scratch *w) {
   bsa_plan *plan = j->plan;
   const bsa_attn_params *p = &plan->p;
   cpu_state *s = j->s;
   const int32_t D = p->head_dim, g = plan->group;
+  const int64_t Dp = ROUND32(D), NP = ROUND32(nkeys);
   const int64_t M = p->qo_len, off = p->kv_len - M;
   const int64_t R = (it->q_end - it->q_begin) * g;
   const float *Q = s->q + ((int64_t)it->kv_head * M + it->q_begin) * g * D;
@@ -276,33 +285,35 @@ static void run_chunk(run_job *j, const bsa__work_item *it, const piece *pc, int
   const float *K = s->kbase + (int64_t)it->kv_head * s->hstride;
   const float *V = s->vbase + (int64_t)it->kv_head * s->hstride;
   const int alibi = p->pos_encoding == BSA_POS_ALIBI;
-  const float *Kc = K + pc[0].kb * ld, *Vc = V + pc[0].kb * ld;
-  int64_t ldc = ld;
-  if (np > 1) {
-    int64_t c0 = 0;
-    for (int i = 0; i < np; i++) {
-      if (ld == D) {
-        memcpy(Kb + c0 * D, K + pc[i].kb * D, sizeof(float) * (size_t)(pc[i].n * D));
-        memcpy(Vb + c0 * D, V + pc[i].kb * D, sizeof(float) * (size_t)(pc[i].n * D));
-      } else {
-        for (int64_t r = 0; r < pc[i].n; r++) {
-          memcpy(Kb + (c0 + r) * D, K + (pc[i].kb + r) * ld, sizeof(float) * (size_t)D);
-          memcpy(Vb + (c0 + r) * D, V + (pc[i].kb + r) * ld, sizeof(float) * (size_t)D);
-        }
-      }
-      c0 += pc[i].n;
+
+  /* Kt[d, c] = K[key c, d]. */
+  int64_t c0 = 0;
+  for (int i = 0; i < np; i++)
+    for (int64_t r = 0; r < pc[i].n; r++, c0++) {
+      const float *krow = K + (pc[i].kb + r) * ld;
+      for (int32_t d = 0; d < D; d++) w->Kt[(int64_t)d * KC + c0] = krow[d];
     }
-    Kc = Kb;
-    Vc = Vb;
-    ldc = D;
+  for (int32_t d = 0; d < D; d++)
+    memset(w->Kt + (int64_t)d * KC + nkeys, 0, sizeof(float) * (size_t)(NP - nkeys));
+  const float *Vc;
+  if (np == 1 && ld == Dp) {
+    Vc = V + pc[0].kb * ld;
+  } else {
+    c0 = 0;
+    for (int i = 0; i < np; i++)
+      for (int64_t r = 0; r < pc[i].n; r++, c0++) {
+        memcpy(w->Vp + c0 * Dp, V + (pc[i].kb + r) * ld, sizeof(float) * (size_t)D);
+        if (Dp > D) memset(w->Vp + c0 * Dp + D, 0, sizeof(float) * (size_t)(Dp - D));
+      }
+    Vc = w->Vp;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)R, (int)nkeys, D, 1.0f, Q, D, Kc,
-              (int)ldc, 0.0f, S, KC);
+
+  bsa__gemm(R, NP, D, Q, D, w->Kt, KC, w->S, KC, 0);
   for (int64_t r = 0; r < R; r++) {
     const int64_t t = it->q_begin + r / g;
     const int32_t qh = it->kv_head * g + (int32_t)(r % g);
-    float *srow = S + r * KC;
-    int64_t c0 = 0;
+    float *srow = w->S + r * KC;
+    c0 = 0;
     for (int i = 0; i < np; i++) {
       const bsa__segment *seg = pc[i].seg;
       const uint8_t *mrow = NULL;
@@ -314,34 +325,35 @@ static void run_chunk(run_job *j, const bsa__work_item *it, const piece *pc, int
                    alibi ? s->slopes[qh] : 0.0f, alibi);
       c0 += pc[i].n;
     }
-    float alpha = row_softmax(srow, nkeys, &m[r], &l[r]);
+    float alpha = row_softmax(srow, nkeys, &w->m[r], &w->l[r]);
     if (alpha != 1.0f) {
-      float *orow = O + r * D;
-      for (int32_t d = 0; d < D; d++) orow[d] *= alpha;
+      float *orow = w->O + r * Dp;
+      for (int64_t d = 0; d < Dp; d++) orow[d] *= alpha;
     }
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, D, (int)nkeys, 1.0f, S, KC, Vc,
-              (int)ldc, 1.0f, O, D);
+  bsa__gemm(R, Dp, nkeys, w->S, KC, Vc, Dp, w->O, Dp, 1);
 }
 
 static void run_item(run_job *j, const bsa__work_item *it, float *scratch) {
   bsa_plan *plan = j->plan;
   const bsa_attn_params *p = &plan->p;
   const int32_t D = p->head_dim, g = plan->group, Hq = p->num_qo_heads;
+  const int64_t Dp = ROUND32(D);
   const int64_t M = p->qo_len;
   const int64_t R = (it->q_end - it->q_begin) * g;
   const int64_t Rmax = plan->max_item_rows * g;
-  float *S = scratch;
-  float *O = S + Rmax * KC;
-  float *m = O + Rmax * D;
-  float *l = m + Rmax;
-  float *Kb = l + Rmax;
-  float *Vb = Kb + (int64_t)KC * D;
+  item_scratch w;
+  w.S = scratch;
+  w.O = w.S + Rmax * KC;
+  w.m = w.O + Rmax * Dp;
+  w.l = w.m + Rmax;
+  w.Kt = w.l + Rmax;
+  w.Vp = w.Kt + (int64_t)KC * D;
 
-  memset(O, 0, sizeof(float) * (size_t)(R * D));
+  memset(w.O, 0, sizeof(float) * (size_t)(R * Dp));
   for (int64_t r = 0; r < R; r++) {
-    m[r] = -INFINITY;
-    l[r] = 0.0f;
+    w.m[r] = -INFINITY;
+    w.l[r] = 0.0f;
   }
   piece pc[KC];
   int np = 0;
@@ -350,14 +362,6 @@ static void run_item(run_job *j, const bsa__work_item *it, float *scratch) {
     const bsa__segment *seg = &plan->segs[it->seg_offset + si];
     for (int64_t kb = seg->kv_begin; kb < seg->kv_end;) {
       int64_t n = seg->kv_end - kb;
-      if (n >= KC_INPLACE) {
-        /* Long enough for an efficient product without copying K and V. */
-        if (n > KC) n = KC;
-        piece one = {seg, kb, n};
-        run_chunk(j, it, &one, 1, n, S, O, m, l, Kb, Vb);
-        kb += n;
-        continue;
-      }
       if (n > KC - nkeys) n = KC - nkeys;
       pc[np].seg = seg;
       pc[np].kb = kb;
@@ -366,22 +370,23 @@ static void run_item(run_job *j, const bsa__work_item *it, float *scratch) {
       nkeys += n;
       kb += n;
       if (nkeys == KC) {
-        run_chunk(j, it, pc, np, nkeys, S, O, m, l, Kb, Vb);
+        run_chunk(j, it, pc, np, nkeys, &w);
         np = 0;
         nkeys = 0;
       }
     }
   }
-  if (nkeys > 0) run_chunk(j, it, pc, np, nkeys, S, O, m, l, Kb, Vb);
+  if (nkeys > 0) run_chunk(j, it, pc, np, nkeys, &w);
 
   for (int64_t r = 0; r < R; r++) {
     const int64_t t = it->q_begin + r / g;
     const int32_t qh = it->kv_head * g + (int32_t)(r % g);
     const int64_t dst = bsa__tok_offset(p->layout, M, Hq, D, t, qh);
-    if (l[r] > 0.0f) {
-      const float inv = 1.0f / l[r];
-      for (int32_t d = 0; d < D; d++) store_elem(j->o, p->o_dtype, dst + d, O[r * D + d] * inv);
-      if (j->lse) j->lse[t * Hq + qh] = m[r] + logf(l[r]);
+    if (w.l[r] > 0.0f) {
+      const float inv = 1.0f / w.l[r];
+      for (int32_t d = 0; d < D; d++)
+        store_elem(j->o, p->o_dtype, dst + d, w.O[r * Dp + d] * inv);
+      if (j->lse) j->lse[t * Hq + qh] = w.m[r] + logf(w.l[r]);
     } else {
       for (int32_t d = 0; d < D; d++) store_elem(j->o, p->o_dtype, dst + d, 0.0f);
       if (j->lse) j->lse[t * Hq + qh] = -INFINITY;
@@ -431,8 +436,9 @@ static bsa_status ensure_state(bsa_plan *plan, cpu_state **out) {
   s->q_elems = (size_t)p->num_qo_heads * (size_t)p->qo_len * (size_t)p->head_dim;
   s->kv_elems = (size_t)p->num_kv_heads * (size_t)p->kv_len * (size_t)p->head_dim;
   const size_t Rmax = (size_t)plan->max_item_rows * (size_t)plan->group;
+  const size_t Dp = (size_t)ROUND32(p->head_dim);
   s->scratch_per_thread =
-      Rmax * KC + Rmax * (size_t)p->head_dim + 2 * Rmax + 2 * (size_t)KC * p->head_dim + 16;
+      Rmax * KC + Rmax * Dp + 2 * Rmax + (size_t)KC * p->head_dim + (size_t)KC * Dp + 16;
   s->scratch_per_thread = (s->scratch_per_thread + 15) & ~(size_t)15;
   s->q = bsa__aligned_alloc(s->q_elems * sizeof(float));
   const int need_kv = !(p->kv_dtype == BSA_DTYPE_F32 &&
@@ -463,12 +469,6 @@ bsa_status bsa__cpu_run(bsa_plan *plan, const void *q, const void *k, const void
   bsa_status st = ensure_state(plan, &s);
   if (st != BSA_OK) return st;
   const bsa_attn_params *p = &plan->p;
-#ifdef HAVE_OPENBLAS_SET_NUM_THREADS
-  /* Our threads each call sgemm on small tiles: BLAS threads would only
-   * oversubscribe the cores, and idle OpenBLAS workers spin.  The setting
-   * is process-wide and left in place (documented in bsa/core.h). */
-  if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
-#endif
   /* K and V are read in place when they are float32 HND and need no RoPE
    * (NHD rows are strided by Hkv * D, which slows the products more than a
    * copy costs). */

@@ -133,6 +133,11 @@ static inline int64_t bsa__tok_offset(bsa_layout layout, int64_t len,
 bsa_status bsa__cpu_run(bsa_plan *plan, const void *q, const void *k,
                         const void *v, void *o, float *lse);
 
+/* C[M, N] (+)= A[M, K] B[K, N], row-major, N a multiple of 32 (lib/cpu_gemm.c).
+ * accumulate = 0 overwrites C. */
+void bsa__gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B,
+               int64_t ldb, float *C, int64_t ldc, int accumulate);
+
 /* Aligned host allocation (64 bytes); free with free(). */
 void *bsa__aligned_alloc(size_t bytes);
 

@@ -8,7 +8,8 @@ lib_libbsa_a_SOURCES = \
 	lib/validate.c \
 	lib/worklist.c \
 	lib/plan.c \
-	lib/cpu_backend.c
+	lib/cpu_backend.c \
+	lib/cpu_gemm.c
 lib_libbsa_a_CFLAGS = $(AM_CFLAGS) $(BLAS_CFLAGS) -O3
 if HAVE_CUDA
 lib_libbsa_a_SOURCES += lib/cuda_backend.c

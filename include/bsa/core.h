@@ -20,9 +20,7 @@
  *
  * Thread safety: a context and its plans may be used from one thread at a
  * time.  Different contexts are independent.  The CPU backend runs its own
- * worker threads (bsa_ctx_options.num_threads) and, with OpenBLAS, switches
- * OpenBLAS to one thread per caller for the whole process (its products are
- * small tiles inside our threads).
+ * worker threads (bsa_ctx_options.num_threads) for the duration of a run.
  */
 #ifndef BSA_CORE_H
 #define BSA_CORE_H
