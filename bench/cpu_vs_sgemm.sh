@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# bench/cpu_vs_sgemm.sh - dense f32 CPU attention (H=8, S=4096, D=128) against
+# an OpenBLAS sgemm doing the same products (Q K^T and P V per head), and
+# sparse attention at density 0.1 against dense, all in one run.
+#
+# usage: bench/cpu_vs_sgemm.sh [BUILD_DIR]     (default: build)
+# OpenBLAS picks its kernels by CPU model; on CPUs it does not know it falls
+# back to old SSE kernels.  The sgemm is measured twice: as OpenBLAS detects
+# the CPU, and with OPENBLAS_CORETYPE=SkylakeX when the CPU has AVX-512
+# (Haswell for AVX2), so the comparison is against the best BLAS kernel too.
+set -euo pipefail
+B="${1:-build}"
+H=8 S=4096 D=128
+flags=$(grep -o -m1 -E 'avx512f|avx2' /proc/cpuinfo | head -1 || true)
+best=""
+[ "$flags" = avx512f ] && best=SkylakeX
+[ "$flags" = avx2 ] && best=Haswell
+echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
+env -u OPENBLAS_CORETYPE "$B/bench/sgemm_rate" --heads $H --seq $S --head-dim $D --reps 3
+[ -n "$best" ] && OPENBLAS_CORETYPE=$best "$B/bench/sgemm_rate" --heads $H --seq $S --head-dim $D --reps 3
+"$B/tools/bsa" --no-log bench --device cpu --seq $S --heads $H --head-dim $D \
+  --density 0.1 --reps 3 --json
