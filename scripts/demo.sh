@@ -12,6 +12,7 @@ mkdir -p "$OUT"
 DB="$OUT/bsa-runs.db"
 bsa() { "$BSA" --db "$DB" "$@"; }
 section() { printf '\n== %s\n' "$*"; }
+DEMO_START=$(date -u +%Y-%m-%dT%H:%M:%S)
 
 section "1. CPU attention: dense vs fixed-block (BSR 128x128) vs variable blocks (64x64)"
 bsa bench --device cpu --seq 2048 --heads 8 --head-dim 128 --density 0.05,0.1,0.25,0.5 --reps 3
@@ -69,4 +70,10 @@ bsa viz recall --out "$OUT/recall.png"
 echo "PNGs:"; ls -1 "$OUT"/*.png | sed 's/^/  /'
 
 section "7. The experiment log ($DB)"
-bsa runs list
+ids=$(bsa runs list --verb maskgen --status ok --limit 2 --json |
+  sed -n 's/^{"id":\([0-9]*\),.*/\1/p' | tr '\n' ' ')
+if [ -n "$ids" ]; then bsa runs compare $ids --diff; echo; fi
+bsa runs export --format csv >"$OUT/runs.csv" &&
+  echo "every metric as one table (pandas.read_csv): $OUT/runs.csv"
+echo
+bsa runs list --since "$DEMO_START"
