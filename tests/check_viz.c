@@ -793,7 +793,7 @@ START_TEST(test_block_mass) {
     int64_t Sq = irand(1, 150), Sk = irand(1, 150);
     int causal = urand() < 0.5;
     bsa_trace_record *r = new_trace(g[0], g[1], (int32_t)irand(1, 40), Sq, Sk, causal);
-    int64_t B = irand(1, 40);
+    int64_t B = irand(1, Sq > Sk ? (Sq < 40 ? Sq : 40) : (Sk < 40 ? Sk : 40));
     int32_t kh = (int32_t)irand(0, g[1] - 1);
     int64_t MB = (Sq + B - 1) / B, NB = (Sk + B - 1) / B;
     float *mass = malloc(sizeof(float) * (size_t)(MB * NB));

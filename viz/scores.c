@@ -109,10 +109,11 @@ bsa_status bsa_viz_block_mass(const bsa_trace_record *rec, int32_t kv_head,
                               int64_t block, float *mass) {
   bsa_status st = check_trace(rec, kv_head);
   if (st != BSA_OK) return st;
-  if (block < 1 || block > rec->qo_len + rec->kv_len)
+  const int64_t longest = rec->qo_len > rec->kv_len ? rec->qo_len : rec->kv_len;
+  if (block < 1 || block > longest)
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
-                     "block = %lld tokens is outside 1..%lld", (long long)block,
-                     (long long)(rec->qo_len + rec->kv_len));
+                     "block = %lld tokens is outside 1..%lld (the longer sequence)",
+                     (long long)block, (long long)longest);
   if (!mass) return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "mass is NULL");
   const int64_t Sq = rec->qo_len, Sk = rec->kv_len;
   const int64_t MB = (Sq + block - 1) / block, NB = (Sk + block - 1) / block;

@@ -153,7 +153,8 @@ double bsa_viz_mask_density(const bsa_mask_record *rec, int32_t h);
  * over the query heads of kv head h's group: each row of mass sums to 1
  * (0 for rows whose queries see no key).  Logits are sm_scale * q.k
  * (sm_scale 0 means 1/sqrt(D)), causal as in bsa/core.h when rec->causal.
- * Computed in row tiles with CBLAS sgemm (the BLAS's own threads).
+ * block: 1 .. max(Sq, Sk).  Computed in row tiles with CBLAS sgemm (the
+ * BLAS's own threads); memory O(tile * Sk), never Sq * Sk.
  * mass is written only on success. */
 bsa_status bsa_viz_block_mass(const bsa_trace_record *rec, int32_t kv_head,
                               int64_t block, float *mass);
