@@ -1,8 +1,10 @@
 # Mask generators and evaluation; their tests.
 # The user's CFLAGS (-O2 by default) come after the per-target -O3, so ask
 # for the loop vectoriser's full cost model explicitly: the hot loops of the
-# generators (exp, block sums, k-means assignment) depend on it.
-maskgen_libbsamaskgen_a_CFLAGS += -ftree-vectorize -fvect-cost-model=dynamic
+# generators (exp, block sums, k-means assignment) depend on it.  Without
+# -fno-trapping-math GCC will not turn the float selects (max, clamp) of
+# those loops into vector blends; nothing here reads floating-point flags.
+maskgen_libbsamaskgen_a_CFLAGS += -ftree-vectorize -fvect-cost-model=dynamic -fno-trapping-math
 maskgen_libbsamaskgen_a_SOURCES += \
 	maskgen/gen_internal.h \
 	maskgen/gen_common.c \

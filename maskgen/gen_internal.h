@@ -53,13 +53,20 @@ static inline uint64_t bsa__rng_below(uint64_t *s, uint64_t n) {
 }
 
 /* ---- fast exp -----------------------------------------------------------
- * exp(x) for x <= 0 (softmax after subtracting the row maximum), relative
- * error below 2e-7 for x >= -87, 0 below.  Written without branches so that
- * loops over it vectorise: x = n ln2 + r, |r| <= ln2/2, a degree-6
- * polynomial for e^r, 2^n through the exponent bits. */
+ * exp(x) for x <= 0 (softmax after subtracting the row maximum); relative
+ * error below 3e-7 for x >= -87 (smaller inputs give exp(-87), about
+ * 1.6e-38, instead of less).  x = n ln2 + r with |r| <= ln2/2, a degree-6
+ * polynomial for e^r and 2^n through the exponent bits.  n is rounded with
+ * the 1.5 * 2^23 trick rather than floorf, so the function is plain
+ * arithmetic and loops over it vectorise on any x86 (SSE2 included). */
 static inline float bsa__expf(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+  x = x > -87.0f ? x : -87.0f;
+  union {
+    float f;
+    int32_t i;
+  } t, e;
+  t.f = x * 1.44269504088896341f + 12582912.0f; /* round(x / ln2) in the low bits */
+  float n = t.f - 12582912.0f;
   float r = x - n * 0.693145751953125f; /* ln2 split in two for accuracy */
   r = r - n * 1.42860682030941723212e-6f;
   float p = 1.0f / 720.0f;
@@ -69,12 +76,8 @@ static inline float bsa__expf(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  union {
-    int32_t i;
-    float f;
-  } u;
-  u.i = ((int32_t)n + 127) << 23;
-  return p * u.f;
+  e.i = (t.i - 0x4B400000 + 127) << 23; /* 0x4B400000 = bits of 1.5 * 2^23 */
+  return p * e.f;
 }
 
 /* ---- mask records ------------------------------------------------------ */
