@@ -75,7 +75,7 @@ static void cmap_build(void) {
   }
   for (int k = 0; k < CMAP_N; k++) {
     double t = (double)k / (CMAP_N - 1) * 4;
-    int seg = t >= 4 ? 3 : (int)t;
+    int seg = k * 4 / CMAP_N; /* 0..3; t - seg in [0, 1] */
     double u = t - seg, u2 = u * u, u3 = u2 * u;
     const double *p0 = P[seg], *p1 = P[seg + 1], *p2 = P[seg + 2],
                  *p3 = P[seg + 3];

@@ -386,7 +386,7 @@ bsa_status bsa_viz_speedup(bsa_runlog *log, const char *log_path,
   }
 
   /* Which of the other keys vary between points. */
-  const char *extra[64];
+  const char *extra[64] = {0};
   int nextra = 0;
   for (int64_t i = 0; i < used; i++) {
     const char *k;
