@@ -226,6 +226,39 @@ static void draw_axis_ticks(cairo_t *cr, const bsa_viz_chart_geom *g, int vertic
   }
 }
 
+/* Splits label into at most three lines of the given width at its " · "
+ * separators (the last line cut with an ellipsis if need be). */
+static int wrap_label(cairo_t *cr, const char *label, double width, char lines[3][256]) {
+  static const char sep[] = " \xc2\xb7 ";
+  int n = 0;
+  const char *p = label;
+  while (*p && n < 3) {
+    if (n == 2 || bsa__viz_text_width(cr, p) <= width - (n ? 10 : 0)) {
+      bsa__viz_text_fit(cr, p, width - (n ? 10 : 0), lines[n], sizeof lines[n]);
+      n++;
+      break;
+    }
+    /* The longest prefix ending before a separator that fits. */
+    const char *cut = NULL;
+    for (const char *q = strstr(p, sep); q; q = strstr(q + 1, sep)) {
+      char tmp[256];
+      snprintf(tmp, sizeof tmp, "%.*s", (int)(q - p), p);
+      if (bsa__viz_text_width(cr, tmp) > width - (n ? 10 : 0)) break;
+      cut = q;
+    }
+    if (!cut) {
+      bsa__viz_text_fit(cr, p, width - (n ? 10 : 0), lines[n], sizeof lines[n]);
+      n++;
+      break;
+    }
+    snprintf(lines[n], sizeof lines[n], "%.*s", (int)(cut - p), p);
+    n++;
+    p = cut + strlen(sep);
+  }
+  if (n == 0) lines[n++][0] = 0;
+  return n;
+}
+
 bsa_status bsa_viz_chart_render(const bsa_viz_chart *c, const char *png_path) {
   bsa_viz_chart_geom g;
   bsa_status st = bsa_viz_chart_layout(c, &g);
@@ -314,19 +347,23 @@ bsa_status bsa_viz_chart_render(const bsa_viz_chart *c, const char *png_path) {
     bsa__viz_text_up(cr, 20, g.y + g.h / 2, lab);
   }
 
-  /* Legend beside the plot: line sample, marker, label. */
+  /* Legend beside the plot: line sample, marker, label (wrapped at its
+   * " · " separators onto up to three lines). */
   double lx = g.x + g.w + 20, ly = g.y + 4, lw = g.width - lx - 12;
   int entries = c->num_series + (ref_shown ? 1 : 0);
-  int room = (int)((g.h - 8) / 22);
+  bsa__viz_font(cr, 12, 0);
   for (int e = 0; e < entries; e++) {
-    if (e == room - 1 && entries > room) {
+    const char *label = e < c->num_series
+                            ? (c->series[e].label ? c->series[e].label : "(unnamed)")
+                            : c->ref_label;
+    char lines[3][256];
+    int nl = wrap_label(cr, label, lw - 32, lines);
+    if (ly + 15 * (nl - 1) + 22 > g.y + g.h && e + 1 < entries) {
       snprintf(buf, sizeof buf, "\xe2\x80\xa6 and %d more", entries - e);
-      bsa__viz_font(cr, 12, 0);
       cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
       bsa__viz_text(cr, lx, ly, 0, 0.5, buf);
       break;
     }
-    const char *label;
     if (e < c->num_series) {
       const bsa_viz_series *se = &c->series[e];
       uint8_t rgb[3];
@@ -339,7 +376,6 @@ bsa_status bsa_viz_chart_render(const bsa_viz_chart *c, const char *png_path) {
         cairo_stroke(cr);
       }
       draw_marker(cr, lx + 12, ly + 0.5, rgb);
-      label = se->label ? se->label : "(unnamed)";
     } else {
       cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);
       cairo_set_line_width(cr, 1.5);
@@ -349,13 +385,11 @@ bsa_status bsa_viz_chart_render(const bsa_viz_chart *c, const char *png_path) {
       cairo_line_to(cr, lx + 24, ly + 0.5);
       cairo_stroke(cr);
       cairo_set_dash(cr, NULL, 0, 0);
-      label = c->ref_label;
     }
     bsa__viz_font(cr, 12, 0);
     cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
-    bsa__viz_text_fit(cr, label, lw - 32, buf, sizeof buf);
-    bsa__viz_text(cr, lx + 32, ly, 0, 0.5, buf);
-    ly += 22;
+    for (int k = 0; k < nl; k++) bsa__viz_text(cr, lx + 32 + (k ? 10 : 0), ly + 15 * k, 0, 0.5, lines[k]);
+    ly += 22 + 15 * (nl - 1);
   }
 
   /* Title and subtitle. */
