@@ -49,7 +49,7 @@ static void usage(FILE *f) {
           "                    finished ok)\n"
           "common   --out        the PNG (written to a temporary name, then renamed)\n"
           "         --panel-size longer side of a panel in pixels (masks default:\n"
-          "                    150..480 by head count; scores default 560)\n");
+          "                    180..480 by head count; scores default 560)\n");
 }
 
 /* "3,5,7-9" -> malloc'ed int64 list within [lo, hi]. */
