@@ -25,7 +25,9 @@
 
 #include "gen_internal.h"
 
-enum { RUN_LEN = 64 };
+/* Sampled runs are RUN_LEN rows long; at most GROUP_ROWS query rows go into
+ * one libbsa problem (bounded memory, progress on long records). */
+enum { RUN_LEN = 64, GROUP_ROWS = 2048 };
 
 typedef struct acc {
   double d2, r2, d1, r1, dot, s2; /* sums for the output error */
@@ -169,14 +171,19 @@ typedef struct evalw {
 
 static const float *vsrc(const evalw *w) { return w->rec->v ? w->rec->v : w->zero_v; }
 
-/* Without causal masking: the sampled rows (all rows when sampled == NULL)
- * against all keys, in one problem. */
-static bsa_status eval_noncausal(bsa_ctx *ctx, evalw *w, const uint8_t *sampled, int64_t n,
+/* Without causal masking: the given runs of rows against all keys, taken in
+ * groups of at most GROUP_ROWS rows, one problem each. */
+static bsa_status eval_noncausal(bsa_ctx *ctx, evalw *w, const int64_t *starts,
+                                 const int64_t *lens, int64_t nruns,
                                  const bsa_eval_options *o) {
   const bsa_trace_record *rec = w->rec;
   const bsa_mask_record *m = w->m;
   int64_t D = w->D, sq = w->sq;
-  size_t qsz = (size_t)w->hq * (size_t)n * (size_t)D;
+  /* Split long runs so that every piece fits a group. */
+  int64_t maxn = 0, total = 0;
+  for (int64_t c = 0; c < nruns; c++) total += lens[c];
+  maxn = total < GROUP_ROWS ? total : GROUP_ROWS;
+  size_t qsz = (size_t)w->hq * (size_t)maxn * (size_t)D;
   bsa_status st = BSA_OK;
   float *qp = NULL, *kp = NULL, *vp = NULL, *qd = NULL, *qs = NULL;
   int32_t *row_sz = NULL, *ord = NULL;
@@ -185,34 +192,54 @@ static bsa_status eval_noncausal(bsa_ctx *ctx, evalw *w, const uint8_t *sampled,
   memset(&pb, 0, sizeof pb);
   pb.o_d = malloc(sizeof(float) * qsz);
   pb.o_s = malloc(sizeof(float) * qsz);
-  pb.lse_d = malloc(sizeof(float) * (size_t)w->hq * (size_t)n);
-  pb.lse_s = malloc(sizeof(float) * (size_t)w->hq * (size_t)n);
+  pb.lse_d = malloc(sizeof(float) * (size_t)w->hq * (size_t)maxn);
+  pb.lse_s = malloc(sizeof(float) * (size_t)w->hq * (size_t)maxn);
+  qd = malloc(sizeof(float) * qsz);
+  qs = malloc(sizeof(float) * qsz);
   row_sz = malloc(sizeof(int32_t) * (size_t)(w->hkv * w->mb));
-  ord = malloc(sizeof(int32_t) * (size_t)(w->hkv * n)); /* sparse row -> token */
-  dpos = malloc(sizeof(int64_t) * (size_t)sq);            /* token -> dense row */
-  if (!pb.o_d || !pb.o_s || !pb.lse_d || !pb.lse_s || !row_sz || !ord || !dpos) goto oom;
+  ord = malloc(sizeof(int32_t) * (size_t)(w->hkv * maxn)); /* sparse row -> token */
+  dpos = malloc(sizeof(int64_t) * (size_t)sq);               /* token -> dense row */
+  if (!pb.o_d || !pb.o_s || !pb.lse_d || !pb.lse_s || !qd || !qs || !row_sz || !ord || !dpos)
+    goto oom;
   st = bsa_mask_permute_qkv(rec, m, &qp, &kp, rec->v ? &vp : NULL);
   if (st != BSA_OK) goto done;
-  int64_t r = 0;
-  for (int64_t t = 0; t < sq; t++) dpos[t] = (!sampled || sampled[t]) ? r++ : -1;
-  /* Sparse rows of head h: the sampled tokens in permuted order. */
-  for (int32_t h = 0; h < w->hkv; h++) {
-    const int32_t *pp = m->q_perm ? m->q_perm + (size_t)h * sq : NULL;
-    const int32_t *rs = m->block_row_sz + (size_t)h * w->mb;
-    int64_t t = 0, k = 0;
-    for (int64_t i = 0; i < w->mb; i++) {
-      int32_t c = 0;
-      for (int64_t e = t + rs[i]; t < e; t++) {
-        int32_t tok = pp ? pp[t] : (int32_t)t;
-        if (dpos[tok] >= 0) ord[(size_t)h * n + k++] = tok, c++;
-      }
-      row_sz[(size_t)h * w->mb + i] = c;
+  free(qp); /* queries are gathered per group below */
+  qp = NULL;
+  bsa_mask_var_desc(m, &pb.var);
+  pb.var.block_row_sz = row_sz;
+  pb.kv_len = w->sk;
+  pb.q_d = qd;
+  pb.k_d = rec->k;
+  pb.v_d = vsrc(w);
+  pb.q_s = qs;
+  pb.k_s = kp;
+  pb.v_s = vp ? vp : w->zero_v;
+  int64_t c = 0, off_in_run = 0, done_rows = 0;
+  while (c < nruns) {
+    /* The group: rows [starts[c] + off_in_run, ...) across runs, up to maxn. */
+    for (int64_t t = 0; t < sq; t++) dpos[t] = -1;
+    int64_t n = 0;
+    while (c < nruns && n < maxn) {
+      int64_t a = starts[c] + off_in_run, take = lens[c] - off_in_run;
+      if (take > maxn - n) take = maxn - n;
+      for (int64_t t = a; t < a + take; t++) dpos[t] = n++;
+      off_in_run += take;
+      if (off_in_run == lens[c]) c++, off_in_run = 0;
     }
-  }
-  if (sampled) {
-    qd = malloc(sizeof(float) * qsz);
-    qs = malloc(sizeof(float) * qsz);
-    if (!qd || !qs) goto oom;
+    /* Sparse rows of head h: the group's tokens in permuted order. */
+    for (int32_t h = 0; h < w->hkv; h++) {
+      const int32_t *pp = m->q_perm ? m->q_perm + (size_t)h * sq : NULL;
+      const int32_t *rs = m->block_row_sz + (size_t)h * w->mb;
+      int64_t t = 0, k = 0;
+      for (int64_t i = 0; i < w->mb; i++) {
+        int32_t cnt = 0;
+        for (int64_t e = t + rs[i]; t < e; t++) {
+          int32_t tok = pp ? pp[t] : (int32_t)t;
+          if (dpos[tok] >= 0) ord[(size_t)h * n + k++] = tok, cnt++;
+        }
+        row_sz[(size_t)h * w->mb + i] = cnt;
+      }
+    }
     for (int32_t hh = 0; hh < w->hq; hh++) {
       int32_t h = hh / w->group;
       const float *src = rec->q + (size_t)hh * sq * D;
@@ -223,29 +250,22 @@ static bsa_status eval_noncausal(bsa_ctx *ctx, evalw *w, const uint8_t *sampled,
         memcpy(qs + ((size_t)hh * n + k) * D, src + (size_t)ord[(size_t)h * n + k] * D,
                sizeof(float) * D);
     }
-  }
-  pb.qo_len = n;
-  pb.kv_len = w->sk;
-  pb.q_d = sampled ? qd : rec->q;
-  pb.k_d = rec->k;
-  pb.v_d = vsrc(w);
-  pb.q_s = sampled ? qs : qp;
-  pb.k_s = kp;
-  pb.v_s = vp ? vp : w->zero_v;
-  bsa_mask_var_desc(m, &pb.var);
-  pb.var.block_row_sz = row_sz;
-  for (size_t x = 0; x < qsz; x++) pb.o_d[x] = pb.o_s[x] = NAN; /* poison */
-  if (o && o->progress) o->progress(o->progress_user, 0.05);
-  st = run_problem(ctx, rec, 0, &pb);
-  if (st != BSA_OK) goto done;
-  if (o && o->progress) o->progress(o->progress_user, 0.95);
-  for (int32_t hh = 0; hh < w->hq; hh++) {
-    int32_t h = hh / w->group;
-    for (int64_t k = 0; k < n; k++) {
-      int64_t dr = dpos[ord[(size_t)h * n + k]];
-      acc_row(&w->heads[h], pb.o_s + ((size_t)hh * n + k) * D, pb.o_d + ((size_t)hh * n + dr) * D,
-              D, pb.lse_s[k * w->hq + hh], pb.lse_d[dr * w->hq + hh]);
+    pb.qo_len = n;
+    size_t osz = (size_t)w->hq * (size_t)n * (size_t)D;
+    for (size_t x = 0; x < osz; x++) pb.o_d[x] = pb.o_s[x] = NAN; /* poison */
+    st = run_problem(ctx, rec, 0, &pb);
+    if (st != BSA_OK) goto done;
+    for (int32_t hh = 0; hh < w->hq; hh++) {
+      int32_t h = hh / w->group;
+      for (int64_t k = 0; k < n; k++) {
+        int64_t dr = dpos[ord[(size_t)h * n + k]];
+        acc_row(&w->heads[h], pb.o_s + ((size_t)hh * n + k) * D,
+                pb.o_d + ((size_t)hh * n + dr) * D, D, pb.lse_s[k * w->hq + hh],
+                pb.lse_d[dr * w->hq + hh]);
+      }
     }
+    done_rows += n;
+    if (o && o->progress) o->progress(o->progress_user, (double)done_rows / (double)total);
   }
   goto done;
 oom:
@@ -265,9 +285,10 @@ static bsa_status eval_causal(bsa_ctx *ctx, evalw *w, const int64_t *starts,
   int64_t D = w->D, sq = w->sq, sk = w->sk, off = sk - sq;
   int64_t maxlen = 0;
   for (int64_t c = 0; c < nruns; c++) maxlen = lens[c] > maxlen ? lens[c] : maxlen;
+  if (maxlen > GROUP_ROWS) maxlen = GROUP_ROWS;
   size_t qsz = (size_t)w->hq * (size_t)maxlen * (size_t)D;
   size_t ksz = (size_t)w->hkv * (size_t)sk * (size_t)D;
-  int whole = nruns == 1 && starts[0] == 0 && lens[0] == sq;
+  int whole = nruns == 1 && starts[0] == 0 && lens[0] == sq && sq <= GROUP_ROWS;
   bsa_status st = BSA_OK;
   problem pb;
   memset(&pb, 0, sizeof pb);
@@ -286,10 +307,24 @@ static bsa_status eval_causal(bsa_ctx *ctx, evalw *w, const int64_t *starts,
                    rec->name ? rec->name : "");
     goto done;
   }
-  for (int64_t c = 0; c < nruns && st == BSA_OK; c++) {
-    int64_t a = starts[c], b = a + lens[c], kvl = b + off;
+  int64_t total = 0, done_rows = 0;
+  for (int64_t c = 0; c < nruns; c++) total += lens[c];
+  /* Runs longer than a group are done in pieces, each its own problem. */
+  int64_t c = 0, next = nruns > 0 ? starts[0] : 0;
+  while (c < nruns && st == BSA_OK) {
+    /* This piece is [a, b); then move on (before any continue). */
+    int64_t a = next, run_end = starts[c] + lens[c];
+    int64_t b = a + GROUP_ROWS < run_end ? a + GROUP_ROWS : run_end;
+    if (b == run_end) {
+      c++;
+      next = c < nruns ? starts[c] : 0;
+    } else {
+      next = b;
+    }
+    int64_t kvl = b + off;
+    done_rows += b - a;
     if (kvl > sk) kvl = sk;
-    if (kvl <= 0) continue; /* no row of the run sees a key: nothing to measure */
+    if (kvl <= 0) continue; /* no row of the piece sees a key: nothing to measure */
     int64_t n = b - a;
     /* The run's slice of each head's blocks. */
     for (int32_t h = 0; h < w->hkv; h++) {
@@ -337,7 +372,7 @@ static bsa_status eval_causal(bsa_ctx *ctx, evalw *w, const int64_t *starts,
         acc_row(&w->heads[h], pb.o_s + ((size_t)hh * n + r) * D, pb.o_d + ((size_t)hh * n + r) * D,
                 D, pb.lse_s[r * w->hq + hh], pb.lse_d[r * w->hq + hh]);
     }
-    if (o && o->progress) o->progress(o->progress_user, (double)(c + 1) / (double)nruns);
+    if (o && o->progress) o->progress(o->progress_user, (double)done_rows / (double)total);
   }
 done:
   free(qc), free(kc), free(vc), free(row_sz), free(col_sz);
@@ -380,7 +415,6 @@ bsa_status bsa_mask_eval(bsa_ctx *ctx, const bsa_trace_record *rec, const bsa_ma
   float *zv = rec->v ? NULL : calloc((size_t)w.hkv * (size_t)w.sk * (size_t)w.D, sizeof(float));
   w.zero_v = zv;
   int64_t *starts = NULL, *lens = NULL;
-  uint8_t *sampled = NULL;
   if (!w.heads || !out->heads || (!rec->v && !zv)) {
     st = bsa__fail(NULL, BSA_ERR_NOMEM, "eval: out of memory for record '%s'",
                    rec->name ? rec->name : "");
@@ -400,20 +434,15 @@ bsa_status bsa_mask_eval(bsa_ctx *ctx, const bsa_trace_record *rec, const bsa_ma
     else starts[0] = 0, lens[0] = w.sq;
   }
   if (st == BSA_OK && sample) {
-    sampled = calloc((size_t)w.sq, 1);
-    if (!sampled) st = BSA_ERR_NOMEM;
     rows = 0;
-    for (int64_t c = 0; sampled && c < nruns; c++) {
-      memset(sampled + starts[c], 1, (size_t)lens[c]);
-      rows += lens[c];
-    }
+    for (int64_t c = 0; c < nruns; c++) rows += lens[c];
   }
   if (st != BSA_OK) {
     st = bsa__fail(NULL, st, "eval: out of memory sampling rows");
     goto done;
   }
   st = causal ? eval_causal(ctx, &w, starts, lens, nruns, o)
-              : eval_noncausal(ctx, &w, sampled, rows, o);
+              : eval_noncausal(ctx, &w, starts, lens, nruns, o);
   if (st != BSA_OK) goto done;
   acc tot;
   acc_init(&tot);
@@ -439,7 +468,7 @@ bsa_status bsa_mask_eval(bsa_ctx *ctx, const bsa_trace_record *rec, const bsa_ma
   starts = lens = NULL;
   out->time_ms = bsa__now_ms() - t0;
 done:
-  free(w.heads), free(zv), free(starts), free(lens), free(sampled);
+  free(w.heads), free(zv), free(starts), free(lens);
   if (st != BSA_OK) {
     free(out->heads);
     memset(out, 0, sizeof *out);

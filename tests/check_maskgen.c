@@ -945,6 +945,27 @@ START_TEST(test_eval_matches_naive) {
 }
 END_TEST
 
+START_TEST(test_eval_long_records) {
+  /* More query rows than one libbsa problem takes (2048): the evaluation
+   * goes in groups / pieces and must still match the reference. */
+  fresh_seed();
+  bsa_ctx *ctx = cpu_ctx();
+  for (int causal = 0; causal < 2; causal++) {
+    int64_t sq = irand(2100, 2600), sk = causal ? sq : irand(60, 150);
+    bsa_trace_record *r = new_record(2, 1, 4, sq, sk, causal, 1.0, 1);
+    bsa_mask_record *m = random_mask(r, irand(3, 20), irand(3, 12), !causal, 0.5);
+    bsa_eval_result res;
+    ck_assert_int_eq(bsa_mask_eval(ctx, r, m, NULL, &res), BSA_OK);
+    ck_assert_int_eq(res.rows_evaluated, sq);
+    compare_eval(r, m, &res, NULL);
+    bsa_eval_result_free(&res);
+    bsa_mask_record_free(m);
+    free_record(r);
+  }
+  bsa_ctx_destroy(ctx);
+}
+END_TEST
+
 START_TEST(test_eval_sampled_rows) {
   fresh_seed();
   bsa_ctx *ctx = cpu_ctx();
@@ -1063,6 +1084,7 @@ static Suite *maskgen_suite(void) {
   TCase *e = tcase_create("eval");
   tcase_add_test(e, test_eval_full_mask);
   tcase_add_test(e, test_eval_matches_naive);
+  tcase_add_test(e, test_eval_long_records);
   tcase_add_test(e, test_eval_sampled_rows);
   tcase_add_test(e, test_eval_generated_masks);
   tcase_add_test(e, test_eval_errors);
