@@ -56,6 +56,17 @@ for r in rows:
     print(f"{r[0]:8} {r[1]:8} {r[2]:7d} {r[3]:8.3f} {r[4]:7.3f} {r[5]:8.4f}")
 PY
 
+# A top-p sweep, so the recall chart has a curve per method.
+mkdir -p "$OUT/sweep"
+for p in 0.7 0.8 0.95; do
+  for m in oracle pooled; do
+    bsa -q maskgen --trace data/synth-gqa.h5 --out "$OUT/sweep/synth-$m-$p.h5" --method $m --block 64 --top-p $p >/dev/null
+    bsa -q eval --trace data/synth-gqa.h5 --masks "$OUT/sweep/synth-$m-$p.h5" >/dev/null
+  done
+  bsa -q maskgen --trace data/synth-gqa.h5 --out "$OUT/sweep/synth-kmeans-$p.h5" --method kmeans --q-clusters 16 --k-clusters 16 --top-p $p >/dev/null
+  bsa -q eval --trace data/synth-gqa.h5 --masks "$OUT/sweep/synth-kmeans-$p.h5" >/dev/null
+done
+
 section "5. The generated masks timed on the traces' own q/k/v (CPU)"
 bsa bench --masks "$OUT/synth-kmeans.h5" --trace data/synth-gqa.h5 --reps 3
 bsa bench --masks "$OUT/minilm-oracle.h5" --trace data/minilm-gpl3.h5 --reps 3 --records 'layer0[0-2]'
