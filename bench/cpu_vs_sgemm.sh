@@ -11,10 +11,9 @@
 set -euo pipefail
 B="${1:-build}"
 H=8 S=4096 D=128
-flags=$(grep -o -m1 -E 'avx512f|avx2' /proc/cpuinfo | head -1 || true)
 best=""
-[ "$flags" = avx512f ] && best=SkylakeX
-[ "$flags" = avx2 ] && best=Haswell
+if grep -q -m1 -w avx512f /proc/cpuinfo; then best=SkylakeX
+elif grep -q -m1 -w avx2 /proc/cpuinfo; then best=Haswell; fi
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
 env -u OPENBLAS_CORETYPE "$B/bench/sgemm_rate" --heads $H --seq $S --head-dim $D --reps 3
 [ -n "$best" ] && OPENBLAS_CORETYPE=$best "$B/bench/sgemm_rate" --heads $H --seq $S --head-dim $D --reps 3
