@@ -10,7 +10,10 @@
 # The trace is synthesised once into $TMPDIR (about 90 MB) and removed after.
 # Times are the generators' own (the time_ms of --json, file I/O excluded) and
 # the wall time of each command; the load average is printed first, because
-# on a shared machine other work skews them.
+# on a shared machine other work skews them, and so is the OpenBLAS core in
+# use: OpenBLAS 0.3.21 does not recognise some virtual CPUs and falls back to
+# its SSE3 "Prescott" kernels; OPENBLAS_CORETYPE=SkylakeX (or Haswell) in the
+# environment picks the right ones.
 set -eu
 BUILD=${1:-build}
 [ $# -gt 0 ] && shift
@@ -34,6 +37,8 @@ now() { date +%s.%N; }
 field() { grep -o "\"$1\":[-0-9.e+]*" | head -n1 | cut -d: -f2; }
 
 echo "host: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo "OpenBLAS core: $(OPENBLAS_VERBOSE=2 "$BSA" --version 2>&1 | sed -n 's/^Core: //p')" \
+  "(OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset})"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "record: $HEADS heads x $SEQ tokens x D=128, float32, not causal"
 "$BSA" $G -q trace synth --out "$T/t.h5" --records 1 --heads "$HEADS" --kv-heads "$HEADS" \
