@@ -3,7 +3,8 @@
  *
  * Times one plan kind at one shape through the public API with CUDA events
  * (warm-up, median of --reps), on random bf16/f16 data, and reports the
- * host plan time, the kernel time, effective TFLOP/s (4 * D * visible pairs
+ * host plan time (and, for variable blocks, the time of the same plan on
+ * a CPU context: the work-list compiler alone), the kernel time, effective TFLOP/s (4 * D * visible pairs
  * / time) and, in the same process, dense attention at the same shape.
  * Masks follow bench/peers.py: BSR maps random per kv head with the
  * diagonal kept; variable blocks are random partitions per head (uniform
@@ -133,7 +134,7 @@ int main(int argc, char **argv) {
 
   bsa_plan *dense = NULL, *plan = NULL;
   if (bsa_plan_create_dense(ctx, &p, &dense) != BSA_OK) die("dense plan", ctx);
-  double t0 = 0, plan_ms = 0;
+  double t0 = 0, plan_ms = 0, plan_cpu_ms = 0;
   int32_t *indptr = NULL, *indices = NULL, *rsz = NULL, *csz = NULL;
   uint8_t *map = NULL;
   if (!strcmp(layout, "bsr")) {
@@ -176,6 +177,20 @@ int main(int argc, char **argv) {
       plan = tmp;
     }
     plan_ms = best;
+    /* The host work-list compiler alone: the same plan on a CPU context. */
+    bsa_ctx *cpu = NULL;
+    if (bsa_ctx_create(NULL, &cpu) != BSA_OK) die("cpu context", NULL);
+    best = 1e30;
+    for (int r = 0; r < 5; r++) {
+      bsa_plan *tmp = NULL;
+      t0 = now_s();
+      if (bsa_plan_create_var(cpu, &p, &d, &tmp) != BSA_OK) die("cpu var plan", cpu);
+      double ms = (now_s() - t0) * 1e3;
+      if (ms < best) best = ms;
+      bsa_plan_destroy(tmp);
+    }
+    plan_cpu_ms = best;
+    bsa_ctx_destroy(cpu);
   }
 
   double dense_ms = 0, ms = 0;
@@ -197,11 +212,11 @@ int main(int argc, char **argv) {
     printf("{\"device\":\"%s\",\"layout\":\"%s\",\"heads\":%d,\"kv_heads\":%d,\"seq\":%lld,"
            "\"head_dim\":%d,\"dtype\":\"%s\",\"causal\":%d,\"block\":%lld,\"blocks\":\"%dx%d\","
            "\"density_req\":%.3f,\"density\":%.4f,\"time_ms\":%.4f,\"dense_time_ms\":%.4f,"
-           "\"speedup\":%.2f,\"tflops_effective\":%.1f,\"vs_dense\":%.3f,\"plan_ms\":%.3f,"
+           "\"speedup\":%.2f,\"tflops_effective\":%.1f,\"vs_dense\":%.3f,\"plan_ms\":%.3f,\"plan_cpu_ms\":%.3f,"
            "\"items\":%lld,\"segments\":%lld}\n",
            bsa_ctx_device_name(ctx), layout, H, Hkv, (long long)S, D, bsa_dtype_name(dt), causal,
            (long long)B, mb, nb, density, si.density, ms, dense_ms, dense_ms / ms, tf,
-           tf / dense_tf, plan_ms, (long long)si.num_work_items, (long long)si.num_segments);
+           tf / dense_tf, plan_ms, plan_cpu_ms, (long long)si.num_work_items, (long long)si.num_segments);
   }
   bsa_plan_destroy(plan);
   bsa_plan_destroy(dense);

@@ -6,7 +6,10 @@
 #include "kernels/attn_fwd.cuh"
 
 namespace {
-typedef bsak::Cfg<128, 2, 4, 64, 2, false, 2> C128;
+#ifndef BSA_CFG_D128 /* development override, see docs/kernels.md */
+#define BSA_CFG_D128 128, 2, 4, 64, 2, false, 2
+#endif
+typedef bsak::Cfg<BSA_CFG_D128> C128;
 }
 
 extern "C" int bsa__attn_prepare_d128(int dtype, int *smem) {

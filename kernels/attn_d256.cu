@@ -6,7 +6,10 @@
 #include "kernels/attn_fwd.cuh"
 
 namespace {
-typedef bsak::Cfg<256, 1, 8, 32, 2, false, 1> C256;
+#ifndef BSA_CFG_D256 /* development override, see docs/kernels.md */
+#define BSA_CFG_D256 256, 1, 8, 32, 2, false, 1
+#endif
+typedef bsak::Cfg<BSA_CFG_D256> C256;
 }
 
 extern "C" int bsa__attn_prepare_d256(int dtype, int *smem) {

@@ -6,7 +6,10 @@
 #include "kernels/attn_fwd.cuh"
 
 namespace {
-typedef bsak::Cfg<64, 2, 4, 64, 3, true, 2> C64;
+#ifndef BSA_CFG_D64 /* development override, see docs/kernels.md */
+#define BSA_CFG_D64 64, 2, 4, 64, 3, true, 2
+#endif
+typedef bsak::Cfg<BSA_CFG_D64> C64;
 }
 
 extern "C" int bsa__attn_prepare_d64(int dtype, int *smem) {

@@ -36,6 +36,19 @@
 
 #include "kernels/kernels.h"
 
+/* Development switches, measured in docs/kernels.md (defaults = chosen). */
+#ifndef BSA_MMA_VOLATILE
+#define BSA_MMA_VOLATILE 1
+#endif
+#ifndef BSA_SKIP_RESCALE
+#define BSA_SKIP_RESCALE 0
+#endif
+#if BSA_MMA_VOLATILE
+#define BSA_MMA_ASM asm volatile
+#else
+#define BSA_MMA_ASM asm
+#endif
+
 namespace bsak {
 
 template <int D_, int WM_, int NW_, int BN_, int ST_, bool QREG_, int MINB_>
@@ -62,7 +75,7 @@ template <typename T> struct Mma;
 template <> struct Mma<__nv_bfloat16> {
   static __device__ __forceinline__ void run(float (&c)[4], const uint32_t (&a)[4],
                                              uint32_t b0, uint32_t b1) {
-    asm volatile(
+    BSA_MMA_ASM(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
         "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
@@ -76,7 +89,7 @@ template <> struct Mma<__nv_bfloat16> {
 template <> struct Mma<__half> {
   static __device__ __forceinline__ void run(float (&c)[4], const uint32_t (&a)[4],
                                              uint32_t b0, uint32_t b1) {
-    asm volatile(
+    BSA_MMA_ASM(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
         "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
@@ -188,18 +201,21 @@ __global__ void __launch_bounds__(C::NT, C::MINB) attn_fwd(const bsa__attn_args 
 
   /* Key cursor of this thread: its rows in a tile are r0 + p * RP, which
    * grow monotonically over the whole item, so a forward-only walk over the
-   * segments maps virtual key v to token v + kd. */
-  const bsa__gpu_seg *__restrict__ segs = a.segs + it.seg_begin;
+   * segments maps virtual key v to token v + ckd.  The next segment is
+   * loaded one step ahead so that crossing a segment edge does not wait on
+   * memory. */
+  const int4 *__restrict__ segs = reinterpret_cast<const int4 *>(a.segs) + it.seg_begin;
   const int64_t kv_head_off = (int64_t)it.kv_head * a.k_sh;
   const int r0 = tid / CPR, cc = tid % CPR;
-  int cs = 0, cvend = 0, ckd = 0, cflags = 0;
-  int64_t cmb = 0;
+  int cs = 0, cvend = 0, ckd = 0, cflags = 0, cmb = 0;
+  int4 nx = make_int4(0, 0, 0, 0);
   if (it.nseg > 0) {
-    const bsa__gpu_seg s0 = segs[0];
-    cvend = s0.len - it.skip;
-    ckd = s0.kv_begin + it.skip;
-    cflags = s0.flags;
-    cmb = s0.mask_base;
+    const int4 s0 = segs[0];
+    cvend = s0.y - it.skip;
+    ckd = s0.x + it.skip;
+    cflags = s0.z;
+    cmb = s0.w;
+    if (it.nseg > 1) nx = segs[1];
   }
   const int nkeys = it.nkeys;
   const int ntiles = (nkeys + BN - 1) / BN;
@@ -216,11 +232,12 @@ __global__ void __launch_bounds__(C::NT, C::MINB) attn_fwd(const bsa__attn_args 
       if (valid) {
         while (vv >= cvend) {
           ++cs;
-          const bsa__gpu_seg s = segs[cs];
-          ckd = s.kv_begin - cvend;
-          cvend += s.len;
-          cflags = s.flags;
-          cmb = s.mask_base;
+          const int4 sg = nx;
+          if (cs + 1 < it.nseg) nx = segs[cs + 1];
+          ckd = sg.x - cvend;
+          cvend += sg.y;
+          cflags = sg.z;
+          cmb = sg.w;
         }
       }
       const int key = vv + ckd;
@@ -230,7 +247,7 @@ __global__ void __launch_bounds__(C::NT, C::MINB) attn_fwd(const bsa__attn_args 
       cp_async16(sV + swz<D>(r, cc), vp + off, valid);
       if (cc == 0)
         *reinterpret_cast<int2 *>(colinfo + (stage * BN + r) * 2) =
-            make_int2(valid ? key : -1, (valid && (cflags & 2)) ? (int)(cmb + key) : -1);
+            make_int2(valid ? key : -1, (valid && (cflags & 2)) ? cmb + key : -1);
     }
     return flag;
   };
@@ -398,6 +415,11 @@ __global__ void __launch_bounds__(C::NT, C::MINB) attn_fwd(const bsa__attn_args 
           }
         }
         l[mt][h] = l[mt][h] * alpha + sum;
+#if BSA_SKIP_RESCALE
+        /* Once the running max settles, alpha is 1 for every row of the
+         * warp and the O rescale (ND8 * 2 multiplies) is skipped. */
+        if (__any_sync(0xffffffffu, alpha != 1.f))
+#endif
 #pragma unroll
         for (int d = 0; d < ND8; ++d) {
           o[mt][d][2 * h] *= alpha;

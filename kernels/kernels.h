@@ -25,29 +25,29 @@ extern "C" {
  * kv_head, against the virtual key sequence made by concatenating nseg
  * segments starting at segs[seg_begin] (the first one shortened by skip
  * keys), nkeys keys in all.  part >= 0 marks one piece of a split item: the
- * kernel then writes unnormalised partial results to the plan's split
- * workspace (slot part) and the merge kernel combines them.  40 bytes. */
+ * kernel then writes partial results (normalised O and base-2 LSE) to the
+ * plan's split workspace (slot part) and the merge kernel combines them.
+ * 32 bytes. */
 typedef struct bsa__gpu_item {
   int32_t kv_head;
   int32_t rows;
   int32_t q_begin;
   int32_t nkeys;
-  int64_t seg_begin;
+  int32_t seg_begin;
   int32_t nseg;
   int32_t skip;
   int32_t part;
-  int32_t pad_;
 } bsa__gpu_item;
 
 /* A contiguous key range [kv_begin, kv_begin + len) with the work list's
- * BSA__SEG_* flags.  For BSA__SEG_ELEMASK the mask byte of (item row i, key
- * j) is mask[mask_base + i * C + j].  24 bytes. */
+ * BSA__SEG_* flags (1 causal, 2 element mask).  For an element mask the
+ * byte of (item row i, key j) is mask[mask_base + i * C + j] (the host keeps
+ * masks under 2^31 bytes).  16 bytes, loaded as one int4. */
 typedef struct bsa__gpu_seg {
   int32_t kv_begin;
   int32_t len;
   int32_t flags;
-  int32_t pad_;
-  int64_t mask_base;
+  int32_t mask_base;
 } bsa__gpu_seg;
 
 /* A split item to merge: the original item's rows and its nparts partial

@@ -73,7 +73,8 @@ int64_t bsa__cuda_tile_q(const bsa_plan *plan) {
 /* ------------------------------------------------------------ plan state */
 
 typedef struct cuda_plan {
-  void *blob; /* the one device allocation */
+  void *blob;   /* the one device allocation (stream ordered) */
+  void *stream; /* the context's stream it was made on */
   bsa__gpu_item *items;
   bsa__gpu_seg *segs;
   bsa__gpu_merge *merges;
@@ -87,7 +88,7 @@ typedef struct cuda_plan {
 static void cuda_plan_free(bsa_plan *plan) {
   cuda_plan *cp = plan->backend;
   if (cp) {
-    if (cp->blob) cudaFree(cp->blob);
+    if (cp->blob) cudaFreeAsync(cp->blob, (cudaStream_t)cp->stream);
     free(cp);
   }
   plan->backend = NULL;
@@ -146,126 +147,132 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
   const int64_t packed_max = plan->max_item_rows * group;
   const int32_t grid_y = packed_max > 0 ? (int32_t)((packed_max + BSA__GPU_BM - 1) / BSA__GPU_BM) : 1;
 
-  /* Keys per item and the split length L: an item with more keys than
-   * about twice a fair share of one CTA slot is cut into pieces. */
-  int64_t total_keys = 0;
+  /* Device segments, item by item.  A causal segment is cut where the
+   * item's first row stops seeing keys: the part every row of the item sees
+   * [kv_begin, q_begin + off + 1) runs unmasked, only the rest is flagged,
+   * so the masked path covers the diagonal tiles alone. */
+  const int64_t off = p->kv_len - p->qo_len;
+  int64_t cap_segs = plan->num_segs + plan->num_items + 1;
+  bsa__gpu_seg *segs = malloc(sizeof *segs * (size_t)cap_segs);
+  int64_t *item_seg0 = malloc(sizeof(int64_t) * (size_t)(plan->num_items + 1));
+  int64_t *item_keys = malloc(sizeof(int64_t) * (size_t)(plan->num_items + 1));
+  if (!segs || !item_seg0 || !item_keys) {
+    free(segs), free(item_seg0), free(item_keys);
+    return bsa__fail(ctx, BSA_ERR_NOMEM, "plan: out of host memory for the CUDA schedule");
+  }
+  int64_t nsegs = 0, total_keys = 0;
   for (int64_t i = 0; i < plan->num_items; i++) {
     const bsa__work_item *w = &plan->items[i];
-    for (int32_t s = 0; s < w->num_segments; s++) {
-      const bsa__segment *sg = &plan->segs[w->seg_offset + s];
-      total_keys += sg->kv_end - sg->kv_begin;
+    const int64_t vis_all = w->q_begin + off + 1; /* keys < this: every row */
+    item_seg0[i] = nsegs;
+    int64_t nk = 0;
+    for (int32_t k = 0; k < w->num_segments; k++) {
+      const bsa__segment *sg = &plan->segs[w->seg_offset + k];
+      if (nsegs + 2 > cap_segs) {
+        cap_segs = cap_segs * 2;
+        bsa__gpu_seg *ns = realloc(segs, sizeof *segs * (size_t)cap_segs);
+        if (!ns) {
+          free(segs), free(item_seg0), free(item_keys);
+          return bsa__fail(ctx, BSA_ERR_NOMEM, "plan: out of host memory for the CUDA schedule");
+        }
+        segs = ns;
+      }
+      const int32_t mflag = sg->flags & BSA__SEG_ELEMASK;
+      const int32_t mbase =
+          mflag ? (int32_t)(sg->mask_offset + (int64_t)sg->mask_row0 * plan->C - sg->kv_begin) : 0;
+      int64_t kb = sg->kv_begin, ke = sg->kv_end;
+      if ((sg->flags & BSA__SEG_CAUSAL) && vis_all > kb) {
+        const int64_t cut = vis_all < ke ? vis_all : ke;
+        segs[nsegs++] = (bsa__gpu_seg){(int32_t)kb, (int32_t)(cut - kb), mflag, mbase};
+        kb = cut;
+      }
+      if (ke > kb)
+        segs[nsegs++] = (bsa__gpu_seg){(int32_t)kb, (int32_t)(ke - kb),
+                                       sg->flags & (BSA__SEG_CAUSAL | BSA__SEG_ELEMASK), mbase};
+      nk += sg->kv_end - sg->kv_begin;
     }
+    item_keys[i] = nk;
+    total_keys += nk;
   }
+  item_seg0[plan->num_items] = nsegs;
+  if (nsegs >= INT32_MAX) {
+    free(segs), free(item_seg0), free(item_keys);
+    return bsa__fail(ctx, BSA_ERR_UNSUPPORTED,
+                     "the plan has %lld KV segments; the CUDA backend indexes at most %d",
+                     (long long)nsegs, INT32_MAX - 1);
+  }
+
+  /* Split length: an item with more keys than about twice a fair share of
+   * one CTA slot is cut into pieces of 64-key tiles. */
   const int64_t slots = (int64_t)(ctx->sm_count > 0 ? ctx->sm_count : 1) * ctas_per_sm(D);
   int64_t split_len = (total_keys + 2 * slots - 1) / (2 * slots);
   if (split_len < SPLIT_MIN_KEYS) split_len = SPLIT_MIN_KEYS;
-
-  /* Count pieces first. */
-  int64_t n_sched = 0, n_merge = 0, n_parts = 0;
+  int64_t n_sched = 0, n_merge = 0;
   for (int64_t i = 0; i < plan->num_items; i++) {
-    const bsa__work_item *w = &plan->items[i];
-    int64_t nk = 0;
-    for (int32_t s = 0; s < w->num_segments; s++)
-      nk += plan->segs[w->seg_offset + s].kv_end - plan->segs[w->seg_offset + s].kv_begin;
-    int64_t np = nk > split_len ? (nk + split_len - 1) / split_len : 1;
+    int64_t np = item_keys[i] > split_len ? (item_keys[i] + split_len - 1) / split_len : 1;
     n_sched += np;
-    if (np > 1) {
-      n_merge++;
-      n_parts += np;
-    }
+    n_merge += np > 1;
   }
-  if (n_sched >= INT32_MAX / 2)
+  if (n_sched >= INT32_MAX / 2) {
+    free(segs), free(item_seg0), free(item_keys);
     return bsa__fail(ctx, BSA_ERR_UNSUPPORTED,
                      "the plan has %lld work items; the CUDA backend launches at most %d",
                      (long long)n_sched, INT32_MAX / 2);
-
+  }
   sched_item *sched = malloc(sizeof *sched * (size_t)(n_sched ? n_sched : 1));
   bsa__gpu_merge *merges = malloc(sizeof *merges * (size_t)(n_merge ? n_merge : 1));
-  bsa__gpu_seg *segs = malloc(sizeof *segs * (size_t)(plan->num_segs ? plan->num_segs : 1));
-  if (!sched || !merges || !segs) {
-    free(sched);
-    free(merges);
-    free(segs);
+  if (!sched || !merges) {
+    free(sched), free(merges), free(segs), free(item_seg0), free(item_keys);
     return bsa__fail(ctx, BSA_ERR_NOMEM, "plan: out of host memory for the CUDA schedule");
-  }
-  for (int64_t s = 0; s < plan->num_segs; s++) {
-    const bsa__segment *sg = &plan->segs[s];
-    segs[s].kv_begin = (int32_t)sg->kv_begin;
-    segs[s].len = (int32_t)(sg->kv_end - sg->kv_begin);
-    segs[s].flags = sg->flags;
-    segs[s].pad_ = 0;
-    segs[s].mask_base = (sg->flags & BSA__SEG_ELEMASK)
-                            ? sg->mask_offset + (int64_t)sg->mask_row0 * plan->C - sg->kv_begin
-                            : 0;
   }
   int64_t ns = 0, nm = 0, part = 0;
   for (int64_t i = 0; i < plan->num_items; i++) {
     const bsa__work_item *w = &plan->items[i];
-    const int64_t rows = w->q_end - w->q_begin;
-    int64_t nk = 0;
-    for (int32_t s = 0; s < w->num_segments; s++) nk += segs[w->seg_offset + s].len;
+    const int64_t rows = w->q_end - w->q_begin, nk = item_keys[i];
+    const int64_t s0 = item_seg0[i], nseg = item_seg0[i + 1] - s0;
     int64_t np = nk > split_len ? (nk + split_len - 1) / split_len : 1;
     if (np == 1) {
       sched_item *si = &sched[ns];
-      si->g.kv_head = w->kv_head;
-      si->g.rows = (int32_t)rows;
-      si->g.q_begin = (int32_t)w->q_begin;
-      si->g.nkeys = (int32_t)nk;
-      si->g.seg_begin = w->seg_offset;
-      si->g.nseg = w->num_segments;
-      si->g.skip = 0;
-      si->g.part = -1;
-      si->g.pad_ = 0;
+      si->g = (bsa__gpu_item){w->kv_head, (int32_t)rows, (int32_t)w->q_begin, (int32_t)nk,
+                              (int32_t)s0, (int32_t)nseg, 0, -1};
       si->key = cost_bucket(rows * nk);
-      si->order = ns;
-      ns++;
+      si->order = ns++;
       continue;
     }
     /* Pieces of about nk / np keys, rounded to 64-key tiles. */
     int64_t chunk = (nk + np - 1) / np;
     chunk = (chunk + 63) / 64 * 64;
     np = (nk + chunk - 1) / chunk;
-    bsa__gpu_merge *mg = &merges[nm++];
-    mg->kv_head = w->kv_head;
-    mg->rows = (int32_t)rows;
-    mg->q_begin = (int32_t)w->q_begin;
-    mg->part0 = (int32_t)part;
-    mg->nparts = (int32_t)np;
-    mg->pad_ = 0;
-    int64_t s = 0, seg_start = 0; /* virtual start of segment s */
+    merges[nm++] = (bsa__gpu_merge){w->kv_head, (int32_t)rows, (int32_t)w->q_begin,
+                                    (int32_t)part, (int32_t)np, 0};
+    int64_t s = s0, seg_start = 0; /* virtual start of segment s */
     for (int64_t pi = 0; pi < np; pi++) {
       const int64_t v0 = pi * chunk;
       const int64_t v1 = v0 + chunk < nk ? v0 + chunk : nk;
-      while (seg_start + segs[w->seg_offset + s].len <= v0) seg_start += segs[w->seg_offset + s++].len;
+      while (seg_start + segs[s].len <= v0) seg_start += segs[s++].len;
       int64_t s_end = s, e_start = seg_start;
-      while (e_start + segs[w->seg_offset + s_end].len < v1)
-        e_start += segs[w->seg_offset + s_end++].len;
+      while (e_start + segs[s_end].len < v1) e_start += segs[s_end++].len;
       sched_item *si = &sched[ns];
-      si->g.kv_head = w->kv_head;
-      si->g.rows = (int32_t)rows;
-      si->g.q_begin = (int32_t)w->q_begin;
-      si->g.nkeys = (int32_t)(v1 - v0);
-      si->g.seg_begin = w->seg_offset + s;
-      si->g.nseg = (int32_t)(s_end - s + 1);
-      si->g.skip = (int32_t)(v0 - seg_start);
-      si->g.part = (int32_t)(part + pi);
-      si->g.pad_ = 0;
+      si->g = (bsa__gpu_item){w->kv_head, (int32_t)rows, (int32_t)w->q_begin, (int32_t)(v1 - v0),
+                              (int32_t)s, (int32_t)(s_end - s + 1), (int32_t)(v0 - seg_start),
+                              (int32_t)(part + pi)};
       si->key = cost_bucket(rows * (v1 - v0));
-      si->order = ns;
-      ns++;
+      si->order = ns++;
     }
     part += np;
   }
+  free(item_seg0);
+  free(item_keys);
   n_sched = ns;
   n_merge = nm;
-  n_parts = part;
+  const int64_t n_parts = part;
   qsort(sched, (size_t)n_sched, sizeof *sched, cmp_sched);
 
   /* Layout of the device blob: uploaded part first, then workspaces. */
   const size_t D_elem = 2;
   const size_t off_items = 0;
   const size_t off_segs = align256(off_items + sizeof(bsa__gpu_item) * (size_t)n_sched);
-  const size_t off_merges = align256(off_segs + sizeof(bsa__gpu_seg) * (size_t)plan->num_segs);
+  const size_t off_merges = align256(off_segs + sizeof(bsa__gpu_seg) * (size_t)nsegs);
   const size_t off_slopes = align256(off_merges + sizeof(bsa__gpu_merge) * (size_t)n_merge);
   const int alibi = p->pos_encoding == BSA_POS_ALIBI;
   const size_t off_mask = align256(off_slopes + (alibi ? sizeof(float) * (size_t)p->num_qo_heads : 0));
@@ -293,7 +300,7 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
   memset(host, 0, upload);
   bsa__gpu_item *hi = (bsa__gpu_item *)(host + off_items);
   for (int64_t i = 0; i < n_sched; i++) hi[i] = sched[i].g;
-  memcpy(host + off_segs, segs, sizeof(bsa__gpu_seg) * (size_t)plan->num_segs);
+  memcpy(host + off_segs, segs, sizeof(bsa__gpu_seg) * (size_t)nsegs);
   memcpy(host + off_merges, merges, sizeof(bsa__gpu_merge) * (size_t)n_merge);
   if (alibi) {
     float *sl = (float *)(host + off_slopes);
@@ -305,16 +312,21 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
   free(merges);
   free(segs);
 
-  if ((e = cudaMalloc(&cp->blob, total)) != cudaSuccess) {
+  /* Stream-ordered: the allocation and the upload queue behind earlier
+   * work, destroy frees behind later work, and neither synchronises the
+   * device.  The host buffer is pageable, so the copy has taken the bytes
+   * when cudaMemcpyAsync returns and it can be freed at once. */
+  cp->stream = ctx->cuda_stream;
+  if ((e = cudaMallocAsync(&cp->blob, total, (cudaStream_t)cp->stream)) != cudaSuccess) {
     free(host);
     free(cp);
-    return bsa__fail(ctx, BSA_ERR_NOMEM, "plan: cudaMalloc of %zu bytes failed: %s", total,
-                     cudaGetErrorString(e));
+    return bsa__fail(ctx, BSA_ERR_NOMEM, "plan: cudaMallocAsync of %zu bytes failed: %s",
+                     total, cudaGetErrorString(e));
   }
-  e = cudaMemcpy(cp->blob, host, upload, cudaMemcpyHostToDevice);
+  e = cudaMemcpyAsync(cp->blob, host, upload, cudaMemcpyHostToDevice, (cudaStream_t)cp->stream);
   free(host);
   if (e != cudaSuccess) {
-    cudaFree(cp->blob);
+    cudaFreeAsync(cp->blob, (cudaStream_t)cp->stream);
     free(cp);
     return cuda_fail(ctx, e, "plan: uploading the work list");
   }
