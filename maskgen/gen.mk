@@ -4,7 +4,11 @@
 # generators (exp, block sums, k-means assignment) depend on it.  Without
 # -fno-trapping-math GCC will not turn the float selects (max, clamp) of
 # those loops into vector blends; nothing here reads floating-point flags.
-maskgen_libbsamaskgen_a_CFLAGS += -ftree-vectorize -fvect-cost-model=dynamic -fno-trapping-math
+# GCC spellings; a compiler that rejects them (clang) simply goes without.
+MASKGEN_VEC_CFLAGS := $(shell $(CC) -ftree-vectorize -fvect-cost-model=dynamic \
+	-fno-trapping-math -S -o /dev/null -x c /dev/null >/dev/null 2>&1 && \
+	echo -ftree-vectorize -fvect-cost-model=dynamic -fno-trapping-math)
+maskgen_libbsamaskgen_a_CFLAGS += $(MASKGEN_VEC_CFLAGS)
 maskgen_libbsamaskgen_a_SOURCES += \
 	maskgen/gen_internal.h \
 	maskgen/gen_common.c \
