@@ -38,8 +38,11 @@
  *
  * Errors: functions return a bsa_status; the message (naming the argument,
  * the value and the limit, or the record) is in bsa_last_error().  Nothing
- * here prints.  Functions may be called from several threads on different
- * data; generators and evaluation start their own worker threads.
+ * here prints.  Generators start their own worker threads (params
+ * num_threads) and keep OpenBLAS at one thread while they run, restoring
+ * its setting after; that setting is process-wide, so run one generator at
+ * a time in a process that uses OpenBLAS elsewhere.  Evaluation uses the
+ * threads of the libbsa context it is given.
  */
 #ifndef BSA_MASKGEN_H
 #define BSA_MASKGEN_H
