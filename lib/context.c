@@ -32,8 +32,7 @@ bsa_status bsa_ctx_create(const bsa_ctx_options *opts, bsa_ctx **out) {
   if (opts) o = *opts;
   if (o.device != BSA_DEVICE_CPU && o.device != BSA_DEVICE_CUDA)
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
-                     "device = %d is not BSA_DEVICE_CPU (0) or BSA_DEVICE_CUDA (1)",
-                     (int)o.device);
+                     "device = %d is not BSA_DEVICE_CPU (0) or BSA_DEVICE_CUDA (1)", (int)o.device);
   if (o.num_threads < 0 || o.num_threads > 1024)
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "num_threads = %d is outside [0, 1024]",
                      o.num_threads);
@@ -79,16 +78,14 @@ const char *bsa_ctx_device_name(const bsa_ctx *ctx) { return ctx ? ctx->device_n
 
 bsa_status bsa_ctx_alloc(bsa_ctx *ctx, size_t bytes, void **ptr) {
   if (!ctx || !ptr)
-    return bsa__fail(ctx, BSA_ERR_INVALID_ARG, "bsa_ctx_alloc: %s is NULL",
-                     !ctx ? "ctx" : "ptr");
+    return bsa__fail(ctx, BSA_ERR_INVALID_ARG, "bsa_ctx_alloc: %s is NULL", !ctx ? "ctx" : "ptr");
   *ptr = NULL;
 #ifdef BSA_HAVE_CUDA
   if (ctx->device == BSA_DEVICE_CUDA) return bsa__cuda_alloc(ctx, bytes, ptr);
 #endif
   *ptr = bsa__aligned_alloc(bytes);
   if (!*ptr)
-    return bsa__fail(ctx, BSA_ERR_NOMEM, "bsa_ctx_alloc: %zu bytes of host memory failed",
-                     bytes);
+    return bsa__fail(ctx, BSA_ERR_NOMEM, "bsa_ctx_alloc: %zu bytes of host memory failed", bytes);
   return BSA_OK;
 }
 
@@ -106,7 +103,9 @@ void bsa_ctx_free(bsa_ctx *ctx, void *ptr) {
 static bsa_status copy(bsa_ctx *ctx, void *dst, const void *src, size_t bytes, int to_dev) {
   if (!ctx || (!dst && bytes) || (!src && bytes))
     return bsa__fail(ctx, BSA_ERR_INVALID_ARG, "bsa_ctx_copy: %s is NULL",
-                     !ctx ? "ctx" : !dst ? "dst" : "src");
+                     !ctx   ? "ctx"
+                     : !dst ? "dst"
+                            : "src");
 #ifdef BSA_HAVE_CUDA
   if (ctx->device == BSA_DEVICE_CUDA) return bsa__cuda_copy(ctx, dst, src, bytes, to_dev);
 #endif
@@ -136,16 +135,14 @@ static int cmp_double(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-bsa_status bsa_plan_time(bsa_plan *plan, const void *q, const void *k, const void *v,
-                         void *o, float *lse, int warmup, int reps, double *median_ms,
-                         double *min_ms) {
+bsa_status bsa_plan_time(bsa_plan *plan, const void *q, const void *k, const void *v, void *o,
+                         float *lse, int warmup, int reps, double *median_ms, double *min_ms) {
   if (!plan || !median_ms)
-    return bsa__fail(plan ? plan->ctx : NULL, BSA_ERR_INVALID_ARG,
-                     "bsa_plan_time: %s is NULL", !plan ? "plan" : "median_ms");
+    return bsa__fail(plan ? plan->ctx : NULL, BSA_ERR_INVALID_ARG, "bsa_plan_time: %s is NULL",
+                     !plan ? "plan" : "median_ms");
   if (reps < 1 || warmup < 0)
     return bsa__fail(plan->ctx, BSA_ERR_INVALID_ARG,
-                     "bsa_plan_time: reps = %d must be >= 1 and warmup = %d >= 0", reps,
-                     warmup);
+                     "bsa_plan_time: reps = %d must be >= 1 and warmup = %d >= 0", reps, warmup);
 #ifdef BSA_HAVE_CUDA
   if (plan->ctx->device == BSA_DEVICE_CUDA)
     return bsa__cuda_time(plan, q, k, v, o, lse, warmup, reps, median_ms, min_ms);

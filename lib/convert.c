@@ -11,9 +11,12 @@ size_t bsa_dtype_size(bsa_dtype dtype) { return dtype == BSA_DTYPE_F32 ? 4 : 2; 
 
 const char *bsa_dtype_name(bsa_dtype dtype) {
   switch (dtype) {
-    case BSA_DTYPE_F32: return "f32";
-    case BSA_DTYPE_F16: return "f16";
-    case BSA_DTYPE_BF16: return "bf16";
+    case BSA_DTYPE_F32:
+      return "f32";
+    case BSA_DTYPE_F16:
+      return "f16";
+    case BSA_DTYPE_BF16:
+      return "bf16";
   }
   return "?";
 }
@@ -21,12 +24,14 @@ const char *bsa_dtype_name(bsa_dtype dtype) {
 bsa_status bsa_dtype_parse(const char *name, bsa_dtype *out) {
   if (!name || !out)
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "dtype: name and out must not be NULL");
-  if (!strcmp(name, "f32") || !strcmp(name, "float32")) *out = BSA_DTYPE_F32;
-  else if (!strcmp(name, "f16") || !strcmp(name, "float16")) *out = BSA_DTYPE_F16;
-  else if (!strcmp(name, "bf16") || !strcmp(name, "bfloat16")) *out = BSA_DTYPE_BF16;
+  if (!strcmp(name, "f32") || !strcmp(name, "float32"))
+    *out = BSA_DTYPE_F32;
+  else if (!strcmp(name, "f16") || !strcmp(name, "float16"))
+    *out = BSA_DTYPE_F16;
+  else if (!strcmp(name, "bf16") || !strcmp(name, "bfloat16"))
+    *out = BSA_DTYPE_BF16;
   else
-    return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
-                     "dtype = '%s' is not one of f32, f16, bf16", name);
+    return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "dtype = '%s' is not one of f32, f16, bf16", name);
   return BSA_OK;
 }
 
@@ -97,14 +102,26 @@ void bsa_convert(void *dst, bsa_dtype dst_t, const void *src, bsa_dtype src_t, s
   for (size_t i = 0; i < n; i++) {
     float x;
     switch (src_t) {
-      case BSA_DTYPE_F32: x = ((const float *)src)[i]; break;
-      case BSA_DTYPE_F16: x = bsa_f16_to_f32(((const uint16_t *)src)[i]); break;
-      default: x = bsa_bf16_to_f32(((const uint16_t *)src)[i]); break;
+      case BSA_DTYPE_F32:
+        x = ((const float *)src)[i];
+        break;
+      case BSA_DTYPE_F16:
+        x = bsa_f16_to_f32(((const uint16_t *)src)[i]);
+        break;
+      default:
+        x = bsa_bf16_to_f32(((const uint16_t *)src)[i]);
+        break;
     }
     switch (dst_t) {
-      case BSA_DTYPE_F32: ((float *)dst)[i] = x; break;
-      case BSA_DTYPE_F16: ((uint16_t *)dst)[i] = bsa_f32_to_f16(x); break;
-      default: ((uint16_t *)dst)[i] = bsa_f32_to_bf16(x); break;
+      case BSA_DTYPE_F32:
+        ((float *)dst)[i] = x;
+        break;
+      case BSA_DTYPE_F16:
+        ((uint16_t *)dst)[i] = bsa_f32_to_f16(x);
+        break;
+      default:
+        ((uint16_t *)dst)[i] = bsa_f32_to_bf16(x);
+        break;
     }
   }
 }

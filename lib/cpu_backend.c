@@ -59,17 +59,26 @@ static void cpu_state_free(bsa_plan *plan) {
 
 static inline float load_elem(const void *base, bsa_dtype t, int64_t i) {
   switch (t) {
-    case BSA_DTYPE_F32: return ((const float *)base)[i];
-    case BSA_DTYPE_F16: return bsa_f16_to_f32(((const uint16_t *)base)[i]);
-    default: return bsa_bf16_to_f32(((const uint16_t *)base)[i]);
+    case BSA_DTYPE_F32:
+      return ((const float *)base)[i];
+    case BSA_DTYPE_F16:
+      return bsa_f16_to_f32(((const uint16_t *)base)[i]);
+    default:
+      return bsa_bf16_to_f32(((const uint16_t *)base)[i]);
   }
 }
 
 static inline void store_elem(void *base, bsa_dtype t, int64_t i, float x) {
   switch (t) {
-    case BSA_DTYPE_F32: ((float *)base)[i] = x; break;
-    case BSA_DTYPE_F16: ((uint16_t *)base)[i] = bsa_f32_to_f16(x); break;
-    default: ((uint16_t *)base)[i] = bsa_f32_to_bf16(x); break;
+    case BSA_DTYPE_F32:
+      ((float *)base)[i] = x;
+      break;
+    case BSA_DTYPE_F16:
+      ((uint16_t *)base)[i] = bsa_f32_to_f16(x);
+      break;
+    default:
+      ((uint16_t *)base)[i] = bsa_f32_to_bf16(x);
+      break;
   }
 }
 
@@ -189,8 +198,8 @@ typedef struct run_job {
 /* Logits epilogue for keys [kb, kb + n) of one query row at token t: soft
  * cap, ALiBi, and masks only where the segment is flagged. */
 __attribute__((target_clones("avx512f", "avx2", "default"))) static void row_logits(
-    float *srow, int64_t n, int64_t kb, int64_t t, int64_t off, int32_t flags,
-    const uint8_t *mrow, float cap, float slope, int alibi) {
+    float *srow, int64_t n, int64_t kb, int64_t t, int64_t off, int32_t flags, const uint8_t *mrow,
+    float cap, float slope, int alibi) {
   if (cap > 0.0f) {
     const float rc = 1.0f / cap;
     for (int64_t c = 0; c < n; c++) srow[c] = cap * tanhf(srow[c] * rc);
@@ -212,8 +221,10 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) static void row_log
 /* Online-softmax update of one row over a chunk of n logits: on return srow
  * holds p = exp(s - m_new), *m and *l are updated, and the result is the
  * factor by which the row's previous O must be scaled. */
-__attribute__((target_clones("avx512f", "avx2", "default"))) static float row_softmax(
-    float *srow, int64_t n, float *m, float *l) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) static float row_softmax(float *srow,
+                                                                                      int64_t n,
+                                                                                      float *m,
+                                                                                      float *l) {
   /* Reductions in 16 independent lanes so the compiler keeps them in
    * vector registers (a single accumulator would serialise them). */
   float lane[16];
@@ -271,8 +282,8 @@ typedef struct item_scratch {
 
 #define ROUND32(x) (((x) + 31) & ~(int64_t)31)
 
-static void run_chunk(run_job *j, const bsa__work_item *it, const piece *pc, int np,
-                      int64_t nkeys, const item_scratch *w) {
+static void run_chunk(run_job *j, const bsa__work_item *it, const piece *pc, int np, int64_t nkeys,
+                      const item_scratch *w) {
   bsa_plan *plan = j->plan;
   const bsa_attn_params *p = &plan->p;
   cpu_state *s = j->s;
@@ -384,8 +395,7 @@ static void run_item(run_job *j, const bsa__work_item *it, float *scratch) {
     const int64_t dst = bsa__tok_offset(p->layout, M, Hq, D, t, qh);
     if (w.l[r] > 0.0f) {
       const float inv = 1.0f / w.l[r];
-      for (int32_t d = 0; d < D; d++)
-        store_elem(j->o, p->o_dtype, dst + d, w.O[r * Dp + d] * inv);
+      for (int32_t d = 0; d < D; d++) store_elem(j->o, p->o_dtype, dst + d, w.O[r * Dp + d] * inv);
       if (j->lse) j->lse[t * Hq + qh] = w.m[r] + logf(w.l[r]);
     } else {
       for (int32_t d = 0; d < D; d++) store_elem(j->o, p->o_dtype, dst + d, 0.0f);
@@ -441,8 +451,8 @@ static bsa_status ensure_state(bsa_plan *plan, cpu_state **out) {
       Rmax * KC + Rmax * Dp + 2 * Rmax + (size_t)KC * p->head_dim + (size_t)KC * Dp + 16;
   s->scratch_per_thread = (s->scratch_per_thread + 15) & ~(size_t)15;
   s->q = bsa__aligned_alloc(s->q_elems * sizeof(float));
-  const int need_kv = !(p->kv_dtype == BSA_DTYPE_F32 &&
-                        p->pos_encoding != BSA_POS_ROPE_LLAMA && p->layout == BSA_LAYOUT_HND);
+  const int need_kv = !(p->kv_dtype == BSA_DTYPE_F32 && p->pos_encoding != BSA_POS_ROPE_LLAMA &&
+                        p->layout == BSA_LAYOUT_HND);
   if (need_kv) {
     s->k = bsa__aligned_alloc(s->kv_elems * sizeof(float));
     s->v = bsa__aligned_alloc(s->kv_elems * sizeof(float));
@@ -457,8 +467,7 @@ static bsa_status ensure_state(bsa_plan *plan, cpu_state **out) {
     return bsa__fail(plan->ctx, BSA_ERR_NOMEM,
                      "cpu run: out of memory for %zu bytes of staged inputs", total);
   }
-  for (int32_t h = 0; h < p->num_qo_heads; h++)
-    s->slopes[h] = bsa_alibi_slope(h, p->num_qo_heads);
+  for (int32_t h = 0; h < p->num_qo_heads; h++) s->slopes[h] = bsa_alibi_slope(h, p->num_qo_heads);
   *out = s;
   return BSA_OK;
 }

@@ -35,38 +35,36 @@ static inline v16 load16(const float *p) {
 static inline void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
 
 GEMM_CLONES void bsa__gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
-                           const float *B, int64_t ldb, float *C, int64_t ldc,
-                           int accumulate) {
+                           const float *B, int64_t ldb, float *C, int64_t ldc, int accumulate) {
   for (int64_t j = 0; j < N; j += NR) {
     int64_t i = 0;
     for (; i + MR <= M; i += MR) {
       /* Sixteen named accumulators: an array here ends up in memory. */
       float *c = C + i * ldc + j;
-      v16 c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0},
-          c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0}, c60 = {0}, c61 = {0},
-          c70 = {0}, c71 = {0};
+      v16 c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0},
+          c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0}, c60 = {0}, c61 = {0}, c70 = {0}, c71 = {0};
       const float *a = A + i * lda;
       const float *b = B + j;
       for (int64_t k = 0; k < K; k++) {
         const v16 b0 = load16(b + k * ldb), b1 = load16(b + k * ldb + 16);
-#define ROW(r)                        \
-  {                                   \
-    const float av = a[r * lda + k];  \
-    c##r##0 += av * b0;               \
-    c##r##1 += av * b1;               \
+#define ROW(r)                       \
+  {                                  \
+    const float av = a[r * lda + k]; \
+    c##r##0 += av * b0;              \
+    c##r##1 += av * b1;              \
   }
         ROW(0) ROW(1) ROW(2) ROW(3) ROW(4) ROW(5) ROW(6) ROW(7)
 #undef ROW
       }
-#define OUT(r)                                                     \
-  {                                                                \
-    float *cr = c + r * ldc;                                       \
-    if (accumulate) {                                              \
-      c##r##0 += load16(cr);                                       \
-      c##r##1 += load16(cr + 16);                                  \
-    }                                                              \
-    store16(cr, c##r##0);                                          \
-    store16(cr + 16, c##r##1);                                     \
+#define OUT(r)                    \
+  {                               \
+    float *cr = c + r * ldc;      \
+    if (accumulate) {             \
+      c##r##0 += load16(cr);      \
+      c##r##1 += load16(cr + 16); \
+    }                             \
+    store16(cr, c##r##0);         \
+    store16(cr + 16, c##r##1);    \
   }
       OUT(0) OUT(1) OUT(2) OUT(3) OUT(4) OUT(5) OUT(6) OUT(7)
 #undef OUT

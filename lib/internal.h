@@ -32,7 +32,7 @@ struct bsa_ctx {
   void *cuda_stream;
   char device_name[256];
   char msg[BSA__MSG_LEN];
-  int sm_count;       /* CUDA: multiprocessors */
+  int sm_count; /* CUDA: multiprocessors */
   int cc_major, cc_minor;
 };
 
@@ -47,8 +47,8 @@ struct bsa_ctx {
  * it need masking.  Items are sorted longest first (cost = rows * keys).
  * ---------------------------------------------------------------------- */
 enum {
-  BSA__SEG_CAUSAL = 1u << 0,  /* some (row, key) of it is past the diagonal */
-  BSA__SEG_ELEMASK = 1u << 1  /* per-element BSR mask; see mask_offset */
+  BSA__SEG_CAUSAL = 1u << 0, /* some (row, key) of it is past the diagonal */
+  BSA__SEG_ELEMASK = 1u << 1 /* per-element BSR mask; see mask_offset */
 };
 
 typedef struct bsa__segment {
@@ -108,30 +108,27 @@ struct bsa_plan {
 /* Compiles the work list.  Inputs are validated already.  For a BSR plan
  * bsr is non-NULL, for a variable plan var is non-NULL, for dense both are
  * NULL.  tile_q bounds the rows of an item. */
-bsa_status bsa__worklist_build(bsa_plan *plan, const bsa_bsr_desc *bsr,
-                               const bsa_var_desc *var, int64_t tile_q);
+bsa_status bsa__worklist_build(bsa_plan *plan, const bsa_bsr_desc *bsr, const bsa_var_desc *var,
+                               int64_t tile_q);
 
 /* Validation (lib/validate.c).  Each returns BSA_OK or a failure whose
  * message names the argument, the value and the limit.  Resolves defaults
  * into *resolved (sm_scale, rope_scale, rope_theta). */
-bsa_status bsa__validate_params(bsa_ctx *ctx, const bsa_attn_params *p,
-                                bsa_attn_params *resolved);
-bsa_status bsa__validate_bsr(bsa_ctx *ctx, const bsa_attn_params *p,
-                             const bsa_bsr_desc *bsr, int64_t *nnz_out);
-bsa_status bsa__validate_var(bsa_ctx *ctx, const bsa_attn_params *p,
-                             const bsa_var_desc *var);
+bsa_status bsa__validate_params(bsa_ctx *ctx, const bsa_attn_params *p, bsa_attn_params *resolved);
+bsa_status bsa__validate_bsr(bsa_ctx *ctx, const bsa_attn_params *p, const bsa_bsr_desc *bsr,
+                             int64_t *nnz_out);
+bsa_status bsa__validate_var(bsa_ctx *ctx, const bsa_attn_params *p, const bsa_var_desc *var);
 
 /* Element index helpers: offset of (token t, head h, dim 0). */
-static inline int64_t bsa__tok_offset(bsa_layout layout, int64_t len,
-                                      int32_t heads, int32_t dim, int64_t t,
-                                      int32_t h) {
+static inline int64_t bsa__tok_offset(bsa_layout layout, int64_t len, int32_t heads, int32_t dim,
+                                      int64_t t, int32_t h) {
   return layout == BSA_LAYOUT_NHD ? (t * heads + h) * (int64_t)dim
                                   : ((int64_t)h * len + t) * (int64_t)dim;
 }
 
 /* CPU backend. */
-bsa_status bsa__cpu_run(bsa_plan *plan, const void *q, const void *k,
-                        const void *v, void *o, float *lse);
+bsa_status bsa__cpu_run(bsa_plan *plan, const void *q, const void *k, const void *v, void *o,
+                        float *lse);
 
 /* C[M, N] (+)= A[M, K] B[K, N], row-major, N a multiple of 32 (lib/cpu_gemm.c).
  * accumulate = 0 overwrites C. */
@@ -151,16 +148,14 @@ bsa_status bsa__cuda_ctx_init(bsa_ctx *ctx);
  * list is built); bsa__cuda_plan_prepare then uploads the work list. */
 int64_t bsa__cuda_tile_q(const bsa_plan *plan);
 bsa_status bsa__cuda_plan_prepare(bsa_plan *plan);
-bsa_status bsa__cuda_run(bsa_plan *plan, const void *q, const void *k,
-                         const void *v, void *o, float *lse);
+bsa_status bsa__cuda_run(bsa_plan *plan, const void *q, const void *k, const void *v, void *o,
+                         float *lse);
 bsa_status bsa__cuda_alloc(bsa_ctx *ctx, size_t bytes, void **ptr);
 void bsa__cuda_free(bsa_ctx *ctx, void *ptr);
-bsa_status bsa__cuda_copy(bsa_ctx *ctx, void *dst, const void *src,
-                          size_t bytes, int to_device);
+bsa_status bsa__cuda_copy(bsa_ctx *ctx, void *dst, const void *src, size_t bytes, int to_device);
 bsa_status bsa__cuda_synchronize(bsa_ctx *ctx);
-bsa_status bsa__cuda_time(bsa_plan *plan, const void *q, const void *k,
-                          const void *v, void *o, float *lse, int warmup,
-                          int reps, double *median_ms, double *min_ms);
+bsa_status bsa__cuda_time(bsa_plan *plan, const void *q, const void *k, const void *v, void *o,
+                          float *lse, int warmup, int reps, double *median_ms, double *min_ms);
 #endif
 
 #ifdef __cplusplus

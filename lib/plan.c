@@ -10,9 +10,8 @@
 
 #include "internal.h"
 
-static bsa_status plan_create(bsa_ctx *ctx, const bsa_attn_params *params,
-                              const bsa_bsr_desc *bsr, const bsa_var_desc *var,
-                              bsa_plan **out) {
+static bsa_status plan_create(bsa_ctx *ctx, const bsa_attn_params *params, const bsa_bsr_desc *bsr,
+                              const bsa_var_desc *var, bsa_plan **out) {
   if (!out) return bsa__fail(ctx, BSA_ERR_INVALID_ARG, "plan: out is NULL");
   *out = NULL;
   if (!ctx) return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "plan: ctx is NULL");
@@ -61,13 +60,12 @@ static bsa_status plan_create(bsa_ctx *ctx, const bsa_attn_params *params,
   return BSA_OK;
 }
 
-bsa_status bsa_plan_create_dense(bsa_ctx *ctx, const bsa_attn_params *params,
-                                 bsa_plan **out) {
+bsa_status bsa_plan_create_dense(bsa_ctx *ctx, const bsa_attn_params *params, bsa_plan **out) {
   return plan_create(ctx, params, NULL, NULL, out);
 }
 
-bsa_status bsa_plan_create_bsr(bsa_ctx *ctx, const bsa_attn_params *params,
-                               const bsa_bsr_desc *bsr, bsa_plan **out) {
+bsa_status bsa_plan_create_bsr(bsa_ctx *ctx, const bsa_attn_params *params, const bsa_bsr_desc *bsr,
+                               bsa_plan **out) {
   if (!bsr) {
     if (out) *out = NULL;
     return bsa__fail(ctx, BSA_ERR_INVALID_ARG, "bsa_plan_create_bsr: bsr is NULL");
@@ -75,8 +73,8 @@ bsa_status bsa_plan_create_bsr(bsa_ctx *ctx, const bsa_attn_params *params,
   return plan_create(ctx, params, bsr, NULL, out);
 }
 
-bsa_status bsa_plan_create_var(bsa_ctx *ctx, const bsa_attn_params *params,
-                               const bsa_var_desc *var, bsa_plan **out) {
+bsa_status bsa_plan_create_var(bsa_ctx *ctx, const bsa_attn_params *params, const bsa_var_desc *var,
+                               bsa_plan **out) {
   if (!var) {
     if (out) *out = NULL;
     return bsa__fail(ctx, BSA_ERR_INVALID_ARG, "bsa_plan_create_var: var is NULL");
@@ -98,7 +96,10 @@ bsa_status bsa_plan_run(bsa_plan *plan, const void *q, const void *k, const void
   if (!plan) return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "bsa_plan_run: plan is NULL");
   if (!q || !k || !v || !o)
     return bsa__fail(plan->ctx, BSA_ERR_INVALID_ARG, "bsa_plan_run: %s is NULL",
-                     !q ? "q" : !k ? "k" : !v ? "v" : "o");
+                     !q   ? "q"
+                     : !k ? "k"
+                     : !v ? "v"
+                          : "o");
 #ifdef BSA_HAVE_CUDA
   if (plan->ctx->device == BSA_DEVICE_CUDA) return bsa__cuda_run(plan, q, k, v, o, lse);
 #endif

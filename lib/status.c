@@ -14,15 +14,24 @@ static _Thread_local char tls_msg[BSA__MSG_LEN];
 
 const char *bsa_status_string(bsa_status status) {
   switch (status) {
-    case BSA_OK: return "ok";
-    case BSA_ERR_INVALID_ARG: return "invalid argument";
-    case BSA_ERR_UNSUPPORTED: return "unsupported by this backend";
-    case BSA_ERR_NOMEM: return "out of memory";
-    case BSA_ERR_NO_DEVICE: return "no usable CUDA device";
-    case BSA_ERR_CUDA: return "CUDA error";
-    case BSA_ERR_IO: return "input/output error";
-    case BSA_ERR_FORMAT: return "bad file format";
-    case BSA_ERR_INTERNAL: return "internal error";
+    case BSA_OK:
+      return "ok";
+    case BSA_ERR_INVALID_ARG:
+      return "invalid argument";
+    case BSA_ERR_UNSUPPORTED:
+      return "unsupported by this backend";
+    case BSA_ERR_NOMEM:
+      return "out of memory";
+    case BSA_ERR_NO_DEVICE:
+      return "no usable CUDA device";
+    case BSA_ERR_CUDA:
+      return "CUDA error";
+    case BSA_ERR_IO:
+      return "input/output error";
+    case BSA_ERR_FORMAT:
+      return "bad file format";
+    case BSA_ERR_INTERNAL:
+      return "internal error";
   }
   return "unknown status";
 }

@@ -18,15 +18,15 @@ static int valid_dtype(bsa_dtype d) {
   return d == BSA_DTYPE_F32 || d == BSA_DTYPE_F16 || d == BSA_DTYPE_BF16;
 }
 
-bsa_status bsa__validate_params(bsa_ctx *ctx, const bsa_attn_params *p,
-                                bsa_attn_params *r) {
+bsa_status bsa__validate_params(bsa_ctx *ctx, const bsa_attn_params *p, bsa_attn_params *r) {
   if (!p) return FAIL("params is NULL");
   if (p->num_qo_heads < 1) return FAIL("num_qo_heads = %d must be >= 1", p->num_qo_heads);
   if (p->num_kv_heads < 1) return FAIL("num_kv_heads = %d must be >= 1", p->num_kv_heads);
   if (p->num_qo_heads % p->num_kv_heads != 0)
-    return FAIL("num_qo_heads = %d is not a multiple of num_kv_heads = %d (GQA groups "
-                "must be whole)",
-                p->num_qo_heads, p->num_kv_heads);
+    return FAIL(
+        "num_qo_heads = %d is not a multiple of num_kv_heads = %d (GQA groups "
+        "must be whole)",
+        p->num_qo_heads, p->num_kv_heads);
   if (p->head_dim < 1 || p->head_dim > 1024)
     return FAIL("head_dim = %d is outside [1, 1024]", p->head_dim);
   if (p->qo_len < 1) return FAIL("qo_len = %lld must be >= 1", (long long)p->qo_len);
@@ -34,11 +34,10 @@ bsa_status bsa__validate_params(bsa_ctx *ctx, const bsa_attn_params *p,
   /* Offsets are int64; lengths must keep len * heads * dim well inside. */
   const int64_t max_len = (int64_t)1 << 40;
   if (p->qo_len > max_len || p->kv_len > max_len)
-    return FAIL("qo_len = %lld / kv_len = %lld exceed the limit 2^40 tokens",
-                (long long)p->qo_len, (long long)p->kv_len);
+    return FAIL("qo_len = %lld / kv_len = %lld exceed the limit 2^40 tokens", (long long)p->qo_len,
+                (long long)p->kv_len);
   if (!valid_dtype(p->q_dtype)) return FAIL("q_dtype = %d is not a bsa_dtype", (int)p->q_dtype);
-  if (!valid_dtype(p->kv_dtype))
-    return FAIL("kv_dtype = %d is not a bsa_dtype", (int)p->kv_dtype);
+  if (!valid_dtype(p->kv_dtype)) return FAIL("kv_dtype = %d is not a bsa_dtype", (int)p->kv_dtype);
   if (!valid_dtype(p->o_dtype)) return FAIL("o_dtype = %d is not a bsa_dtype", (int)p->o_dtype);
   if (p->q_dtype != p->kv_dtype)
     return FAIL("kv_dtype = %s does not match q_dtype = %s (q, k and v must share a dtype)",
@@ -61,8 +60,7 @@ bsa_status bsa__validate_params(bsa_ctx *ctx, const bsa_attn_params *p,
   if (!(p->rope_scale >= 0.0f) || !isfinite(p->rope_scale))
     return FAIL("rope_scale = %g must be finite and >= 0 (0 selects 1)", (double)p->rope_scale);
   if (!(p->rope_theta >= 0.0f) || !isfinite(p->rope_theta))
-    return FAIL("rope_theta = %g must be finite and >= 0 (0 selects 1e4)",
-                (double)p->rope_theta);
+    return FAIL("rope_theta = %g must be finite and >= 0 (0 selects 1e4)", (double)p->rope_theta);
 
   if (ctx && ctx->device == BSA_DEVICE_CUDA) {
     if (p->head_dim != 64 && p->head_dim != 128 && p->head_dim != 256)
@@ -100,9 +98,10 @@ bsa_status bsa__validate_bsr(bsa_ctx *ctx, const bsa_attn_params *p, const bsa_b
   for (int64_t h = 0; h < heads; h++) {
     const int32_t *ip = b->indptr + h * (MB + 1);
     if (ip[0] != prev_end)
-      return FAIL("bsr.indptr[%lld] (start of kv head %lld) = %d must equal the end of the "
-                  "previous head, %lld",
-                  (long long)(h * (MB + 1)), (long long)h, ip[0], (long long)prev_end);
+      return FAIL(
+          "bsr.indptr[%lld] (start of kv head %lld) = %d must equal the end of the "
+          "previous head, %lld",
+          (long long)(h * (MB + 1)), (long long)h, ip[0], (long long)prev_end);
     for (int64_t i = 0; i < MB; i++)
       if (ip[i + 1] < ip[i])
         return FAIL("bsr.indptr is not monotone: indptr[%lld] = %d < indptr[%lld] = %d",
@@ -125,14 +124,15 @@ bsa_status bsa__validate_bsr(bsa_ctx *ctx, const bsa_attn_params *p, const bsa_b
         int32_t c = b->indices[e];
         if (c < 0 || c >= NB) {
           free(stamp);
-          return FAIL("bsr.indices[%lld] = %d is out of range [0, %lld) (NB = ceil(kv_len / "
-                      "C))",
-                      (long long)e, c, (long long)NB);
+          return FAIL(
+              "bsr.indices[%lld] = %d is out of range [0, %lld) (NB = ceil(kv_len / "
+              "C))",
+              (long long)e, c, (long long)NB);
         }
         if (stamp[c] == row_id) {
           free(stamp);
-          return FAIL("bsr.indices[%lld] = %d is duplicated in block row %lld%s", (long long)e,
-                      c, (long long)i, b->per_kv_head ? " of its kv head" : "");
+          return FAIL("bsr.indices[%lld] = %d is duplicated in block row %lld%s", (long long)e, c,
+                      (long long)i, b->per_kv_head ? " of its kv head" : "");
         }
         stamp[c] = row_id;
       }
@@ -158,8 +158,7 @@ bsa_status bsa__validate_var(bsa_ctx *ctx, const bsa_attn_params *p, const bsa_v
     for (int64_t i = 0; i < MB; i++) {
       int32_t s = v->block_row_sz[h * MB + i];
       if (s < 0)
-        return FAIL("var.block_row_sz[%lld, %lld] = %d is negative", (long long)h,
-                    (long long)i, s);
+        return FAIL("var.block_row_sz[%lld, %lld] = %d is negative", (long long)h, (long long)i, s);
       sum += s;
     }
     if (sum != p->qo_len)
@@ -169,8 +168,7 @@ bsa_status bsa__validate_var(bsa_ctx *ctx, const bsa_attn_params *p, const bsa_v
     for (int64_t j = 0; j < NB; j++) {
       int32_t s = v->block_col_sz[h * NB + j];
       if (s < 0)
-        return FAIL("var.block_col_sz[%lld, %lld] = %d is negative", (long long)h,
-                    (long long)j, s);
+        return FAIL("var.block_col_sz[%lld, %lld] = %d is negative", (long long)h, (long long)j, s);
       sum += s;
     }
     if (sum != p->kv_len)

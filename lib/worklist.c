@@ -124,8 +124,8 @@ static void emit_rows(builder *b, int32_t kv_head, int64_t r0, int64_t r1, int64
       s->mask_row0 = (int32_t)(q0 - block_row0);
       it = &b->items[b->n_items - 1]; /* item_push may not move, seg_push can't */
       it->num_segments++;
-      int64_t pairs = (flags & BSA__SEG_CAUSAL) ? causal_pairs(q0, q1, kb, ke, off)
-                                                : rows * (ke - kb);
+      int64_t pairs =
+          (flags & BSA__SEG_CAUSAL) ? causal_pairs(q0, q1, kb, ke, off) : rows * (ke - kb);
       it->cost += rows * (ke - kb);
       if (flags) b->masked++;
       if (moff >= 0) {
@@ -156,8 +156,8 @@ static int cmp_colrange(const void *pa, const void *pb) {
   return (a->begin > b->begin) - (a->begin < b->begin);
 }
 
-bsa_status bsa__worklist_build(bsa_plan *plan, const bsa_bsr_desc *bsr,
-                               const bsa_var_desc *var, int64_t tile_q) {
+bsa_status bsa__worklist_build(bsa_plan *plan, const bsa_bsr_desc *bsr, const bsa_var_desc *var,
+                               int64_t tile_q) {
   const bsa_attn_params *p = &plan->p;
   builder b;
   memset(&b, 0, sizeof b);
@@ -239,8 +239,7 @@ bsa_status bsa__worklist_build(bsa_plan *plan, const bsa_bsr_desc *bsr,
     info->total_pairs = causal_pairs(0, M, 0, N, N - M) * p->num_qo_heads;
   else
     info->total_pairs = M * N * (int64_t)p->num_qo_heads;
-  info->density = info->total_pairs ? (double)info->visible_pairs / (double)info->total_pairs
-                                    : 0.0;
+  info->density = info->total_pairs ? (double)info->visible_pairs / (double)info->total_pairs : 0.0;
   info->num_work_items = b.n_items;
   info->num_segments = b.n_segs;
   info->masked_segments = b.masked;

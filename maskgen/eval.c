@@ -47,8 +47,7 @@ static void acc_add(acc *to, const acc *a) {
   if (a->rec_min < to->rec_min) to->rec_min = a->rec_min;
 }
 
-static void acc_row(acc *a, const float *s, const float *d, int64_t D, float lse_s,
-                    float lse_d) {
+static void acc_row(acc *a, const float *s, const float *d, int64_t D, float lse_s, float lse_d) {
   for (int64_t x = 0; x < D; x++) {
     double sv = s[x], dv = d[x], e = sv - dv;
     a->d2 += e * e;
@@ -91,11 +90,10 @@ typedef struct problem {
 } problem;
 
 static bsa_status run_plan(bsa_ctx *ctx, const bsa_attn_params *ap, const bsa_var_desc *var,
-                           const float *q, const float *k, const float *v, float *o,
-                           float *lse) {
+                           const float *q, const float *k, const float *v, float *o, float *lse) {
   bsa_plan *plan = NULL;
-  bsa_status st = var ? bsa_plan_create_var(ctx, ap, var, &plan)
-                      : bsa_plan_create_dense(ctx, ap, &plan);
+  bsa_status st =
+      var ? bsa_plan_create_var(ctx, ap, var, &plan) : bsa_plan_create_dense(ctx, ap, &plan);
   if (st != BSA_OK) return st;
   size_t nq = (size_t)ap->num_qo_heads * (size_t)ap->qo_len * (size_t)ap->head_dim;
   size_t nk = (size_t)ap->num_kv_heads * (size_t)ap->kv_len * (size_t)ap->head_dim;
@@ -124,8 +122,7 @@ static bsa_status run_plan(bsa_ctx *ctx, const bsa_attn_params *ap, const bsa_va
   return st;
 }
 
-static bsa_status run_problem(bsa_ctx *ctx, const bsa_trace_record *rec, int causal,
-                              problem *pb) {
+static bsa_status run_problem(bsa_ctx *ctx, const bsa_trace_record *rec, int causal, problem *pb) {
   bsa_attn_params ap;
   memset(&ap, 0, sizeof ap);
   ap.num_qo_heads = rec->num_qo_heads;
@@ -165,7 +162,7 @@ typedef struct evalw {
   const bsa_mask_record *m;
   int32_t hq, hkv, group;
   int64_t D, sq, sk, mb, nb;
-  acc *heads; /* [Hkv] */
+  acc *heads;          /* [Hkv] */
   const float *zero_v; /* when the trace has no v */
 } evalw;
 
@@ -173,9 +170,8 @@ static const float *vsrc(const evalw *w) { return w->rec->v ? w->rec->v : w->zer
 
 /* Without causal masking: the given runs of rows against all keys, taken in
  * groups of at most GROUP_ROWS rows, one problem each. */
-static bsa_status eval_noncausal(bsa_ctx *ctx, evalw *w, const int64_t *starts,
-                                 const int64_t *lens, int64_t nruns,
-                                 const bsa_eval_options *o) {
+static bsa_status eval_noncausal(bsa_ctx *ctx, evalw *w, const int64_t *starts, const int64_t *lens,
+                                 int64_t nruns, const bsa_eval_options *o) {
   const bsa_trace_record *rec = w->rec;
   const bsa_mask_record *m = w->m;
   int64_t D = w->D, sq = w->sq;
@@ -198,7 +194,7 @@ static bsa_status eval_noncausal(bsa_ctx *ctx, evalw *w, const int64_t *starts,
   qs = malloc(sizeof(float) * qsz);
   row_sz = malloc(sizeof(int32_t) * (size_t)(w->hkv * w->mb));
   ord = malloc(sizeof(int32_t) * (size_t)(w->hkv * maxn)); /* sparse row -> token */
-  dpos = malloc(sizeof(int64_t) * (size_t)sq);               /* token -> dense row */
+  dpos = malloc(sizeof(int64_t) * (size_t)sq);             /* token -> dense row */
   if (!pb.o_d || !pb.o_s || !pb.lse_d || !pb.lse_s || !qd || !qs || !row_sz || !ord || !dpos)
     goto oom;
   st = bsa_mask_permute_qkv(rec, m, &qp, &kp, rec->v ? &vp : NULL);
@@ -259,9 +255,8 @@ static bsa_status eval_noncausal(bsa_ctx *ctx, evalw *w, const int64_t *starts,
       int32_t h = hh / w->group;
       for (int64_t k = 0; k < n; k++) {
         int64_t dr = dpos[ord[(size_t)h * n + k]];
-        acc_row(&w->heads[h], pb.o_s + ((size_t)hh * n + k) * D,
-                pb.o_d + ((size_t)hh * n + dr) * D, D, pb.lse_s[k * w->hq + hh],
-                pb.lse_d[dr * w->hq + hh]);
+        acc_row(&w->heads[h], pb.o_s + ((size_t)hh * n + k) * D, pb.o_d + ((size_t)hh * n + dr) * D,
+                D, pb.lse_s[k * w->hq + hh], pb.lse_d[dr * w->hq + hh]);
       }
     }
     done_rows += n;
@@ -278,8 +273,8 @@ done:
 }
 
 /* Causal (never permuted): each run [a, b) against keys [0, b + Sk - Sq). */
-static bsa_status eval_causal(bsa_ctx *ctx, evalw *w, const int64_t *starts,
-                              const int64_t *lens, int64_t nruns, const bsa_eval_options *o) {
+static bsa_status eval_causal(bsa_ctx *ctx, evalw *w, const int64_t *starts, const int64_t *lens,
+                              int64_t nruns, const bsa_eval_options *o) {
   const bsa_trace_record *rec = w->rec;
   const bsa_mask_record *m = w->m;
   int64_t D = w->D, sq = w->sq, sk = w->sk, off = sk - sq;
@@ -301,8 +296,8 @@ static bsa_status eval_causal(bsa_ctx *ctx, evalw *w, const int64_t *starts,
   pb.o_s = malloc(sizeof(float) * qsz);
   pb.lse_d = malloc(sizeof(float) * (size_t)w->hq * (size_t)maxlen);
   pb.lse_s = malloc(sizeof(float) * (size_t)w->hq * (size_t)maxlen);
-  if ((!whole && (!qc || !kc || !vc)) || !row_sz || !col_sz || !pb.o_d || !pb.o_s ||
-      !pb.lse_d || !pb.lse_s) {
+  if ((!whole && (!qc || !kc || !vc)) || !row_sz || !col_sz || !pb.o_d || !pb.o_s || !pb.lse_d ||
+      !pb.lse_s) {
     st = bsa__fail(NULL, BSA_ERR_NOMEM, "eval: out of memory for record '%s'",
                    rec->name ? rec->name : "");
     goto done;
@@ -430,8 +425,10 @@ bsa_status bsa_mask_eval(bsa_ctx *ctx, const bsa_trace_record *rec, const bsa_ma
   } else {
     starts = malloc(sizeof(int64_t));
     lens = malloc(sizeof(int64_t));
-    if (!starts || !lens) st = BSA_ERR_NOMEM;
-    else starts[0] = 0, lens[0] = w.sq;
+    if (!starts || !lens)
+      st = BSA_ERR_NOMEM;
+    else
+      starts[0] = 0, lens[0] = w.sq;
   }
   if (st == BSA_OK && sample) {
     rows = 0;

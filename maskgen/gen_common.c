@@ -25,9 +25,12 @@
 
 const char *bsa_maskgen_method_name(bsa_maskgen_method method) {
   switch (method) {
-    case BSA_MASKGEN_ORACLE: return "oracle";
-    case BSA_MASKGEN_POOLED: return "pooled";
-    case BSA_MASKGEN_KMEANS: return "kmeans";
+    case BSA_MASKGEN_ORACLE:
+      return "oracle";
+    case BSA_MASKGEN_POOLED:
+      return "pooled";
+    case BSA_MASKGEN_KMEANS:
+      return "kmeans";
   }
   return "unknown";
 }
@@ -65,10 +68,14 @@ void bsa_maskgen_params_init(bsa_maskgen_params *p) {
 
 static const char *select_name(bsa_maskgen_select s) {
   switch (s) {
-    case BSA_MASKGEN_SELECT_TOP_P: return "top_p";
-    case BSA_MASKGEN_SELECT_TOP_K: return "top_k";
-    case BSA_MASKGEN_SELECT_THRESHOLD: return "threshold";
-    case BSA_MASKGEN_SELECT_NONE: break;
+    case BSA_MASKGEN_SELECT_TOP_P:
+      return "top_p";
+    case BSA_MASKGEN_SELECT_TOP_K:
+      return "top_k";
+    case BSA_MASKGEN_SELECT_THRESHOLD:
+      return "threshold";
+    case BSA_MASKGEN_SELECT_NONE:
+      break;
   }
   return "none";
 }
@@ -76,14 +83,13 @@ static const char *select_name(bsa_maskgen_select s) {
 bsa_status bsa__trace_record_check(const bsa_trace_record *rec) {
   if (!rec) return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "trace record is NULL");
   const char *nm = rec->name ? rec->name : "(unnamed)";
-  if (rec->num_qo_heads < 1 || rec->num_kv_heads < 1 ||
-      rec->num_qo_heads % rec->num_kv_heads != 0)
+  if (rec->num_qo_heads < 1 || rec->num_kv_heads < 1 || rec->num_qo_heads % rec->num_kv_heads != 0)
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
                      "record '%s': %d query heads are not a multiple of %d kv heads", nm,
                      rec->num_qo_heads, rec->num_kv_heads);
   if (rec->head_dim < 1)
-    return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "record '%s': head_dim = %d (must be >= 1)",
-                     nm, rec->head_dim);
+    return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "record '%s': head_dim = %d (must be >= 1)", nm,
+                     rec->head_dim);
   if (rec->qo_len < 1 || rec->kv_len < 1)
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
                      "record '%s': qo_len = %lld, kv_len = %lld (both must be >= 1)", nm,
@@ -105,8 +111,7 @@ float bsa__record_scale(const bsa_trace_record *rec) {
 bsa_status bsa_maskgen_params_check(bsa_maskgen_method method, const bsa_maskgen_params *p,
                                     const bsa_trace_record *rec) {
   if (!p) return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "params is NULL");
-  if (method != BSA_MASKGEN_ORACLE && method != BSA_MASKGEN_POOLED &&
-      method != BSA_MASKGEN_KMEANS)
+  if (method != BSA_MASKGEN_ORACLE && method != BSA_MASKGEN_POOLED && method != BSA_MASKGEN_KMEANS)
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "method = %d is not a method", (int)method);
   if (p->num_threads < 0 || p->num_threads > 1024)
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "--threads = %d is outside [0, 1024]",
@@ -165,8 +170,7 @@ bsa_status bsa_maskgen_params_check(bsa_maskgen_method method, const bsa_maskgen
   switch (p->select) {
     case BSA_MASKGEN_SELECT_TOP_P:
       if (!(p->top_p > 0.0 && p->top_p <= 1.0))
-        return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "--top-p = %g is outside (0, 1]",
-                         p->top_p);
+        return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "--top-p = %g is outside (0, 1]", p->top_p);
       break;
     case BSA_MASKGEN_SELECT_TOP_K:
       if (p->top_k < 1)
@@ -203,9 +207,8 @@ char *bsa_maskgen_params_json(bsa_maskgen_method method, const bsa_maskgen_param
     json_object_set_new(o, "top_p", json_real(p->top_p));
     json_object_set_new(o, "min_kc_ratio", json_real(p->min_kc_ratio));
     json_object_set_new(o, "seed", json_integer((json_int_t)p->seed));
-    json_object_set_new(o, "init", json_string(p->init == BSA_KMEANS_INIT_RANDOM
-                                                   ? "random"
-                                                   : "kmeans++"));
+    json_object_set_new(o, "init",
+                        json_string(p->init == BSA_KMEANS_INIT_RANDOM ? "random" : "kmeans++"));
   } else {
     json_object_set_new(o, "block_q", json_integer(p->block_q));
     json_object_set_new(o, "block_k", json_integer(p->block_k));
@@ -227,8 +230,8 @@ char *bsa_maskgen_params_json(bsa_maskgen_method method, const bsa_maskgen_param
 bsa_status bsa_maskgen_file_sha256(const char *path, char hex[65]) {
   FILE *f = path ? fopen(path, "rb") : NULL;
   if (!f)
-    return bsa__fail(NULL, BSA_ERR_IO, "%s: cannot open for reading: %s",
-                     path ? path : "(null)", strerror(errno));
+    return bsa__fail(NULL, BSA_ERR_IO, "%s: cannot open for reading: %s", path ? path : "(null)",
+                     strerror(errno));
   EVP_MD_CTX *md = EVP_MD_CTX_new();
   unsigned char buf[1 << 16], dig[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
@@ -334,8 +337,7 @@ bsa_mask_record *bsa__mask_record_new(const char *name, int32_t hkv, int64_t sq,
   m->block_col_sz = calloc((size_t)hkv * (size_t)nb, sizeof(int32_t));
   m->density = NAN;
   m->recall = NAN;
-  if (!m->name || !m->block_mask_map || !m->block_scores || !m->block_row_sz ||
-      !m->block_col_sz)
+  if (!m->name || !m->block_mask_map || !m->block_scores || !m->block_row_sz || !m->block_col_sz)
     goto oom;
   if (with_perm) {
     m->q_perm = malloc((size_t)hkv * (size_t)sq * sizeof(int32_t));
@@ -345,8 +347,8 @@ bsa_mask_record *bsa__mask_record_new(const char *name, int32_t hkv, int64_t sq,
   return m;
 oom:
   bsa_mask_record_free(m);
-  bsa__fail(NULL, BSA_ERR_NOMEM, "out of memory for a mask of %d heads x %lld x %lld blocks",
-            hkv, (long long)mb, (long long)nb);
+  bsa__fail(NULL, BSA_ERR_NOMEM, "out of memory for a mask of %d heads x %lld x %lld blocks", hkv,
+            (long long)mb, (long long)nb);
   return NULL;
 }
 
@@ -377,8 +379,8 @@ static bsa_status check_perm(const int32_t *perm, int64_t n, int32_t heads, cons
 bsa_status bsa_mask_record_check(const bsa_mask_record *m, const bsa_trace_record *rec) {
   if (!m) return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "mask record is NULL");
   const char *nm = m->name ? m->name : "(unnamed)";
-  if (m->num_kv_heads < 1 || m->num_block_rows < 1 || m->num_block_cols < 1 ||
-      m->qo_len < 1 || m->kv_len < 1)
+  if (m->num_kv_heads < 1 || m->num_block_rows < 1 || m->num_block_cols < 1 || m->qo_len < 1 ||
+      m->kv_len < 1)
     return bsa__fail(NULL, BSA_ERR_FORMAT,
                      "mask record '%s': empty shape (heads %d, %lld x %lld blocks, %lld x %lld "
                      "tokens)",
@@ -386,8 +388,7 @@ bsa_status bsa_mask_record_check(const bsa_mask_record *m, const bsa_trace_recor
                      (long long)m->num_block_cols, (long long)m->qo_len, (long long)m->kv_len);
   if (!m->block_mask_map || !m->block_row_sz || !m->block_col_sz)
     return bsa__fail(NULL, BSA_ERR_FORMAT,
-                     "mask record '%s': block_mask_map, block_row_sz or block_col_sz missing",
-                     nm);
+                     "mask record '%s': block_mask_map, block_row_sz or block_col_sz missing", nm);
   if (rec) {
     if (rec->num_kv_heads != m->num_kv_heads)
       return bsa__fail(NULL, BSA_ERR_FORMAT,
@@ -407,32 +408,34 @@ bsa_status bsa_mask_record_check(const bsa_mask_record *m, const bsa_trace_recor
     for (int64_t i = 0; i < mb; i++) {
       int32_t v = m->block_row_sz[(size_t)h * mb + i];
       if (v < 0)
-        return bsa__fail(NULL, BSA_ERR_FORMAT, "mask record '%s': block_row_sz[%d, %lld] = %d",
-                         nm, h, (long long)i, v);
+        return bsa__fail(NULL, BSA_ERR_FORMAT, "mask record '%s': block_row_sz[%d, %lld] = %d", nm,
+                         h, (long long)i, v);
       s += v;
     }
     if (s != m->qo_len)
       return bsa__fail(NULL, BSA_ERR_FORMAT,
-                       "mask record '%s': block_row_sz of head %d sums to %lld, not %lld", nm,
-                       h, (long long)s, (long long)m->qo_len);
+                       "mask record '%s': block_row_sz of head %d sums to %lld, not %lld", nm, h,
+                       (long long)s, (long long)m->qo_len);
     s = 0;
     for (int64_t j = 0; j < nb; j++) {
       int32_t v = m->block_col_sz[(size_t)h * nb + j];
       if (v < 0)
-        return bsa__fail(NULL, BSA_ERR_FORMAT, "mask record '%s': block_col_sz[%d, %lld] = %d",
-                         nm, h, (long long)j, v);
+        return bsa__fail(NULL, BSA_ERR_FORMAT, "mask record '%s': block_col_sz[%d, %lld] = %d", nm,
+                         h, (long long)j, v);
       s += v;
     }
     if (s != m->kv_len)
       return bsa__fail(NULL, BSA_ERR_FORMAT,
-                       "mask record '%s': block_col_sz of head %d sums to %lld, not %lld", nm,
-                       h, (long long)s, (long long)m->kv_len);
+                       "mask record '%s': block_col_sz of head %d sums to %lld, not %lld", nm, h,
+                       (long long)s, (long long)m->kv_len);
   }
   size_t cells = (size_t)m->num_kv_heads * (size_t)mb * (size_t)nb;
   for (size_t c = 0; c < cells; c++)
     if (m->block_mask_map[c] > 1)
-      return bsa__fail(NULL, BSA_ERR_FORMAT, "mask record '%s': block_mask_map entry %zu = %d "
-                       "(must be 0 or 1)", nm, c, m->block_mask_map[c]);
+      return bsa__fail(NULL, BSA_ERR_FORMAT,
+                       "mask record '%s': block_mask_map entry %zu = %d "
+                       "(must be 0 or 1)",
+                       nm, c, m->block_mask_map[c]);
   bsa_status st = BSA_OK;
   if (m->q_perm) st = check_perm(m->q_perm, m->qo_len, m->num_kv_heads, nm, "q_perm");
   if (st == BSA_OK && m->k_perm)
@@ -463,16 +466,15 @@ int bsa_mask_is_permuted(const bsa_mask_record *m) {
 }
 
 /* dst[h, t, :] = src[h, perm[t], :] for one head of n rows. */
-static void gather_rows(float *dst, const float *src, const int32_t *perm, int64_t n,
-                        int32_t d) {
+static void gather_rows(float *dst, const float *src, const int32_t *perm, int64_t n, int32_t d) {
   for (int64_t t = 0; t < n; t++) {
     int64_t from = perm ? perm[t] : t;
     memcpy(dst + (size_t)t * d, src + (size_t)from * d, sizeof(float) * (size_t)d);
   }
 }
 
-bsa_status bsa_mask_permute_qkv(const bsa_trace_record *rec, const bsa_mask_record *m,
-                                float **q, float **k, float **v) {
+bsa_status bsa_mask_permute_qkv(const bsa_trace_record *rec, const bsa_mask_record *m, float **q,
+                                float **k, float **v) {
   *q = *k = NULL;
   if (v) *v = NULL;
   bsa_status st = bsa__trace_record_check(rec);

@@ -73,8 +73,7 @@ static inline float vsum(const float *x, int64_t n) {
 /* One query row: s [lim] scaled logits (overwritten with exp).  Adds the
  * softmax mass of each column block of width C into acc [ceil(lim / C)];
  * bsum is scratch of the same size. */
-BSA__HOT static void row_block_mass(float *s, int64_t lim, int64_t C, double *acc,
-                                    double *bsum) {
+BSA__HOT static void row_block_mass(float *s, int64_t lim, int64_t C, double *acc, double *bsum) {
   float m = vmax(s, lim);
   for (int64_t j = 0; j < lim; j++) s[j] = bsa__expf(s[j] - m);
   int64_t nblk = (lim + C - 1) / C;
@@ -132,8 +131,7 @@ static bsa_status oracle_job(void *arg, int64_t job, int thread) {
         int64_t lim = g->causal ? imin(kv_hi, i + g->off + 1) : kv_hi;
         if (lim <= 0) continue;
         int64_t lrb = i / g->R - rb0;
-        row_block_mass(S + (size_t)(i - s0) * kv_hi, lim, g->C, acc + (size_t)lrb * g->nb,
-                       bsum);
+        row_block_mass(S + (size_t)(i - s0) * kv_hi, lim, g->C, acc + (size_t)lrb * g->nb, bsum);
         rows[lrb]++;
       }
     }
@@ -194,8 +192,7 @@ static bsa_status oracle_scores(const bsa_trace_record *rec, const bsa_maskgen_p
 /* ---- pooled ----------------------------------------------------------- */
 
 /* Mean of rows [r0, r1) of x [n, D] into out [D]; acc [D] is scratch. */
-static void mean_rows(const float *x, int64_t r0, int64_t r1, int64_t D, double *acc,
-                      float *out) {
+static void mean_rows(const float *x, int64_t r0, int64_t r1, int64_t D, double *acc, float *out) {
   for (int64_t d = 0; d < D; d++) acc[d] = 0.0;
   for (int64_t r = r0; r < r1; r++)
     for (int64_t d = 0; d < D; d++) acc[d] += x[(size_t)r * D + d];
@@ -237,8 +234,8 @@ static bsa_status pooled_scores(const bsa_trace_record *rec, const geom *g, floa
       const float *Q = rec->q + ((size_t)h * group + gi) * g->sq * D;
       for (int64_t i = 0; i < g->mb; i++)
         mean_rows(Q, i * g->R, imin(g->sq, (i + 1) * g->R), D, acc, Qp + i * D);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g->mb, (int)g->nb, (int)D,
-                  scale, Qp, (int)D, Kp, (int)D, 0.0f, L, (int)g->nb);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g->mb, (int)g->nb, (int)D, scale,
+                  Qp, (int)D, Kp, (int)D, 0.0f, L, (int)g->nb);
       for (int64_t i = 0; i < g->mb; i++) {
         const float *l = L + i * g->nb;
         const double *wi = w + i * g->nb;
@@ -249,8 +246,7 @@ static bsa_status pooled_scores(const bsa_trace_record *rec, const geom *g, floa
         for (int64_t j = 0; j < g->nb; j++)
           if (wi[j] > 0) tot += wi[j] * exp((double)l[j] - m);
         for (int64_t j = 0; j < g->nb; j++)
-          if (wi[j] > 0)
-            out[i * g->nb + j] += (float)(wi[j] * exp((double)l[j] - m) / tot / group);
+          if (wi[j] > 0) out[i * g->nb + j] += (float)(wi[j] * exp((double)l[j] - m) / tot / group);
       }
     }
   }
@@ -277,10 +273,10 @@ static bsa_status fixed_generate(bsa_maskgen_method method, const bsa_trace_reco
   if (st == BSA_OK && (!elig || !forced || !order))
     st = bsa__fail(NULL, BSA_ERR_NOMEM, "out of memory selecting blocks");
   for (int32_t h = 0; st == BSA_OK && h < hkv; h++) {
-    for (int64_t i = 0; i < g.mb; i++) m->block_row_sz[(size_t)h * g.mb + i] =
-        (int32_t)(imin(g.sq, (i + 1) * g.R) - i * g.R);
-    for (int64_t j = 0; j < g.nb; j++) m->block_col_sz[(size_t)h * g.nb + j] =
-        (int32_t)(imin(g.sk, (j + 1) * g.C) - j * g.C);
+    for (int64_t i = 0; i < g.mb; i++)
+      m->block_row_sz[(size_t)h * g.mb + i] = (int32_t)(imin(g.sq, (i + 1) * g.R) - i * g.R);
+    for (int64_t j = 0; j < g.nb; j++)
+      m->block_col_sz[(size_t)h * g.nb + j] = (int32_t)(imin(g.sk, (j + 1) * g.C) - j * g.C);
     for (int64_t i = 0; i < g.mb; i++) {
       int64_t r0 = i * g.R, r1 = imin(g.sq, r0 + g.R);
       for (int64_t j = 0; j < g.nb; j++) {
@@ -328,9 +324,12 @@ bsa_status bsa_maskgen_pooled(const bsa_trace_record *rec, const bsa_maskgen_par
 bsa_status bsa_maskgen_run(bsa_maskgen_method method, const bsa_trace_record *rec,
                            const bsa_maskgen_params *p, bsa_mask_record **out) {
   switch (method) {
-    case BSA_MASKGEN_ORACLE: return bsa_maskgen_oracle(rec, p, out);
-    case BSA_MASKGEN_POOLED: return bsa_maskgen_pooled(rec, p, out);
-    case BSA_MASKGEN_KMEANS: return bsa_maskgen_kmeans(rec, p, out);
+    case BSA_MASKGEN_ORACLE:
+      return bsa_maskgen_oracle(rec, p, out);
+    case BSA_MASKGEN_POOLED:
+      return bsa_maskgen_pooled(rec, p, out);
+    case BSA_MASKGEN_KMEANS:
+      return bsa_maskgen_kmeans(rec, p, out);
   }
   if (out) *out = NULL;
   return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "method = %d is not a method", (int)method);

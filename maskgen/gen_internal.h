@@ -13,8 +13,7 @@
 
 /* Hot loops are compiled for AVX-512 and AVX2 as well as the baseline and
  * picked at load time, so one binary runs everywhere and fast here. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
-    defined(__ELF__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__ELF__)
 #define BSA__HOT __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define BSA__HOT
@@ -33,8 +32,7 @@ int bsa__gen_threads(int32_t n);
  * failed.  OpenBLAS is kept to one thread meanwhile (restored after), so
  * that the workers' sgemm calls do not oversubscribe the cores. */
 typedef bsa_status (*bsa__job_fn)(void *arg, int64_t job, int thread);
-bsa_status bsa__gen_parallel(int nthreads, int64_t njobs, bsa__job_fn fn,
-                             void *arg);
+bsa_status bsa__gen_parallel(int nthreads, int64_t njobs, bsa__job_fn fn, void *arg);
 
 /* ---- random numbers (splitmix64: tiny, seedable, good enough) ---------- */
 static inline uint64_t bsa__rng_next(uint64_t *s) {
@@ -85,14 +83,12 @@ static inline float bsa__expf(float x) {
 /* A zeroed record with arrays for Hkv heads, MB x NB blocks, and (when
  * with_perm) permutations; block_scores always.  density/recall NaN.  NULL
  * when out of memory (the thread message is set). */
-bsa_mask_record *bsa__mask_record_new(const char *name, int32_t hkv,
-                                      int64_t sq, int64_t sk, int64_t mb,
-                                      int64_t nb, int with_perm);
+bsa_mask_record *bsa__mask_record_new(const char *name, int32_t hkv, int64_t sq, int64_t sk,
+                                      int64_t mb, int64_t nb, int with_perm);
 
 /* Number of (query, key) pairs with key j in [j0, j1) visible to query i
  * in [r0, r1) under "j <= i + off" (causal), or all of them. */
-int64_t bsa__visible_pairs(int64_t r0, int64_t r1, int64_t j0, int64_t j1,
-                           int64_t off, int causal);
+int64_t bsa__visible_pairs(int64_t r0, int64_t r1, int64_t j0, int64_t j1, int64_t off, int causal);
 
 /* Checks the shapes of a trace record (heads divide, lengths and dims
  * positive, arrays present). */
@@ -103,11 +99,9 @@ bsa_status bsa__trace_record_check(const bsa_trace_record *rec);
  * [nb] receives 0/1.  min_keep: at least this many of the best eligible
  * blocks are kept whatever the rule says (kmeans' floor).  order [nb] is
  * scratch. */
-void bsa__select_row(const float *scores, const uint8_t *eligible,
-                     const uint8_t *forced, int64_t nb,
-                     bsa_maskgen_select rule, double top_p, int64_t top_k,
-                     double threshold, int64_t min_keep, int64_t *order,
-                     uint8_t *keep);
+void bsa__select_row(const float *scores, const uint8_t *eligible, const uint8_t *forced,
+                     int64_t nb, bsa_maskgen_select rule, double top_p, int64_t top_k,
+                     double threshold, int64_t min_keep, int64_t *order, uint8_t *keep);
 
 /* Effective sm_scale of a record. */
 float bsa__record_scale(const bsa_trace_record *rec);

@@ -107,8 +107,8 @@ bsa_status bsa_maskgen_kmeans(const bsa_trace_record *rec, const bsa_maskgen_par
   uint8_t *elig = malloc((size_t)kk), *none = calloc((size_t)kk, 1);
   int64_t *order = malloc(sizeof(int64_t) * (size_t)kk);
   bsa_mask_record *m = NULL;
-  if (!c.qlab || !c.klab || !c.qcent || !c.kcent || !c.qsize || !c.ksize || !L || !elig ||
-      !none || !order) {
+  if (!c.qlab || !c.klab || !c.qcent || !c.kcent || !c.qsize || !c.ksize || !L || !elig || !none ||
+      !order) {
     st = bsa__fail(NULL, BSA_ERR_NOMEM, "kmeans: out of memory for record '%s'",
                    rec->name ? rec->name : "");
     goto done;
@@ -160,9 +160,8 @@ bsa_status bsa_maskgen_kmeans(const bsa_trace_record *rec, const bsa_maskgen_par
     for (int64_t a = 0; a < kq; a++) {
       size_t row = ((size_t)h * kq + a) * kk;
       /* An empty query cluster has no rows to compute: keep nothing. */
-      bsa__select_row(score + a * kk, qs[a] > 0 ? elig : none, NULL, kk,
-                      BSA_MASKGEN_SELECT_TOP_P, p->top_p, 0, 0.0, min_keep, order,
-                      m->block_mask_map + row);
+      bsa__select_row(score + a * kk, qs[a] > 0 ? elig : none, NULL, kk, BSA_MASKGEN_SELECT_TOP_P,
+                      p->top_p, 0, 0.0, min_keep, order, m->block_mask_map + row);
     }
   }
   bsa_mask_density dens;

@@ -125,8 +125,8 @@ bsa_status bsa__h5_check_format(hid_t file, const char *path, const char *expect
                      "(docs/formats.md)",
                      path, expect);
   if (strcmp(fmt, expect) != 0) {
-    bsa__fail(NULL, BSA_ERR_FORMAT, "%s: root attribute format = \"%s\"; expected \"%s\"",
-              path, fmt, expect);
+    bsa__fail(NULL, BSA_ERR_FORMAT, "%s: root attribute format = \"%s\"; expected \"%s\"", path,
+              fmt, expect);
     free(fmt);
     return BSA_ERR_FORMAT;
   }
@@ -136,8 +136,7 @@ bsa_status bsa__h5_check_format(hid_t file, const char *path, const char *expect
   if (s != BSA_OK) return s;
   if (!present)
     return bsa__fail(NULL, BSA_ERR_FORMAT,
-                     "%s: no root attribute 'format_version'; expected format_version = 1",
-                     path);
+                     "%s: no root attribute 'format_version'; expected format_version = 1", path);
   if (ver != 1)
     return bsa__fail(NULL, BSA_ERR_FORMAT,
                      "%s: format_version = %lld; this bsa reads version 1 of \"%s\"", path,
@@ -186,8 +185,7 @@ static int cmp_names(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-bsa_status bsa__h5_list_records(hid_t file, const char *path, char ***names,
-                                int64_t *count) {
+bsa_status bsa__h5_list_records(hid_t file, const char *path, char ***names, int64_t *count) {
   *names = NULL;
   *count = 0;
   htri_t ex = H5Lexists(file, "records", H5P_DEFAULT);
@@ -229,19 +227,17 @@ static void some_names(char **names, int64_t count, char *buf, size_t n) {
   if (count > 6 && off < n) snprintf(buf + off, n - off, ", ...");
 }
 
-bsa_status bsa__record_not_found(const char *path, const char *name, char **names,
-                                 int64_t count) {
+bsa_status bsa__record_not_found(const char *path, const char *name, char **names, int64_t count) {
   char list[200];
   some_names(names, count, list, sizeof list);
-  return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
-                   "%s: no record '%s' (the file has %lld record%s%s%s)", path, name,
-                   (long long)count, count == 1 ? "" : "s", count ? ": " : "", list);
+  return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "%s: no record '%s' (the file has %lld record%s%s%s)",
+                   path, name, (long long)count, count == 1 ? "" : "s", count ? ": " : "", list);
 }
 
 /* Opens /records/<name> after checking that the name is one of the listed
  * records. */
 bsa_status bsa__h5_open_record(hid_t file, const char *path, char **names, int64_t count,
-                              const char *name, hid_t *grp) {
+                               const char *name, hid_t *grp) {
   *grp = -1;
   int found = 0;
   for (int64_t i = 0; i < count && !found; i++) found = !strcmp(names[i], name);
@@ -265,28 +261,27 @@ static bsa_status attr_open(hid_t obj, const char *name, const bsa__h5_where *w,
   *attr = -1;
   htri_t ex = H5Aexists(obj, name);
   if (ex < 0)
-    return bsa__fail(NULL, BSA_ERR_FORMAT, "%s: cannot look up attribute '%s' (HDF5: %s)",
-                     PLACE(w), name, bsa__h5_detail());
+    return bsa__fail(NULL, BSA_ERR_FORMAT, "%s: cannot look up attribute '%s' (HDF5: %s)", PLACE(w),
+                     name, bsa__h5_detail());
   if (ex == 0) return BSA_OK;
   hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
   if (a < 0)
-    return bsa__fail(NULL, BSA_ERR_FORMAT, "%s: cannot open attribute '%s' (HDF5: %s)",
-                     PLACE(w), name, bsa__h5_detail());
+    return bsa__fail(NULL, BSA_ERR_FORMAT, "%s: cannot open attribute '%s' (HDF5: %s)", PLACE(w),
+                     name, bsa__h5_detail());
   hid_t sp = H5Aget_space(a);
   hssize_t n = H5Sget_simple_extent_npoints(sp);
   H5Sclose(sp);
   if (n != 1) {
     H5Aclose(a);
-    return bsa__fail(NULL, BSA_ERR_FORMAT,
-                     "%s: attribute '%s' holds %lld values; expected one", PLACE(w), name,
-                     (long long)n);
+    return bsa__fail(NULL, BSA_ERR_FORMAT, "%s: attribute '%s' holds %lld values; expected one",
+                     PLACE(w), name, (long long)n);
   }
   *attr = a;
   return BSA_OK;
 }
 
-bsa_status bsa__h5_attr_string(hid_t obj, const char *name, const bsa__h5_where *w,
-                               char **out, int *present) {
+bsa_status bsa__h5_attr_string(hid_t obj, const char *name, const bsa__h5_where *w, char **out,
+                               int *present) {
   char place[400];
   *out = NULL;
   *present = 0;
@@ -297,8 +292,7 @@ bsa_status bsa__h5_attr_string(hid_t obj, const char *name, const bsa__h5_where 
   if (H5Tget_class(ft) != H5T_STRING) {
     H5Tclose(ft);
     H5Aclose(a);
-    return bsa__fail(NULL, BSA_ERR_FORMAT, "%s: attribute '%s' is not a string", PLACE(w),
-                     name);
+    return bsa__fail(NULL, BSA_ERR_FORMAT, "%s: attribute '%s' is not a string", PLACE(w), name);
   }
   hid_t mt = H5Tcopy(H5T_C_S1);
   H5Tset_cset(mt, H5Tget_cset(ft));
@@ -330,8 +324,8 @@ bsa_status bsa__h5_attr_string(hid_t obj, const char *name, const bsa__h5_where 
   H5Aclose(a);
   if (r < 0) {
     free(res);
-    return bsa__fail(NULL, BSA_ERR_FORMAT, "%s: cannot read attribute '%s' (HDF5: %s)",
-                     PLACE(w), name, bsa__h5_detail());
+    return bsa__fail(NULL, BSA_ERR_FORMAT, "%s: cannot read attribute '%s' (HDF5: %s)", PLACE(w),
+                     name, bsa__h5_detail());
   }
   if (!res) return bsa__fail(NULL, BSA_ERR_NOMEM, "%s: out of memory", PLACE(w));
   *out = res;
@@ -353,10 +347,22 @@ static herr_t read_enum_int(hid_t a, hid_t ft, int is_attr, int64_t *out, int64_
       const unsigned char *p = raw + (size_t)i * sz;
       int64_t v = 0;
       switch (sz) {
-        case 1: v = sgn ? *(const int8_t *)p : *(const uint8_t *)p; break;
-        case 2: { int16_t x; memcpy(&x, p, 2); v = sgn ? x : (uint16_t)x; } break;
-        case 4: { int32_t x; memcpy(&x, p, 4); v = sgn ? (int64_t)x : (int64_t)(uint32_t)x; } break;
-        default: memcpy(&v, p, 8); break;
+        case 1:
+          v = sgn ? *(const int8_t *)p : *(const uint8_t *)p;
+          break;
+        case 2: {
+          int16_t x;
+          memcpy(&x, p, 2);
+          v = sgn ? x : (uint16_t)x;
+        } break;
+        case 4: {
+          int32_t x;
+          memcpy(&x, p, 4);
+          v = sgn ? (int64_t)x : (int64_t)(uint32_t)x;
+        } break;
+        default:
+          memcpy(&v, p, 8);
+          break;
       }
       out[i] = v;
     }
@@ -367,8 +373,8 @@ static herr_t read_enum_int(hid_t a, hid_t ft, int is_attr, int64_t *out, int64_
   return r;
 }
 
-bsa_status bsa__h5_attr_int(hid_t obj, const char *name, const bsa__h5_where *w,
-                            int64_t *out, int *present) {
+bsa_status bsa__h5_attr_int(hid_t obj, const char *name, const bsa__h5_where *w, int64_t *out,
+                            int *present) {
   char place[400];
   *present = 0;
   hid_t a;
@@ -387,26 +393,25 @@ bsa_status bsa__h5_attr_int(hid_t obj, const char *name, const bsa__h5_where *w,
     double d = 0;
     r = H5Aread(a, H5T_NATIVE_DOUBLE, &d);
     if (r >= 0 && (d != floor(d) || fabs(d) > 9e15))
-      s = bsa__fail(NULL, BSA_ERR_FORMAT, "%s: attribute '%s' = %g is not an integer",
-                    PLACE(w), name, d);
+      s = bsa__fail(NULL, BSA_ERR_FORMAT, "%s: attribute '%s' = %g is not an integer", PLACE(w),
+                    name, d);
     v = (int64_t)d;
   } else {
-    s = bsa__fail(NULL, BSA_ERR_FORMAT, "%s: attribute '%s' is not a number", PLACE(w),
-                  name);
+    s = bsa__fail(NULL, BSA_ERR_FORMAT, "%s: attribute '%s' is not a number", PLACE(w), name);
   }
   H5Tclose(ft);
   H5Aclose(a);
   if (s != BSA_OK) return s;
   if (r < 0)
-    return bsa__fail(NULL, BSA_ERR_FORMAT, "%s: cannot read attribute '%s' (HDF5: %s)",
-                     PLACE(w), name, bsa__h5_detail());
+    return bsa__fail(NULL, BSA_ERR_FORMAT, "%s: cannot read attribute '%s' (HDF5: %s)", PLACE(w),
+                     name, bsa__h5_detail());
   *out = v;
   *present = 1;
   return BSA_OK;
 }
 
-bsa_status bsa__h5_attr_double(hid_t obj, const char *name, const bsa__h5_where *w,
-                               double *out, int *present) {
+bsa_status bsa__h5_attr_double(hid_t obj, const char *name, const bsa__h5_where *w, double *out,
+                               int *present) {
   char place[400];
   *present = 0;
   hid_t a;
@@ -417,15 +422,14 @@ bsa_status bsa__h5_attr_double(hid_t obj, const char *name, const bsa__h5_where 
   H5Tclose(ft);
   if (cls != H5T_FLOAT && cls != H5T_INTEGER) {
     H5Aclose(a);
-    return bsa__fail(NULL, BSA_ERR_FORMAT, "%s: attribute '%s' is not a number", PLACE(w),
-                     name);
+    return bsa__fail(NULL, BSA_ERR_FORMAT, "%s: attribute '%s' is not a number", PLACE(w), name);
   }
   double d = 0;
   herr_t r = H5Aread(a, H5T_NATIVE_DOUBLE, &d);
   H5Aclose(a);
   if (r < 0)
-    return bsa__fail(NULL, BSA_ERR_FORMAT, "%s: cannot read attribute '%s' (HDF5: %s)",
-                     PLACE(w), name, bsa__h5_detail());
+    return bsa__fail(NULL, BSA_ERR_FORMAT, "%s: cannot read attribute '%s' (HDF5: %s)", PLACE(w),
+                     name, bsa__h5_detail());
   *out = d;
   *present = 1;
   return BSA_OK;
@@ -451,8 +455,8 @@ bsa_status bsa__h5_write_attr_string(hid_t obj, const char *name, const char *va
   H5Sclose(sp);
   H5Tclose(t);
   if (r < 0)
-    return bsa__fail(NULL, BSA_ERR_IO, "%s: cannot write attribute '%s' (HDF5: %s)", path,
-                     name, bsa__h5_detail());
+    return bsa__fail(NULL, BSA_ERR_IO, "%s: cannot write attribute '%s' (HDF5: %s)", path, name,
+                     bsa__h5_detail());
   return BSA_OK;
 }
 
@@ -464,25 +468,23 @@ static bsa_status write_attr_num(hid_t obj, const char *name, hid_t ftype, hid_t
   if (a >= 0) H5Aclose(a);
   H5Sclose(sp);
   if (r < 0)
-    return bsa__fail(NULL, BSA_ERR_IO, "%s: cannot write attribute '%s' (HDF5: %s)", path,
-                     name, bsa__h5_detail());
+    return bsa__fail(NULL, BSA_ERR_IO, "%s: cannot write attribute '%s' (HDF5: %s)", path, name,
+                     bsa__h5_detail());
   return BSA_OK;
 }
 
-bsa_status bsa__h5_write_attr_int(hid_t obj, const char *name, int64_t value,
-                                  const char *path) {
+bsa_status bsa__h5_write_attr_int(hid_t obj, const char *name, int64_t value, const char *path) {
   return write_attr_num(obj, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &value, path);
 }
 
-bsa_status bsa__h5_write_attr_double(hid_t obj, const char *name, double value,
-                                     const char *path) {
+bsa_status bsa__h5_write_attr_double(hid_t obj, const char *name, double value, const char *path) {
   return write_attr_num(obj, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &value, path);
 }
 
 /* ---- datasets ------------------------------------------------------------ */
 
-bsa_status bsa__h5_dataset_open(hid_t grp, const char *name, int required,
-                                const bsa__h5_where *w, hid_t *out) {
+bsa_status bsa__h5_dataset_open(hid_t grp, const char *name, int required, const bsa__h5_where *w,
+                                hid_t *out) {
   char place[400];
   *out = -1;
   htri_t ex = H5Lexists(grp, name, H5P_DEFAULT);
@@ -492,8 +494,8 @@ bsa_status bsa__h5_dataset_open(hid_t grp, const char *name, int required,
   }
   hid_t obj = H5Oopen(grp, name, H5P_DEFAULT);
   if (obj < 0)
-    return bsa__fail(NULL, BSA_ERR_FORMAT, "%s: cannot open dataset '%s' (HDF5: %s)",
-                     PLACE(w), name, bsa__h5_detail());
+    return bsa__fail(NULL, BSA_ERR_FORMAT, "%s: cannot open dataset '%s' (HDF5: %s)", PLACE(w),
+                     name, bsa__h5_detail());
   if (H5Iget_type(obj) != H5I_DATASET) {
     H5Oclose(obj);
     return bsa__fail(NULL, BSA_ERR_FORMAT, "%s: '%s' is not a dataset", PLACE(w), name);
@@ -521,10 +523,14 @@ static const char *type_name(hid_t t) {
   if (cls == H5T_INTEGER) {
     int s = H5Tget_sign(t) == H5T_SGN_2;
     switch (sz) {
-      case 1: return s ? "int8" : "uint8";
-      case 2: return s ? "int16" : "uint16";
-      case 4: return s ? "int32" : "uint32";
-      case 8: return s ? "int64" : "uint64";
+      case 1:
+        return s ? "int8" : "uint8";
+      case 2:
+        return s ? "int16" : "uint16";
+      case 4:
+        return s ? "int32" : "uint32";
+      case 8:
+        return s ? "int64" : "uint64";
     }
     return "integer (other size)";
   }
@@ -534,9 +540,9 @@ static const char *type_name(hid_t t) {
   return "non-numeric";
 }
 
-bsa_status bsa__h5_dataset_shape(hid_t dset, const char *name, const bsa__h5_where *w,
-                                 int rank, bsa__h5_kind kind, const char *shape_doc,
-                                 int64_t *dims, const char **dtype_name) {
+bsa_status bsa__h5_dataset_shape(hid_t dset, const char *name, const bsa__h5_where *w, int rank,
+                                 bsa__h5_kind kind, const char *shape_doc, int64_t *dims,
+                                 const char **dtype_name) {
   char place[400];
   hid_t sp = H5Dget_space(dset);
   int nd = H5Sget_simple_extent_ndims(sp);
@@ -550,8 +556,8 @@ bsa_status bsa__h5_dataset_shape(hid_t dset, const char *name, const bsa__h5_whe
       off += (size_t)snprintf(shape + off, sizeof shape - off, "%s%llu", i ? ", " : "",
                               (unsigned long long)d[i]);
     return bsa__fail(NULL, BSA_ERR_FORMAT,
-                     "%s: dataset '%s' has rank %d (shape [%s]); expected rank %d %s",
-                     PLACE(w), name, nd < 0 ? 0 : nd, shape, rank, shape_doc);
+                     "%s: dataset '%s' has rank %d (shape [%s]); expected rank %d %s", PLACE(w),
+                     name, nd < 0 ? 0 : nd, shape, rank, shape_doc);
   }
   for (int i = 0; i < rank; i++) dims[i] = (int64_t)d[i];
   hid_t t = H5Dget_type(dset);
@@ -572,9 +578,8 @@ bsa_status bsa__h5_dataset_shape(hid_t dset, const char *name, const bsa__h5_whe
   }
   H5Tclose(t);
   if (!ok)
-    return bsa__fail(NULL, BSA_ERR_FORMAT, "%s: dataset '%s' has dtype %s; expected %s",
-                     PLACE(w), name, tn,
-                     kind == BSA__H5_FLOAT ? "float16 or float32" : "an integer type");
+    return bsa__fail(NULL, BSA_ERR_FORMAT, "%s: dataset '%s' has dtype %s; expected %s", PLACE(w),
+                     name, tn, kind == BSA__H5_FLOAT ? "float16 or float32" : "an integer type");
   if (dtype_name) *dtype_name = tn;
   return BSA_OK;
 }
@@ -619,8 +624,7 @@ static hid_t half_type(void) {
 }
 
 bsa_status bsa__h5_write_dataset(hid_t grp, const char *name, int rank, const int64_t *dims,
-                                 bsa__h5_store store, const void *data,
-                                 const bsa__h5_where *w) {
+                                 bsa__h5_store store, const void *data, const bsa__h5_where *w) {
   char place[400];
   hsize_t d[3] = {0, 0, 0}, chunk[3] = {1, 1, 1};
   size_t n = 1;
@@ -631,8 +635,7 @@ bsa_status bsa__h5_write_dataset(hid_t grp, const char *name, int rank, const in
     n *= (size_t)dims[i];
   }
   if (n == 0)
-    return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "%s: dataset '%s' would be empty", PLACE(w),
-                     name);
+    return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "%s: dataset '%s' would be empty", PLACE(w), name);
   size_t esize = store == BSA__H5_STORE_U8 ? 1 : store == BSA__H5_STORE_F16 ? 2 : 4;
   /* Chunks hold one head and about 256 KiB: whole rows of the last axis,
    * as many rows of the middle axis as fit. */
@@ -650,17 +653,25 @@ bsa_status bsa__h5_write_dataset(hid_t grp, const char *name, int rank, const in
   if (deflate_ok < 0) deflate_ok = H5Zfilter_avail(H5Z_FILTER_DEFLATE) > 0;
   if (!deflate_ok)
     return bsa__fail(NULL, BSA_ERR_IO,
-                     "%s: this HDF5 library has no deflate (gzip) filter; cannot write",
-                     PLACE(w));
+                     "%s: this HDF5 library has no deflate (gzip) filter; cannot write", PLACE(w));
 
   hid_t ftype, mtype;
   int own_types = 0;
   void *conv = NULL;
   const void *src = data;
   switch (store) {
-    case BSA__H5_STORE_F32: ftype = H5T_IEEE_F32LE; mtype = H5T_NATIVE_FLOAT; break;
-    case BSA__H5_STORE_I32: ftype = H5T_STD_I32LE; mtype = H5T_NATIVE_INT32; break;
-    case BSA__H5_STORE_U8: ftype = H5T_STD_U8LE; mtype = H5T_NATIVE_UINT8; break;
+    case BSA__H5_STORE_F32:
+      ftype = H5T_IEEE_F32LE;
+      mtype = H5T_NATIVE_FLOAT;
+      break;
+    case BSA__H5_STORE_I32:
+      ftype = H5T_STD_I32LE;
+      mtype = H5T_NATIVE_INT32;
+      break;
+    case BSA__H5_STORE_U8:
+      ftype = H5T_STD_U8LE;
+      mtype = H5T_NATIVE_UINT8;
+      break;
     default:
       /* Converted here (round to nearest even, like numpy) and written
        * without HDF5 conversion. */
@@ -695,8 +706,8 @@ bsa_status bsa__h5_write_dataset(hid_t grp, const char *name, int rank, const in
   }
   free(conv);
   if (r < 0)
-    return bsa__fail(NULL, BSA_ERR_IO, "%s: cannot write dataset '%s' (HDF5: %s)", PLACE(w),
-                     name, bsa__h5_detail());
+    return bsa__fail(NULL, BSA_ERR_IO, "%s: cannot write dataset '%s' (HDF5: %s)", PLACE(w), name,
+                     bsa__h5_detail());
   return BSA_OK;
 }
 
@@ -705,8 +716,7 @@ bsa_status bsa__h5_write_dataset(hid_t grp, const char *name, int rank, const in
 bsa_status bsa__h5_create_temp(const char *path, hid_t *file, char **tmp_path) {
   *file = -1;
   *tmp_path = NULL;
-  if (!path || !*path)
-    return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "output path is empty");
+  if (!path || !*path) return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "output path is empty");
   struct stat st;
   if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
     return bsa__fail(NULL, BSA_ERR_IO, "%s: cannot write: it is a folder", path);
@@ -718,8 +728,7 @@ bsa_status bsa__h5_create_temp(const char *path, hid_t *file, char **tmp_path) {
   if (fd < 0) {
     int e = errno;
     free(tmp);
-    return bsa__fail(NULL, BSA_ERR_IO, "%s: cannot create a file beside it: %s", path,
-                     strerror(e));
+    return bsa__fail(NULL, BSA_ERR_IO, "%s: cannot create a file beside it: %s", path, strerror(e));
   }
   /* mkstemp makes the file private; give it the usual permissions. */
   mode_t um = umask(0);
@@ -744,8 +753,8 @@ bsa_status bsa__h5_commit_temp(hid_t file, const char *tmp_path, const char *pat
   if (H5Fclose(file) < 0) {
     const char *d = bsa__h5_detail();
     unlink(tmp_path);
-    return bsa__fail(NULL, BSA_ERR_IO, "%s: cannot finish writing (HDF5: %s); not written",
-                     path, d);
+    return bsa__fail(NULL, BSA_ERR_IO, "%s: cannot finish writing (HDF5: %s); not written", path,
+                     d);
   }
   int fd = open(tmp_path, O_RDONLY);
   if (fd >= 0) {
@@ -761,8 +770,8 @@ bsa_status bsa__h5_commit_temp(hid_t file, const char *tmp_path, const char *pat
   if (rename(tmp_path, path) != 0) {
     int e = errno;
     unlink(tmp_path);
-    return bsa__fail(NULL, BSA_ERR_IO, "%s: cannot move the finished file into place: %s",
-                     path, strerror(e));
+    return bsa__fail(NULL, BSA_ERR_IO, "%s: cannot move the finished file into place: %s", path,
+                     strerror(e));
   }
   return BSA_OK;
 }
@@ -784,10 +793,10 @@ bsa_status bsa__h5_check_record_name(const char *name, const char *path) {
   if (!name || !*name)
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "%s: record name is empty", path);
   if (strchr(name, '/') || !strcmp(name, "."))
-    return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
-                     "%s: record name '%s' cannot contain '/' or be '.'", path, name);
+    return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "%s: record name '%s' cannot contain '/' or be '.'",
+                     path, name);
   if (strlen(name) > 255)
-    return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
-                     "%s: record name of %zu bytes is longer than 255", path, strlen(name));
+    return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "%s: record name of %zu bytes is longer than 255",
+                     path, strlen(name));
   return BSA_OK;
 }

@@ -47,40 +47,33 @@ bsa_status bsa__h5_open_read(const char *path, hid_t *out);
 
 /* Checks the root attributes "format" (== expect) and "format_version"
  * (== 1) of an open file. */
-bsa_status bsa__h5_check_format(hid_t file, const char *path,
-                                const char *expect);
+bsa_status bsa__h5_check_format(hid_t file, const char *path, const char *expect);
 
 /* Names of the groups directly under /records, sorted by strcmp.  *names is
  * malloc'ed (each entry too); free with bsa__h5_free_names. */
-bsa_status bsa__h5_list_records(hid_t file, const char *path, char ***names,
-                                int64_t *count);
+bsa_status bsa__h5_list_records(hid_t file, const char *path, char ***names, int64_t *count);
 void bsa__h5_free_names(char **names, int64_t count);
 
 /* ---- attributes (on any object; missing ones set *present = 0) ---------- */
 
 /* A string attribute, fixed or variable length, ASCII or UTF-8.  *out is
  * malloc'ed; trailing NULs and spaces of fixed strings are dropped. */
-bsa_status bsa__h5_attr_string(hid_t obj, const char *name,
-                               const bsa__h5_where *w, char **out,
+bsa_status bsa__h5_attr_string(hid_t obj, const char *name, const bsa__h5_where *w, char **out,
                                int *present);
 /* An integer attribute: integer, boolean (h5py's enum) or a float holding a
  * whole number; a scalar or a one-element array. */
-bsa_status bsa__h5_attr_int(hid_t obj, const char *name,
-                            const bsa__h5_where *w, int64_t *out,
+bsa_status bsa__h5_attr_int(hid_t obj, const char *name, const bsa__h5_where *w, int64_t *out,
                             int *present);
 /* A real attribute (float or integer class). */
-bsa_status bsa__h5_attr_double(hid_t obj, const char *name,
-                               const bsa__h5_where *w, double *out,
+bsa_status bsa__h5_attr_double(hid_t obj, const char *name, const bsa__h5_where *w, double *out,
                                int *present);
 
 /* Writers: variable-length UTF-8 strings (h5py reads str), 64-bit integers,
  * 64-bit floats; scalar dataspaces. */
-bsa_status bsa__h5_write_attr_string(hid_t obj, const char *name,
-                                     const char *value, const char *path);
-bsa_status bsa__h5_write_attr_int(hid_t obj, const char *name, int64_t value,
-                                  const char *path);
-bsa_status bsa__h5_write_attr_double(hid_t obj, const char *name,
-                                     double value, const char *path);
+bsa_status bsa__h5_write_attr_string(hid_t obj, const char *name, const char *value,
+                                     const char *path);
+bsa_status bsa__h5_write_attr_int(hid_t obj, const char *name, int64_t value, const char *path);
+bsa_status bsa__h5_write_attr_double(hid_t obj, const char *name, double value, const char *path);
 
 /* ---- datasets ------------------------------------------------------------ */
 
@@ -92,24 +85,22 @@ typedef enum bsa__h5_kind {
 
 /* Opens dataset name in group grp.  When it is missing: with required set,
  * BSA_ERR_FORMAT ("has no dataset"), else BSA_OK with *out = -1. */
-bsa_status bsa__h5_dataset_open(hid_t grp, const char *name, int required,
-                                const bsa__h5_where *w, hid_t *out);
+bsa_status bsa__h5_dataset_open(hid_t grp, const char *name, int required, const bsa__h5_where *w,
+                                hid_t *out);
 
 /* Checks rank and element kind of an open dataset and returns its dims and
  * a dtype name for messages and `trace info` ("float16", "int32", ...).
  * shape_doc (e.g. "[Hq, Sq, D]") goes into the rank error. */
-bsa_status bsa__h5_dataset_shape(hid_t dset, const char *name,
-                                 const bsa__h5_where *w, int rank,
-                                 bsa__h5_kind kind, const char *shape_doc,
-                                 int64_t *dims, const char **dtype_name);
+bsa_status bsa__h5_dataset_shape(hid_t dset, const char *name, const bsa__h5_where *w, int rank,
+                                 bsa__h5_kind kind, const char *shape_doc, int64_t *dims,
+                                 const char **dtype_name);
 
 /* Reads a whole dataset converted to float32 / int64.  buf holds all
  * elements (product of the dims). */
-bsa_status bsa__h5_dataset_read_f32(hid_t dset, const char *name,
-                                    const bsa__h5_where *w, float *buf);
-bsa_status bsa__h5_dataset_read_i64(hid_t dset, const char *name,
-                                    const bsa__h5_where *w, int64_t *buf,
-                                    int64_t n);
+bsa_status bsa__h5_dataset_read_f32(hid_t dset, const char *name, const bsa__h5_where *w,
+                                    float *buf);
+bsa_status bsa__h5_dataset_read_i64(hid_t dset, const char *name, const bsa__h5_where *w,
+                                    int64_t *buf, int64_t n);
 
 /* Element types a writer stores. */
 typedef enum bsa__h5_store {
@@ -122,19 +113,16 @@ typedef enum bsa__h5_store {
 /* Creates a chunked, shuffled and deflate-compressed dataset of rank 2 or 3
  * and writes data (float for F32/F16 stores, int32_t for I32, uint8_t for
  * U8; F16 data is converted here with round-to-nearest-even). */
-bsa_status bsa__h5_write_dataset(hid_t grp, const char *name, int rank,
-                                 const int64_t *dims, bsa__h5_store store,
-                                 const void *data, const bsa__h5_where *w);
+bsa_status bsa__h5_write_dataset(hid_t grp, const char *name, int rank, const int64_t *dims,
+                                 bsa__h5_store store, const void *data, const bsa__h5_where *w);
 
 /* ---- temporary output files ---------------------------------------------- */
 
 /* Creates an empty HDF5 file at a fresh temporary name beside path
  * ("<path>.tmp-XXXXXX").  *tmp_path is malloc'ed. */
-bsa_status bsa__h5_create_temp(const char *path, hid_t *file,
-                               char **tmp_path);
+bsa_status bsa__h5_create_temp(const char *path, hid_t *file, char **tmp_path);
 /* Closes the file and renames tmp_path over path (fsync'ed first). */
-bsa_status bsa__h5_commit_temp(hid_t file, const char *tmp_path,
-                               const char *path);
+bsa_status bsa__h5_commit_temp(hid_t file, const char *tmp_path, const char *path);
 /* Creates a group without modification times (so that the same content
  * gives the same bytes); returns its id or a negative value. */
 hid_t bsa__h5_group_create(hid_t loc, const char *name);
@@ -147,18 +135,16 @@ bsa_status bsa__h5_check_record_name(const char *name, const char *path);
 
 /* Opens group /records/<name> after checking that name is one of the
  * listed names (else bsa__record_not_found). */
-bsa_status bsa__h5_open_record(hid_t file, const char *path, char **names,
-                               int64_t count, const char *name, hid_t *grp);
+bsa_status bsa__h5_open_record(hid_t file, const char *path, char **names, int64_t count,
+                               const char *name, hid_t *grp);
 
 /* "FILE: no record 'NAME' (the file has N records: a, b, ...)",
  * BSA_ERR_INVALID_ARG. */
-bsa_status bsa__record_not_found(const char *path, const char *name,
-                                 char **names, int64_t count);
+bsa_status bsa__record_not_found(const char *path, const char *name, char **names, int64_t count);
 
 /* Checks that x [d0, d1, d2] is finite and, with f16 set, fits float16;
  * the message names file, record, dataset and index. */
-bsa_status bsa__check_floats(const char *path, const char *rec,
-                             const char *ds, const float *x, int64_t d0,
-                             int64_t d1, int64_t d2, int f16);
+bsa_status bsa__check_floats(const char *path, const char *rec, const char *ds, const float *x,
+                             int64_t d0, int64_t d1, int64_t d2, int f16);
 
 #endif

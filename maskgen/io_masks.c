@@ -49,8 +49,7 @@ bsa_status bsa_masks_open(const char *path, bsa_masks **out) {
   if (s == BSA_OK) s = bsa__h5_attr_string(m->file, "method", &w, &m->method, &present);
   if (s == BSA_OK) s = bsa__h5_attr_string(m->file, "params", &w, &m->params, &present);
   if (s == BSA_OK) s = bsa__h5_attr_string(m->file, "trace", &w, &m->trace, &present);
-  if (s == BSA_OK)
-    s = bsa__h5_attr_string(m->file, "trace_sha256", &w, &m->trace_sha256, &present);
+  if (s == BSA_OK) s = bsa__h5_attr_string(m->file, "trace_sha256", &w, &m->trace_sha256, &present);
   if (s == BSA_OK) {
     if (!m->method) m->method = strdup("");
     if (!m->params || !m->params[0]) {
@@ -88,9 +87,7 @@ void bsa_masks_close(bsa_masks *m) {
 }
 
 const char *bsa_masks_method(const bsa_masks *m) { return m && m->method ? m->method : ""; }
-const char *bsa_masks_params_json(const bsa_masks *m) {
-  return m && m->params ? m->params : "{}";
-}
+const char *bsa_masks_params_json(const bsa_masks *m) { return m && m->params ? m->params : "{}"; }
 const char *bsa_masks_trace_path(const bsa_masks *m) { return m && m->trace ? m->trace : ""; }
 const char *bsa_masks_trace_sha256(const bsa_masks *m) {
   return m && m->trace_sha256 ? m->trace_sha256 : "";
@@ -144,8 +141,7 @@ static bsa_status check_sizes(const char *F, const char *N, const char *ds, cons
                        F, N, ds, (long long)h, (long long)sum, (long long)first);
   }
   if (first == 0)
-    return bsa__fail(NULL, err, "%s: record '%s': %s sums to 0; the sequence is empty", F, N,
-                     ds);
+    return bsa__fail(NULL, err, "%s: record '%s': %s sums to 0; the sequence is empty", F, N, ds);
   *total = first;
   return BSA_OK;
 }
@@ -280,8 +276,7 @@ bsa_status bsa_masks_read_record(bsa_masks *m, const char *name, bsa_mask_record
   if (s != BSA_OK) goto done;
   if (present) want_k = v;
   int64_t Sq, Sk;
-  s = check_sizes(F, N, "block_row_sz", rs, H, MB, want_q, "attribute qo_len", &Sq,
-                  BSA_ERR_FORMAT);
+  s = check_sizes(F, N, "block_row_sz", rs, H, MB, want_q, "attribute qo_len", &Sq, BSA_ERR_FORMAT);
   if (s == BSA_OK)
     s = check_sizes(F, N, "block_col_sz", cs, H, NB, want_k, "attribute kv_len", &Sk,
                     BSA_ERR_FORMAT);
@@ -321,8 +316,8 @@ bsa_status bsa_masks_read_record(bsa_masks *m, const char *name, bsa_mask_record
   s = bsa__h5_dataset_open(grp, "block_scores", 0, &w, &sd);
   if (s == BSA_OK && sd >= 0) {
     int64_t sdims[3];
-    s = bsa__h5_dataset_shape(sd, "block_scores", &w, 3, BSA__H5_FLOAT, "[Hkv, MB, NB]",
-                              sdims, NULL);
+    s = bsa__h5_dataset_shape(sd, "block_scores", &w, 3, BSA__H5_FLOAT, "[Hkv, MB, NB]", sdims,
+                              NULL);
     if (s == BSA_OK && (sdims[0] != H || sdims[1] != MB || sdims[2] != NB))
       s = bsa__fail(NULL, BSA_ERR_FORMAT,
                     "%s: record '%s': dataset 'block_scores' has shape [%lld, %lld, %lld]; "
@@ -380,9 +375,9 @@ static void writer_free(bsa_masks_writer *w) {
   free(w);
 }
 
-bsa_status bsa_masks_writer_create(const char *path, const char *method,
-                                   const char *params_json, const char *trace_path,
-                                   const char *trace_sha256, bsa_masks_writer **out) {
+bsa_status bsa_masks_writer_create(const char *path, const char *method, const char *params_json,
+                                   const char *trace_path, const char *trace_sha256,
+                                   bsa_masks_writer **out) {
   if (out) *out = NULL;
   if (!path || !out)
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
@@ -430,8 +425,8 @@ static bsa_status check_mask_record(const bsa_masks_writer *w, const bsa_mask_re
   const bsa_status E = BSA_ERR_INVALID_ARG;
   if (H5Lexists(w->records, N, H5P_DEFAULT) > 0)
     return bsa__fail(NULL, E, "%s: record '%s' was already added", P, N);
-  if (r->num_kv_heads < 1 || r->num_block_rows < 1 || r->num_block_cols < 1 ||
-      r->qo_len < 1 || r->kv_len < 1)
+  if (r->num_kv_heads < 1 || r->num_block_rows < 1 || r->num_block_cols < 1 || r->qo_len < 1 ||
+      r->kv_len < 1)
     return bsa__fail(NULL, E,
                      "%s: record '%s': Hkv = %d, MB = %lld, NB = %lld, Sq = %lld, Sk = %lld; "
                      "all must be >= 1",
@@ -446,8 +441,8 @@ static bsa_status check_mask_record(const bsa_masks_writer *w, const bsa_mask_re
   for (int64_t i = 0; i < H * MB * NB; i++)
     if (r->block_mask_map[i] > 1)
       return bsa__fail(NULL, E,
-                       "%s: record '%s': block_mask_map[%lld, %lld, %lld] = %d; expected 0 or 1",
-                       P, N, (long long)(i / (MB * NB)), (long long)((i / NB) % MB),
+                       "%s: record '%s': block_mask_map[%lld, %lld, %lld] = %d; expected 0 or 1", P,
+                       N, (long long)(i / (MB * NB)), (long long)((i / NB) % MB),
                        (long long)(i % NB), r->block_mask_map[i]);
   /* Sizes and perms are checked through the reader's helpers (on int64). */
   int64_t n = H * (MB > NB ? MB : NB);
@@ -474,8 +469,8 @@ static bsa_status check_mask_record(const bsa_masks_writer *w, const bsa_mask_re
   if (s == BSA_OK && r->block_scores)
     for (int64_t i = 0; i < H * MB * NB; i++)
       if (isnan(r->block_scores[i]))
-        return bsa__fail(NULL, E, "%s: record '%s': block_scores[%lld, %lld, %lld] is NaN", P,
-                         N, (long long)(i / (MB * NB)), (long long)((i / NB) % MB),
+        return bsa__fail(NULL, E, "%s: record '%s': block_scores[%lld, %lld, %lld] is NaN", P, N,
+                         (long long)(i / (MB * NB)), (long long)((i / NB) % MB),
                          (long long)(i % NB));
   return s;
 }
@@ -485,8 +480,8 @@ bsa_status bsa_masks_writer_add(bsa_masks_writer *w, const bsa_mask_record *r) {
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
                      "bsa_masks_writer_add: writer and record must not be NULL");
   if (w->spoiled)
-    return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
-                     "%s: an earlier write failed; abort this writer", w->path);
+    return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "%s: an earlier write failed; abort this writer",
+                     w->path);
   bsa__h5_guard g;
   bsa__h5_enter(&g);
   bsa_status s = check_mask_record(w, r);
@@ -494,8 +489,8 @@ bsa_status bsa_masks_writer_add(bsa_masks_writer *w, const bsa_mask_record *r) {
   bsa__h5_where wh = {w->path, r->name};
   hid_t grp = bsa__h5_group_create(w->records, r->name);
   if (grp < 0) {
-    s = bsa__fail(NULL, BSA_ERR_IO, "%s: record '%s': cannot create the group (HDF5: %s)",
-                  w->path, r->name, bsa__h5_detail());
+    s = bsa__fail(NULL, BSA_ERR_IO, "%s: record '%s': cannot create the group (HDF5: %s)", w->path,
+                  r->name, bsa__h5_detail());
     w->spoiled = 1;
     goto done;
   }
@@ -503,21 +498,17 @@ bsa_status bsa_masks_writer_add(bsa_masks_writer *w, const bsa_mask_record *r) {
   int64_t md[3] = {H, r->num_block_rows, r->num_block_cols};
   int64_t rd[2] = {H, r->num_block_rows}, cd[2] = {H, r->num_block_cols};
   int64_t qd[2] = {H, r->qo_len}, kd[2] = {H, r->kv_len};
-  s = bsa__h5_write_dataset(grp, "block_mask_map", 3, md, BSA__H5_STORE_U8, r->block_mask_map,
-                            &wh);
+  s = bsa__h5_write_dataset(grp, "block_mask_map", 3, md, BSA__H5_STORE_U8, r->block_mask_map, &wh);
   if (s == BSA_OK)
-    s = bsa__h5_write_dataset(grp, "block_row_sz", 2, rd, BSA__H5_STORE_I32, r->block_row_sz,
-                              &wh);
+    s = bsa__h5_write_dataset(grp, "block_row_sz", 2, rd, BSA__H5_STORE_I32, r->block_row_sz, &wh);
   if (s == BSA_OK)
-    s = bsa__h5_write_dataset(grp, "block_col_sz", 2, cd, BSA__H5_STORE_I32, r->block_col_sz,
-                              &wh);
+    s = bsa__h5_write_dataset(grp, "block_col_sz", 2, cd, BSA__H5_STORE_I32, r->block_col_sz, &wh);
   if (s == BSA_OK && r->q_perm)
     s = bsa__h5_write_dataset(grp, "q_perm", 2, qd, BSA__H5_STORE_I32, r->q_perm, &wh);
   if (s == BSA_OK && r->k_perm)
     s = bsa__h5_write_dataset(grp, "k_perm", 2, kd, BSA__H5_STORE_I32, r->k_perm, &wh);
   if (s == BSA_OK && r->block_scores)
-    s = bsa__h5_write_dataset(grp, "block_scores", 3, md, BSA__H5_STORE_F32, r->block_scores,
-                              &wh);
+    s = bsa__h5_write_dataset(grp, "block_scores", 3, md, BSA__H5_STORE_F32, r->block_scores, &wh);
   if (s == BSA_OK) s = bsa__h5_write_attr_int(grp, "qo_len", r->qo_len, w->path);
   if (s == BSA_OK) s = bsa__h5_write_attr_int(grp, "kv_len", r->kv_len, w->path);
   if (s == BSA_OK && !isnan(r->density))
@@ -532,8 +523,7 @@ done:
 }
 
 bsa_status bsa_masks_writer_commit(bsa_masks_writer *w) {
-  if (!w)
-    return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "bsa_masks_writer_commit: writer is NULL");
+  if (!w) return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "bsa_masks_writer_commit: writer is NULL");
   bsa__h5_guard g;
   bsa__h5_enter(&g);
   bsa_status s;

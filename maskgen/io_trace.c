@@ -112,8 +112,7 @@ static void close_parts(parts *p) {
   if (p->grp >= 0) H5Gclose(p->grp);
 }
 
-static bsa_status inspect(bsa_trace *t, const char *name, parts *p,
-                          bsa_trace_record_info *info) {
+static bsa_status inspect(bsa_trace *t, const char *name, parts *p, bsa_trace_record_info *info) {
   memset(info, 0, sizeof *info);
   p->grp = p->q = p->k = p->v = p->cid = -1;
   bsa_status s = bsa__h5_open_record(t->file, t->path, t->names, t->count, name, &p->grp);
@@ -131,26 +130,24 @@ static bsa_status inspect(bsa_trace *t, const char *name, parts *p,
   if (s == BSA_OK && p->v >= 0)
     s = bsa__h5_dataset_shape(p->v, "v", &w, 3, BSA__H5_FLOAT, "[Hkv, Sk, D]", p->vd, &tv);
   if (s == BSA_OK && p->cid >= 0)
-    s = bsa__h5_dataset_shape(p->cid, "cluster_id", &w, 2, BSA__H5_INT, "[Hkv, Sk]", p->cd,
-                              NULL);
+    s = bsa__h5_dataset_shape(p->cid, "cluster_id", &w, 2, BSA__H5_INT, "[Hkv, Sk]", p->cd, NULL);
   if (s != BSA_OK) return s;
   const char *F = t->path;
   for (int i = 0; i < 3; i++) {
     if (p->qd[i] == 0 || p->kd[i] == 0)
       return bsa__fail(NULL, BSA_ERR_FORMAT,
-                       "%s: record '%s': dataset '%s' is empty (shape [%lld, %lld, %lld])", F,
-                       name, p->qd[i] == 0 ? "q" : "k",
-                       (long long)(p->qd[i] == 0 ? p->qd : p->kd)[0],
+                       "%s: record '%s': dataset '%s' is empty (shape [%lld, %lld, %lld])", F, name,
+                       p->qd[i] == 0 ? "q" : "k", (long long)(p->qd[i] == 0 ? p->qd : p->kd)[0],
                        (long long)(p->qd[i] == 0 ? p->qd : p->kd)[1],
                        (long long)(p->qd[i] == 0 ? p->qd : p->kd)[2]);
   }
   if (!fits_i32(p->qd[0]) || !fits_i32(p->kd[0]) || !fits_i32(p->qd[2]))
-    return bsa__fail(NULL, BSA_ERR_FORMAT, "%s: record '%s': head count or head_dim past 2^31",
-                     F, name);
+    return bsa__fail(NULL, BSA_ERR_FORMAT, "%s: record '%s': head count or head_dim past 2^31", F,
+                     name);
   if (p->qd[2] != p->kd[2])
     return bsa__fail(NULL, BSA_ERR_FORMAT,
-                     "%s: record '%s': dataset 'k' has head_dim %lld but 'q' has %lld", F,
-                     name, (long long)p->kd[2], (long long)p->qd[2]);
+                     "%s: record '%s': dataset 'k' has head_dim %lld but 'q' has %lld", F, name,
+                     (long long)p->kd[2], (long long)p->qd[2]);
   if (p->qd[0] % p->kd[0] != 0)
     return bsa__fail(NULL, BSA_ERR_FORMAT,
                      "%s: record '%s': dataset 'q' has %lld heads, not a multiple of the %lld "
@@ -172,8 +169,8 @@ static bsa_status inspect(bsa_trace *t, const char *name, parts *p,
       return bsa__fail(NULL, BSA_ERR_FORMAT,
                        "%s: record '%s': dataset 'cluster_id' has shape [%lld, %lld]; "
                        "expected [Hkv, Sk] = [%lld, %lld]",
-                       F, name, (long long)p->cd[0], (long long)p->cd[1],
-                       (long long)p->kd[0], (long long)p->kd[1]);
+                       F, name, (long long)p->cd[0], (long long)p->cd[1], (long long)p->kd[0],
+                       (long long)p->kd[1]);
   }
 
   int64_t v;
@@ -184,21 +181,25 @@ static bsa_status inspect(bsa_trace *t, const char *name, parts *p,
   if (s != BSA_OK) return s;
   if (present) {
     if (!fits_i32(v))
-      return bsa__fail(NULL, BSA_ERR_FORMAT, "%s: record '%s': attribute layer = %lld is out of range", F, name, (long long)v);
+      return bsa__fail(NULL, BSA_ERR_FORMAT,
+                       "%s: record '%s': attribute layer = %lld is out of range", F, name,
+                       (long long)v);
     info->layer = (int32_t)v;
   }
   s = bsa__h5_attr_int(p->grp, "step", &w, &v, &present);
   if (s != BSA_OK) return s;
   if (present) {
     if (!fits_i32(v))
-      return bsa__fail(NULL, BSA_ERR_FORMAT, "%s: record '%s': attribute step = %lld is out of range", F, name, (long long)v);
+      return bsa__fail(NULL, BSA_ERR_FORMAT,
+                       "%s: record '%s': attribute step = %lld is out of range", F, name,
+                       (long long)v);
     info->step = (int32_t)v;
   }
   s = bsa__h5_attr_int(p->grp, "causal", &w, &v, &present);
   if (s != BSA_OK) return s;
   if (!present)
-    return bsa__fail(NULL, BSA_ERR_FORMAT,
-                     "%s: record '%s': missing attribute 'causal' (0 or 1)", F, name);
+    return bsa__fail(NULL, BSA_ERR_FORMAT, "%s: record '%s': missing attribute 'causal' (0 or 1)",
+                     F, name);
   if (v != 0 && v != 1)
     return bsa__fail(NULL, BSA_ERR_FORMAT,
                      "%s: record '%s': attribute causal = %lld; expected 0 or 1", F, name,
@@ -228,8 +229,7 @@ static bsa_status inspect(bsa_trace *t, const char *name, parts *p,
   return BSA_OK;
 }
 
-bsa_status bsa_trace_get_record_info(bsa_trace *t, const char *name,
-                                     bsa_trace_record_info *out) {
+bsa_status bsa_trace_get_record_info(bsa_trace *t, const char *name, bsa_trace_record_info *out) {
   if (!t || !name || !out)
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
                      "bsa_trace_get_record_info: trace, name and out must not be NULL");
@@ -402,8 +402,8 @@ done:
 }
 
 /* Finite values that fit the stored type; names the first offender. */
-bsa_status bsa__check_floats(const char *path, const char *rec, const char *ds,
-                             const float *x, int64_t d0, int64_t d1, int64_t d2, int f16) {
+bsa_status bsa__check_floats(const char *path, const char *rec, const char *ds, const float *x,
+                             int64_t d0, int64_t d1, int64_t d2, int f16) {
   int64_t n = d0 * d1 * d2;
   for (int64_t i = 0; i < n; i++) {
     float v = x[i];
@@ -411,8 +411,8 @@ bsa_status bsa__check_floats(const char *path, const char *rec, const char *ds,
     int64_t a = i / (d1 * d2), b = (i / d2) % d1, c = i % d2;
     if (!isfinite(v))
       return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
-                       "%s: record '%s': %s[%lld, %lld, %lld] = %g is not finite", path, rec,
-                       ds, (long long)a, (long long)b, (long long)c, (double)v);
+                       "%s: record '%s': %s[%lld, %lld, %lld] = %g is not finite", path, rec, ds,
+                       (long long)a, (long long)b, (long long)c, (double)v);
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
                      "%s: record '%s': %s[%lld, %lld, %lld] = %g does not fit float16 "
                      "(|x| <= 65504); write the trace as f32",
@@ -444,8 +444,8 @@ static bsa_status check_trace_record(const bsa_trace_writer *w, const bsa_trace_
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "%s: record '%s': %s is NULL", P, N,
                      !r->q ? "q" : "k");
   if (r->causal != 0 && r->causal != 1)
-    return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "%s: record '%s': causal = %d; expected 0 or 1",
-                     P, N, r->causal);
+    return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "%s: record '%s': causal = %d; expected 0 or 1", P,
+                     N, r->causal);
   if (!isfinite(r->sm_scale) || r->sm_scale < 0)
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
                      "%s: record '%s': sm_scale = %g; expected >= 0 (0 = 1/sqrt(D))", P, N,
@@ -460,15 +460,15 @@ static bsa_status check_trace_record(const bsa_trace_writer *w, const bsa_trace_
   if (r->cluster_id) {
     if (r->qo_len != r->kv_len)
       return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
-                       "%s: record '%s': cluster_id needs qo_len == kv_len (got %lld and %lld)",
-                       P, N, (long long)r->qo_len, (long long)r->kv_len);
+                       "%s: record '%s': cluster_id needs qo_len == kv_len (got %lld and %lld)", P,
+                       N, (long long)r->qo_len, (long long)r->kv_len);
     int64_t n = (int64_t)r->num_kv_heads * r->kv_len;
     for (int64_t i = 0; i < n; i++) {
       int32_t c = r->cluster_id[i];
       if (c < 0 || (r->num_clusters > 0 && c >= r->num_clusters))
         return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
-                         "%s: record '%s': cluster_id[%lld, %lld] = %d is outside [0, %d)", P,
-                         N, (long long)(i / r->kv_len), (long long)(i % r->kv_len), c,
+                         "%s: record '%s': cluster_id[%lld, %lld] = %d is outside [0, %d)", P, N,
+                         (long long)(i / r->kv_len), (long long)(i % r->kv_len), c,
                          r->num_clusters > 0 ? r->num_clusters : INT32_MAX);
     }
   }
@@ -480,8 +480,8 @@ bsa_status bsa_trace_writer_add(bsa_trace_writer *w, const bsa_trace_record *r) 
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
                      "bsa_trace_writer_add: writer and record must not be NULL");
   if (w->spoiled)
-    return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
-                     "%s: an earlier write failed; abort this writer", w->path);
+    return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "%s: an earlier write failed; abort this writer",
+                     w->path);
   bsa__h5_guard g;
   bsa__h5_enter(&g);
   bsa_status s = check_trace_record(w, r);
@@ -489,8 +489,8 @@ bsa_status bsa_trace_writer_add(bsa_trace_writer *w, const bsa_trace_record *r) 
   bsa__h5_where wh = {w->path, r->name};
   hid_t grp = bsa__h5_group_create(w->records, r->name);
   if (grp < 0) {
-    s = bsa__fail(NULL, BSA_ERR_IO, "%s: record '%s': cannot create the group (HDF5: %s)",
-                  w->path, r->name, bsa__h5_detail());
+    s = bsa__fail(NULL, BSA_ERR_IO, "%s: record '%s': cannot create the group (HDF5: %s)", w->path,
+                  r->name, bsa__h5_detail());
     w->spoiled = 1;
     goto done;
   }
@@ -500,8 +500,7 @@ bsa_status bsa_trace_writer_add(bsa_trace_writer *w, const bsa_trace_record *r) 
   if (s == BSA_OK) s = bsa__h5_write_dataset(grp, "k", 3, kd, w->store, r->k, &wh);
   if (s == BSA_OK && r->v) s = bsa__h5_write_dataset(grp, "v", 3, kd, w->store, r->v, &wh);
   if (s == BSA_OK && r->cluster_id) {
-    s = bsa__h5_write_dataset(grp, "cluster_id", 2, kd, BSA__H5_STORE_I32, r->cluster_id,
-                              &wh);
+    s = bsa__h5_write_dataset(grp, "cluster_id", 2, kd, BSA__H5_STORE_I32, r->cluster_id, &wh);
     if (s == BSA_OK && r->num_clusters > 0)
       s = bsa__h5_write_attr_int(grp, "num_clusters", r->num_clusters, w->path);
   }
@@ -518,8 +517,7 @@ done:
 }
 
 bsa_status bsa_trace_writer_commit(bsa_trace_writer *w) {
-  if (!w)
-    return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "bsa_trace_writer_commit: writer is NULL");
+  if (!w) return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "bsa_trace_writer_commit: writer is NULL");
   bsa__h5_guard g;
   bsa__h5_enter(&g);
   bsa_status s;

@@ -22,9 +22,8 @@ enum { TILE_N = 1024 };
  * writes labels, returns how many changed.  Ties go to the lower index.
  * The minimum is found with a vectorisable reduction, then its first
  * position with a short scan. */
-BSA__HOT static int64_t assign_tile(const float *restrict dot, const float *restrict cn,
-                                    int64_t n, int64_t k, int32_t *restrict labels,
-                                    float *restrict tmp) {
+BSA__HOT static int64_t assign_tile(const float *restrict dot, const float *restrict cn, int64_t n,
+                                    int64_t k, int32_t *restrict labels, float *restrict tmp) {
   int64_t changed = 0;
   for (int64_t r = 0; r < n; r++) {
     const float *restrict d = dot + r * k;
@@ -67,12 +66,11 @@ static void row_norms(const float *x, int64_t n, int64_t dim, float *out) {
 }
 
 /* mind[t] = min(mind[t], ||x_t - c||^2) for a new centroid c (first: set). */
-static void update_min_dist(const float *x, const float *xn, int64_t n, int64_t dim,
-                            const float *c, float *dot, double *mind, int first) {
+static void update_min_dist(const float *x, const float *xn, int64_t n, int64_t dim, const float *c,
+                            float *dot, double *mind, int first) {
   float cn = 0.0f;
   for (int64_t d = 0; d < dim; d++) cn += c[d] * c[d];
-  cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)dim, 1.0f, x, (int)dim, c, 1, 0.0f, dot,
-              1);
+  cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)dim, 1.0f, x, (int)dim, c, 1, 0.0f, dot, 1);
   for (int64_t t = 0; t < n; t++) {
     double v = (double)xn[t] - 2.0 * (double)dot[t] + (double)cn;
     if (v < 0.0) v = 0.0;
@@ -180,7 +178,8 @@ bsa_status bsa_kmeans(const float *x, int64_t n, int64_t dim, int64_t k, int32_t
     for (int64_t c = 0; c < k; c++) {
       if (!cnt[c]) continue; /* an empty cluster keeps its centroid */
       double inv = 1.0 / (double)cnt[c];
-      for (int64_t d = 0; d < dim; d++) C[(size_t)c * dim + d] = (float)(sum[(size_t)c * dim + d] * inv);
+      for (int64_t d = 0; d < dim; d++)
+        C[(size_t)c * dim + d] = (float)(sum[(size_t)c * dim + d] * inv);
     }
   }
   if (iters_done) *iters_done = it < iters ? it + 1 : iters;
@@ -201,8 +200,7 @@ bsa_status bsa_kmeans(const float *x, int64_t n, int64_t dim, int64_t k, int32_t
     sizes[newid[c]] = (int32_t)cnt[c];
   }
 done:
-  free(xn), free(C), free(cn), free(dot), free(tmp), free(mind), free(sum), free(cnt),
-      free(newid);
+  free(xn), free(C), free(cn), free(dot), free(tmp), free(mind), free(sum), free(cnt), free(newid);
   if (st == BSA_ERR_NOMEM)
     return bsa__fail(NULL, st, "kmeans: out of memory for %lld points x %lld dims, k = %lld",
                      (long long)n, (long long)dim, (long long)k);

@@ -120,8 +120,7 @@ static bsa_status check_params(const bsa_trace_synth_params *p) {
   if (p->num_qo_heads < 1 || p->num_qo_heads > 4096)
     return bsa__fail(NULL, E, "synth: num_qo_heads = %d is outside [1, 4096]", p->num_qo_heads);
   if (p->num_qo_heads % p->num_kv_heads != 0)
-    return bsa__fail(NULL, E,
-                     "synth: num_qo_heads = %d is not a multiple of num_kv_heads = %d",
+    return bsa__fail(NULL, E, "synth: num_qo_heads = %d is not a multiple of num_kv_heads = %d",
                      p->num_qo_heads, p->num_kv_heads);
   if (p->head_dim < 8 || p->head_dim > 1024)
     return bsa__fail(NULL, E,
@@ -129,15 +128,13 @@ static bsa_status check_params(const bsa_trace_synth_params *p) {
                      "structure fits in)",
                      p->head_dim);
   if (p->seq_len < 16 || p->seq_len > ((int64_t)1 << 30))
-    return bsa__fail(NULL, E, "synth: seq_len = %lld is outside [16, 2^30]",
-                     (long long)p->seq_len);
+    return bsa__fail(NULL, E, "synth: seq_len = %lld is outside [16, 2^30]", (long long)p->seq_len);
   if (p->causal != 0 && p->causal != 1)
     return bsa__fail(NULL, E, "synth: causal = %d; expected 0 or 1", p->causal);
   if (p->num_clusters < 1 || p->num_clusters > p->seq_len)
     return bsa__fail(NULL, E, "synth: num_clusters = %d is outside [1, seq_len = %lld]",
                      p->num_clusters, (long long)p->seq_len);
-  if (p->num_sinks < 0 || p->num_stripes < 0 ||
-      (int64_t)p->num_sinks + p->num_stripes > p->seq_len)
+  if (p->num_sinks < 0 || p->num_stripes < 0 || (int64_t)p->num_sinks + p->num_stripes > p->seq_len)
     return bsa__fail(NULL, E,
                      "synth: num_sinks = %d and num_stripes = %d must be >= 0 and together at "
                      "most seq_len = %lld",
@@ -212,8 +209,8 @@ bsa_status bsa_trace_synth_record(const bsa_trace_synth_params *p, int32_t index
   bsa_status s = check_params(p);
   if (s != BSA_OK) return s;
   if (index < 0 || index >= p->num_records)
-    return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "synth: record index %d is outside [0, %d)",
-                     index, p->num_records);
+    return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "synth: record index %d is outside [0, %d)", index,
+                     p->num_records);
   const int32_t D = p->head_dim, Hq = p->num_qo_heads, Hkv = p->num_kv_heads;
   const int32_t G = Hq / Hkv, C = p->num_clusters;
   const int64_t S = p->seq_len;
@@ -225,8 +222,8 @@ bsa_status bsa_trace_synth_record(const bsa_trace_synth_params *p, int32_t index
   snprintf(name, sizeof name, p->num_records > 100 ? "layer%04d" : "layer%02d", index);
   double *R = malloc(sizeof(double) * (size_t)D * D);
   double *X = malloc(sizeof(double) * (size_t)(S * D));
-  double *mu = malloc(sizeof(double) * (size_t)C * D);   /* cluster centroids */
-  double *nu = malloc(sizeof(double) * (size_t)C * D);   /* cluster value means */
+  double *mu = malloc(sizeof(double) * (size_t)C * D); /* cluster centroids */
+  double *nu = malloc(sizeof(double) * (size_t)C * D); /* cluster value means */
   double *pos = malloc(sizeof(double) * (size_t)(S * 2 * b.m));
   double *freq = malloc(sizeof(double) * (size_t)b.m);
   double *stripe_gain = malloc(sizeof(double) * (size_t)(p->num_stripes + 1));
@@ -241,8 +238,10 @@ bsa_status bsa_trace_synth_record(const bsa_trace_synth_params *p, int32_t index
   }
   if (!r || !r->name || !r->q || !r->k || !r->v || !r->cluster_id || !R || !X || !mu || !nu ||
       !pos || !freq || !stripe_gain || !stripe_pos || !is_stripe) {
-    s = bsa__fail(NULL, BSA_ERR_NOMEM, "synth: out of memory for a record of %d+2x%d heads x "
-                  "%lld tokens x %d", Hq, Hkv, (long long)S, D);
+    s = bsa__fail(NULL, BSA_ERR_NOMEM,
+                  "synth: out of memory for a record of %d+2x%d heads x "
+                  "%lld tokens x %d",
+                  Hq, Hkv, (long long)S, D);
     goto done;
   }
   r->num_qo_heads = Hq;

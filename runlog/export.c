@@ -156,7 +156,7 @@ typedef struct writer {
   FILE *f;
   bsa_runlog_format format;
   const strset *labels;
-  int col;        /* index of the next cell in the row */
+  int col;                  /* index of the next cell in the row */
   const char *const *names; /* column names (JSON keys) */
 } writer;
 
@@ -246,9 +246,7 @@ static void write_run_cells(writer *w, const export_ctx *x, const run_info *r) {
   }
 }
 
-static void end_row(writer *w) {
-  fputs(w->format == BSA_RUNLOG_FORMAT_CSV ? "\r\n" : "}", w->f);
-}
+static void end_row(writer *w) { fputs(w->format == BSA_RUNLOG_FORMAT_CSV ? "\r\n" : "}", w->f); }
 
 /* ---- the two passes over metrics ----------------------------------------- */
 
@@ -271,8 +269,7 @@ static int metric_cb(const bsa_runlog_metric_row *m, void *user) {
   json_t *val;
   if (!p->w) {
     if (json_is_object(labels))
-      json_object_foreach(labels, key, val) if (strset_add(&p->x->labels, key) < 0)
-          p->x->nomem = 1;
+      json_object_foreach(labels, key, val) if (strset_add(&p->x->labels, key) < 0) p->x->nomem = 1;
     json_decref(labels);
     return p->x->nomem;
   }
@@ -292,8 +289,8 @@ static int metric_cb(const bsa_runlog_metric_row *m, void *user) {
   return 0;
 }
 
-bsa_status bsa_runlog_export(bsa_runlog *log, const bsa_runlog_filter *filter,
-                             const char *metric, bsa_runlog_format format, FILE *out) {
+bsa_status bsa_runlog_export(bsa_runlog *log, const bsa_runlog_filter *filter, const char *metric,
+                             bsa_runlog_format format, FILE *out) {
   if (!log || !out)
     return bsa__runlog_fail(log, BSA_ERR_INVALID_ARG, "bsa_runlog_export: %s is NULL",
                             log ? "out" : "log");
@@ -323,24 +320,22 @@ bsa_status bsa_runlog_export(bsa_runlog *log, const bsa_runlog_filter *filter,
   char **names = s == BSA_OK ? calloc(ncols, sizeof *names) : NULL;
   if (s == BSA_OK && !names) s = bsa__runlog_fail(log, BSA_ERR_NOMEM, "out of memory");
   if (s == BSA_OK) {
-    static const char *const fixed1[] = {"run_id",   "verb",   "status",
-                                         "started_at", "ended_at", "host",
-                                         "device",   "device_driver", "bsa_version"};
+    static const char *const fixed1[] = {"run_id",     "verb",          "status",
+                                         "started_at", "ended_at",      "host",
+                                         "device",     "device_driver", "bsa_version"};
     static const char *const fixed2[] = {"metric", "value", "record", "head"};
     size_t c = 0;
     for (size_t i = 0; i < 9; i++) names[c++] = strdup(fixed1[i]);
-    for (size_t i = 0; i < x.params.n; i++)
-      names[c++] = prefixed("param.", x.params.v[i]);
+    for (size_t i = 0; i < x.params.n; i++) names[c++] = prefixed("param.", x.params.v[i]);
     for (size_t i = 0; i < 4; i++) names[c++] = strdup(fixed2[i]);
-    for (size_t i = 0; i < x.labels.n; i++)
-      names[c++] = prefixed("label.", x.labels.v[i]);
+    for (size_t i = 0; i < x.labels.n; i++) names[c++] = prefixed("label.", x.labels.v[i]);
     for (size_t i = 0; i < ncols; i++)
       if (!names[i]) s = bsa__runlog_fail(log, BSA_ERR_NOMEM, "out of memory");
   }
 
   if (s == BSA_OK) {
-    writer w = {.f = out, .format = format, .labels = &x.labels,
-                .names = (const char *const *)names};
+    writer w = {
+        .f = out, .format = format, .labels = &x.labels, .names = (const char *const *)names};
     if (format == BSA_RUNLOG_FORMAT_CSV) {
       for (size_t i = 0; i < ncols; i++) {
         if (i) fputc(',', out);
@@ -509,14 +504,13 @@ static int json_run(const bsa_runlog_run_row *r, void *user) {
   return 1;
 }
 
-bsa_status bsa_runlog_write_run_json(bsa_runlog *log, int64_t run_id, int with_details,
-                                     FILE *out) {
+bsa_status bsa_runlog_write_run_json(bsa_runlog *log, int64_t run_id, int with_details, FILE *out) {
   if (!log || !out)
     return bsa__runlog_fail(log, BSA_ERR_INVALID_ARG, "bsa_runlog_write_run_json: %s is NULL",
                             log ? "out" : "log");
   if (run_id <= 0)
-    return bsa__runlog_fail(log, BSA_ERR_INVALID_ARG, "run id %lld is not a run id (ids start at 1)",
-                            (long long)run_id);
+    return bsa__runlog_fail(log, BSA_ERR_INVALID_ARG,
+                            "run id %lld is not a run id (ids start at 1)", (long long)run_id);
   bsa_runlog_filter f = {.run_id = run_id};
   json_run_ctx c = {.f = out, .with_details = with_details, .log = log};
   bsa_status s = bsa_runlog_foreach_run(log, &f, json_run, &c);

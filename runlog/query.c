@@ -39,15 +39,13 @@ static void status_fn(sqlite3_context *ctx, int argc, sqlite3_value **v) {
 }
 
 int bsa__runlog_register_functions(bsa_runlog *log) {
-  return sqlite3_create_function_v2(log->db, "bsa_status", 5,
-                                    SQLITE_UTF8 | SQLITE_DIRECTONLY, log, status_fn,
-                                    NULL, NULL, NULL);
+  return sqlite3_create_function_v2(log->db, "bsa_status", 5, SQLITE_UTF8 | SQLITE_DIRECTONLY, log,
+                                    status_fn, NULL, NULL, NULL);
 }
 
 #define STATUS_EXPR "bsa_status(r.status, r.host, r.pid, r.boot_id, r.proc_start)"
 
-static bsa_status prepare(bsa_runlog *log, const char *sql, sqlite3_stmt **st,
-                          const char *what) {
+static bsa_status prepare(bsa_runlog *log, const char *sql, sqlite3_stmt **st, const char *what) {
   if (sqlite3_prepare_v2(log->db, sql, -1, st, NULL) != SQLITE_OK) {
     sqlite3_finalize(*st);
     *st = NULL;
@@ -133,7 +131,8 @@ bsa_status bsa_runlog_foreach_run(bsa_runlog *log, const bsa_runlog_filter *filt
   size_t len = 0;
   FILE *q = open_memstream(&sql, &len);
   if (!q) return bsa__runlog_fail(log, BSA_ERR_NOMEM, "out of memory");
-  fputs("SELECT r.id, r.verb, " STATUS_EXPR ", r.status, r.started_at, r.ended_at,"
+  fputs("SELECT r.id, r.verb, " STATUS_EXPR
+        ", r.status, r.started_at, r.ended_at,"
         " round((julianday(r.ended_at) - julianday(r.started_at)) * 86400.0, 3),"
         " r.command, r.argv_json, r.cwd, r.host, r.pid, r.bsa_version, r.build_info,"
         " r.device_name, r.device_driver, r.error,"
@@ -149,9 +148,10 @@ bsa_status bsa_runlog_foreach_run(bsa_runlog *log, const bsa_runlog_filter *filt
   if (f->since) fputs(" AND r.started_at >= ?", q);
   if (f->until) fputs(" AND r.started_at < ?", q);
   for (int i = 0; i < f->num_params; i++)
-    fputs(" AND EXISTS (SELECT 1 FROM params p WHERE p.run_id = r.id"
-          " AND p.name = ? AND p.value = ?)",
-          q);
+    fputs(
+        " AND EXISTS (SELECT 1 FROM params p WHERE p.run_id = r.id"
+        " AND p.name = ? AND p.value = ?)",
+        q);
   fputs(f->newest_first ? " ORDER BY r.id DESC" : " ORDER BY r.id ASC", q);
   if (f->limit > 0) fputs(" LIMIT ?", q);
   if (fclose(q) != 0) {
@@ -171,8 +171,7 @@ bsa_status bsa_runlog_foreach_run(bsa_runlog *log, const bsa_runlog_filter *filt
   if (f->until) sqlite3_bind_text(st, k++, f->until, -1, SQLITE_TRANSIENT);
   for (int i = 0; i < f->num_params; i++) {
     sqlite3_bind_text(st, k++, f->param_names[i], -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, k++, f->param_values[i] ? f->param_values[i] : "", -1,
-                      SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, k++, f->param_values[i] ? f->param_values[i] : "", -1, SQLITE_TRANSIENT);
   }
   if (f->limit > 0) sqlite3_bind_int64(st, k++, f->limit);
   run_walk w = {cb, user};
@@ -197,8 +196,8 @@ bsa_status bsa_runlog_foreach_param(bsa_runlog *log, int64_t run_id, bsa_runlog_
     return bsa__runlog_fail(log, BSA_ERR_INVALID_ARG, "bsa_runlog_foreach_param: %s is NULL",
                             log ? "cb" : "log");
   sqlite3_stmt *st = NULL;
-  bsa_status s = prepare(log, "SELECT name, value FROM params WHERE run_id = ? ORDER BY name",
-                         &st, "reading parameters");
+  bsa_status s = prepare(log, "SELECT name, value FROM params WHERE run_id = ? ORDER BY name", &st,
+                         "reading parameters");
   if (s != BSA_OK) return s;
   sqlite3_bind_int64(st, 1, run_id);
   param_walk w = {cb, user};
@@ -258,20 +257,22 @@ static int metric_row(sqlite3_stmt *st, void *ctx) {
   return w->cb(&r, w->user);
 }
 
-#define METRIC_SELECT                                                                 \
-  "SELECT m.run_id, r.verb, " STATUS_EXPR ", r.started_at, m.name, m.value, m.record," \
+#define METRIC_SELECT                          \
+  "SELECT m.run_id, r.verb, " STATUS_EXPR      \
+  ", r.started_at, m.name, m.value, m.record," \
   " m.head, m.labels FROM metrics m JOIN runs r ON r.id = m.run_id"
 
 bsa_status bsa_runlog_foreach_metric(bsa_runlog *log, const char *verb, const char *name,
                                      bsa_runlog_metric_cb cb, void *user) {
   if (!log || !cb)
-    return bsa__runlog_fail(log, BSA_ERR_INVALID_ARG,
-                            "bsa_runlog_foreach_metric: %s is NULL", log ? "cb" : "log");
+    return bsa__runlog_fail(log, BSA_ERR_INVALID_ARG, "bsa_runlog_foreach_metric: %s is NULL",
+                            log ? "cb" : "log");
   sqlite3_stmt *st = NULL;
   bsa_status s = prepare(log,
-                         METRIC_SELECT " WHERE (?1 IS NULL OR r.verb = ?1)"
-                                       " AND (?2 IS NULL OR m.name = ?2)"
-                                       " ORDER BY m.run_id, m.id",
+                         METRIC_SELECT
+                         " WHERE (?1 IS NULL OR r.verb = ?1)"
+                         " AND (?2 IS NULL OR m.name = ?2)"
+                         " ORDER BY m.run_id, m.id",
                          &st, "reading metrics");
   if (s != BSA_OK) return s;
   if (verb) sqlite3_bind_text(st, 1, verb, -1, SQLITE_TRANSIENT);
@@ -280,14 +281,14 @@ bsa_status bsa_runlog_foreach_metric(bsa_runlog *log, const char *verb, const ch
   return walk(log, st, "reading metrics", metric_row, &w);
 }
 
-bsa_status bsa_runlog_foreach_run_metric(bsa_runlog *log, int64_t run_id,
-                                         bsa_runlog_metric_cb cb, void *user) {
+bsa_status bsa_runlog_foreach_run_metric(bsa_runlog *log, int64_t run_id, bsa_runlog_metric_cb cb,
+                                         void *user) {
   if (!log || !cb)
-    return bsa__runlog_fail(log, BSA_ERR_INVALID_ARG,
-                            "bsa_runlog_foreach_run_metric: %s is NULL", log ? "cb" : "log");
+    return bsa__runlog_fail(log, BSA_ERR_INVALID_ARG, "bsa_runlog_foreach_run_metric: %s is NULL",
+                            log ? "cb" : "log");
   sqlite3_stmt *st = NULL;
-  bsa_status s = prepare(log, METRIC_SELECT " WHERE m.run_id = ? ORDER BY m.id", &st,
-                         "reading metrics");
+  bsa_status s =
+      prepare(log, METRIC_SELECT " WHERE m.run_id = ? ORDER BY m.id", &st, "reading metrics");
   if (s != BSA_OK) return s;
   sqlite3_bind_int64(st, 1, run_id);
   metric_walk w = {cb, user};

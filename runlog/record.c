@@ -31,20 +31,28 @@ static bind_val REAL(double d) { return (bind_val){.type = V_REAL, .d = d}; }
 /* Runs one statement in its own transaction.  what names the write in the
  * error message.  When must_change is set, a statement that changed no row
  * is an error (the run is not running any more). */
-static bsa_status write1(bsa_runlog *log, const char *what, const char *sql,
-                         const bind_val *v, int n, int must_change, int64_t *rowid) {
+static bsa_status write1(bsa_runlog *log, const char *what, const char *sql, const bind_val *v,
+                         int n, int must_change, int64_t *rowid) {
   if (log->readonly)
-    return bsa__runlog_fail(log, BSA_ERR_IO, "experiment log '%s' is open read-only: %s",
-                            log->path, what);
+    return bsa__runlog_fail(log, BSA_ERR_IO, "experiment log '%s' is open read-only: %s", log->path,
+                            what);
   if (bsa__runlog_begin(log) != SQLITE_OK) return bsa__runlog_fail_db(log, what);
   sqlite3_stmt *st = NULL;
   int rc = sqlite3_prepare_v2(log->db, sql, -1, &st, NULL);
   for (int i = 0; rc == SQLITE_OK && i < n; i++) {
     switch (v[i].type) {
-    case V_NULL: rc = sqlite3_bind_null(st, i + 1); break;
-    case V_TEXT: rc = sqlite3_bind_text(st, i + 1, v[i].s, -1, SQLITE_TRANSIENT); break;
-    case V_INT: rc = sqlite3_bind_int64(st, i + 1, v[i].i); break;
-    case V_REAL: rc = sqlite3_bind_double(st, i + 1, v[i].d); break;
+      case V_NULL:
+        rc = sqlite3_bind_null(st, i + 1);
+        break;
+      case V_TEXT:
+        rc = sqlite3_bind_text(st, i + 1, v[i].s, -1, SQLITE_TRANSIENT);
+        break;
+      case V_INT:
+        rc = sqlite3_bind_int64(st, i + 1, v[i].i);
+        break;
+      case V_REAL:
+        rc = sqlite3_bind_double(st, i + 1, v[i].d);
+        break;
     }
   }
   if (rc == SQLITE_OK) rc = sqlite3_step(st);
@@ -58,8 +66,7 @@ static bsa_status write1(bsa_runlog *log, const char *what, const char *sql,
   if (must_change && sqlite3_changes(log->db) != 1) {
     bsa__runlog_rollback(log);
     return bsa__runlog_fail(log, BSA_ERR_INVALID_ARG,
-                            "experiment log '%s': %s: the run is not running", log->path,
-                            what);
+                            "experiment log '%s': %s: the run is not running", log->path, what);
   }
   if (rowid) *rowid = sqlite3_last_insert_rowid(log->db);
   if (bsa__runlog_commit(log) != SQLITE_OK) return bsa__runlog_fail_db(log, what);
@@ -80,8 +87,8 @@ static bsa_status check_run(const bsa_run *run, const char *fn) {
 
 static int empty(const char *s) { return !s || !*s; }
 
-bsa_status bsa_runlog_run_begin(bsa_runlog *log, const char *verb, int argc,
-                                char *const *argv, bsa_run **out) {
+bsa_status bsa_runlog_run_begin(bsa_runlog *log, const char *verb, int argc, char *const *argv,
+                                bsa_run **out) {
   if (out) *out = NULL;
   if (!log || !out)
     return bsa__runlog_fail(log, BSA_ERR_INVALID_ARG, "bsa_runlog_run_begin: %s is NULL",
@@ -147,12 +154,10 @@ bsa_status bsa_run_param(bsa_run *run, const char *name, const char *value) {
   bsa_status s = check_run(run, "bsa_run_param");
   if (s != BSA_OK) return s;
   if (empty(name) || !value)
-    return bsa__runlog_fail(run->log, BSA_ERR_INVALID_ARG,
-                            "bsa_run_param: %s is %s", empty(name) ? "name" : "value",
-                            empty(name) ? "empty" : "NULL");
+    return bsa__runlog_fail(run->log, BSA_ERR_INVALID_ARG, "bsa_run_param: %s is %s",
+                            empty(name) ? "name" : "value", empty(name) ? "empty" : "NULL");
   char what[300];
-  snprintf(what, sizeof what, "recording parameter '%.200s' of run %lld", name,
-           (long long)run->id);
+  snprintf(what, sizeof what, "recording parameter '%.200s' of run %lld", name, (long long)run->id);
   bind_val v[] = {INT(run->id), TEXT(name), TEXT(value)};
   return write1(run->log, what,
                 "INSERT INTO params (run_id, name, value) VALUES (?, ?, ?)"
@@ -160,8 +165,8 @@ bsa_status bsa_run_param(bsa_run *run, const char *name, const char *value) {
                 v, 3, 0, NULL);
 }
 
-static bsa_status record_file(bsa_run *run, const char *fn, const char *direction,
-                              const char *role, const char *path) {
+static bsa_status record_file(bsa_run *run, const char *fn, const char *direction, const char *role,
+                              const char *path) {
   bsa_status s = check_run(run, fn);
   if (s != BSA_OK) return s;
   if (empty(role) || empty(path))
@@ -199,8 +204,7 @@ bsa_status bsa_run_device(bsa_run *run, const char *device_name, const char *dri
   bsa_status s = check_run(run, "bsa_run_device");
   if (s != BSA_OK) return s;
   if (empty(device_name))
-    return bsa__runlog_fail(run->log, BSA_ERR_INVALID_ARG,
-                            "bsa_run_device: device_name is empty");
+    return bsa__runlog_fail(run->log, BSA_ERR_INVALID_ARG, "bsa_run_device: device_name is empty");
   char what[64];
   snprintf(what, sizeof what, "recording the device of run %lld", (long long)run->id);
   bind_val v[] = {TEXT(device_name), TEXT(driver), INT(run->id)};
@@ -218,8 +222,8 @@ bsa_status bsa_run_metric(bsa_run *run, const char *name, double value, const ch
     return bsa__runlog_fail(run->log, BSA_ERR_INVALID_ARG, "bsa_run_metric: name is empty");
   if (head < -1)
     return bsa__runlog_fail(run->log, BSA_ERR_INVALID_ARG,
-                            "bsa_run_metric '%s': head = %d (must be >= 0, or -1 for none)",
-                            name, (int)head);
+                            "bsa_run_metric '%s': head = %d (must be >= 0, or -1 for none)", name,
+                            (int)head);
   if (empty(labels_json)) labels_json = "{}";
   json_error_t jerr;
   json_t *labels = json_loads(labels_json, JSON_REJECT_DUPLICATES, &jerr);
@@ -231,12 +235,12 @@ bsa_status bsa_run_metric(bsa_run *run, const char *name, double value, const ch
                             "'%.200s'%s%s",
                             name, labels_json, labels ? "" : ": ", labels ? "" : jerr.text);
   char what[300];
-  snprintf(what, sizeof what, "recording metric '%.200s' of run %lld", name,
-           (long long)run->id);
+  snprintf(what, sizeof what, "recording metric '%.200s' of run %lld", name, (long long)run->id);
   /* json() stores the labels minified, numbers kept as written.  A NaN value
    * is stored as NULL (SQLite has no NaN) and read back as NaN. */
-  bind_val v[] = {INT(run->id), TEXT(name), REAL(value), TEXT(record),
-                  head >= 0 ? INT(head) : TEXT(NULL), TEXT(labels_json)};
+  bind_val v[] = {
+      INT(run->id),     TEXT(name), REAL(value), TEXT(record), head >= 0 ? INT(head) : TEXT(NULL),
+      TEXT(labels_json)};
   return write1(run->log, what,
                 "INSERT INTO metrics (run_id, name, value, record, head, labels)"
                 " VALUES (?, ?, ?, ?, ?, json(?))",
@@ -255,8 +259,7 @@ bsa_status bsa_run_end(bsa_run *run, bsa_status status, const char *error) {
   const char *text = status == BSA_OK ? NULL : !empty(error) ? error : bsa_status_string(status);
   char what[64];
   snprintf(what, sizeof what, "ending run %lld", (long long)run->id);
-  bind_val v[] = {TEXT(status == BSA_OK ? "ok" : "failed"), TEXT(ended), TEXT(text),
-                  INT(run->id)};
+  bind_val v[] = {TEXT(status == BSA_OK ? "ok" : "failed"), TEXT(ended), TEXT(text), INT(run->id)};
   s = write1(run->log, what,
              "UPDATE runs SET status = ?, ended_at = ?, error = ?"
              " WHERE id = ? AND status = 'running'",

@@ -25,9 +25,9 @@
 struct bsa_runlog {
   sqlite3 *db;
   char *path;
-  int readonly;         /* opened read-only (reader of a log it may not write) */
-  char host[256];       /* this machine, to judge runs left "running" */
-  char boot_id[64];     /* this boot ("" when unknown) */
+  int readonly;     /* opened read-only (reader of a log it may not write) */
+  char host[256];   /* this machine, to judge runs left "running" */
+  char boot_id[64]; /* this boot ("" when unknown) */
   char msg[BSA__RUNLOG_MSG_LEN];
 };
 
@@ -41,8 +41,8 @@ struct bsa_run {
 
 /* Formats a message into log->msg (when log is non-NULL) and into libbsa's
  * thread-local bsa_last_error(), and returns st. */
-bsa_status bsa__runlog_fail(bsa_runlog *log, bsa_status st, const char *fmt,
-                            ...) __attribute__((format(printf, 3, 4)));
+bsa_status bsa__runlog_fail(bsa_runlog *log, bsa_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* The same with the SQLite message of log->db appended: "what: sqlite msg". */
 bsa_status bsa__runlog_fail_db(bsa_runlog *log, const char *what);
 
@@ -70,9 +70,8 @@ int64_t bsa__runlog_proc_start(pid_t pid, int *zombie);
 /* The status to show for a stored status: a "running" run whose process is
  * known to be gone is "interrupted" (see docs/runlog.md).  host, boot_id may
  * be NULL (older logs); proc_start < 0 means unknown.  Static string. */
-const char *bsa__runlog_effective_status(const bsa_runlog *log,
-                                         const char *status, const char *host,
-                                         int64_t pid, const char *boot_id,
+const char *bsa__runlog_effective_status(const bsa_runlog *log, const char *status,
+                                         const char *host, int64_t pid, const char *boot_id,
                                          int64_t proc_start);
 
 /* ---- text encodings (textout.c) ------------------------------------- */
@@ -95,8 +94,8 @@ char *bsa__runlog_argv_shell(int argc, char *const *argv);
 
 /* Size and SHA-256 (64 lower-case hex digits) of a regular file.  On failure
  * returns BSA_ERR_IO with a message naming the path in err. */
-bsa_status bsa__runlog_sha256_file(const char *path, char hex[65],
-                                   int64_t *size, char *err, size_t errlen);
+bsa_status bsa__runlog_sha256_file(const char *path, char hex[65], int64_t *size, char *err,
+                                   size_t errlen);
 
 /* ---- queries (query.c) ---------------------------------------------- */
 

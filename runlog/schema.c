@@ -108,8 +108,8 @@ static const char *const v2_steps[] = {
     "CREATE TRIGGER params_frozen_insert BEFORE INSERT ON params"
     " WHEN " RUN_FINISHED("NEW.run_id") " BEGIN SELECT RAISE(ABORT, " FROZEN_MSG "); END",
     "CREATE TRIGGER params_frozen_update BEFORE UPDATE ON params"
-    " WHEN " RUN_FINISHED("OLD.run_id") " OR " RUN_FINISHED("NEW.run_id")
-    " BEGIN SELECT RAISE(ABORT, " FROZEN_MSG "); END",
+    " WHEN " RUN_FINISHED("OLD.run_id") " OR " RUN_FINISHED(
+        "NEW.run_id") " BEGIN SELECT RAISE(ABORT, " FROZEN_MSG "); END",
     "CREATE TRIGGER params_no_delete BEFORE DELETE ON params"
     " BEGIN SELECT RAISE(ABORT, " NO_DELETE_MSG "); END",
     "CREATE TRIGGER files_frozen_insert BEFORE INSERT ON files"
@@ -254,13 +254,12 @@ static bsa_status create_file(const char *path, int *created) {
   struct stat st;
   bsa_status status = BSA_OK;
   if (stat(dir, &st) != 0) {
-    status = bsa__runlog_fail(NULL, BSA_ERR_IO,
-                              "cannot create the experiment log '%s': folder '%s': %s",
-                              path, dir, strerror(errno));
+    status =
+        bsa__runlog_fail(NULL, BSA_ERR_IO, "cannot create the experiment log '%s': folder '%s': %s",
+                         path, dir, strerror(errno));
   } else if (!S_ISDIR(st.st_mode)) {
-    status = bsa__runlog_fail(NULL, BSA_ERR_IO,
-                              "cannot create the experiment log '%s': '%s' is not a folder",
-                              path, dir);
+    status = bsa__runlog_fail(
+        NULL, BSA_ERR_IO, "cannot create the experiment log '%s': '%s' is not a folder", path, dir);
   } else {
     int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd >= 0) {
@@ -268,8 +267,8 @@ static bsa_status create_file(const char *path, int *created) {
       *created = 1;
     } else if (errno != EEXIST) {
       status = bsa__runlog_fail(NULL, BSA_ERR_IO,
-                                "cannot create the experiment log '%s' in folder '%s': %s",
-                                path, dir, strerror(errno));
+                                "cannot create the experiment log '%s' in folder '%s': %s", path,
+                                dir, strerror(errno));
     }
   }
   free(copy);
@@ -285,15 +284,15 @@ static bsa_status check_header(const char *path) {
   for (int attempt = 0;; attempt++) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-      return bsa__runlog_fail(NULL, BSA_ERR_IO, "cannot read the experiment log '%s': %s",
-                              path, strerror(errno));
+      return bsa__runlog_fail(NULL, BSA_ERR_IO, "cannot read the experiment log '%s': %s", path,
+                              strerror(errno));
     unsigned char head[16];
     ssize_t n = read(fd, head, sizeof head);
     int err = errno;
     close(fd);
     if (n < 0)
-      return bsa__runlog_fail(NULL, BSA_ERR_IO, "cannot read the experiment log '%s': %s",
-                              path, strerror(err));
+      return bsa__runlog_fail(NULL, BSA_ERR_IO, "cannot read the experiment log '%s': %s", path,
+                              strerror(err));
     if (n == 0) return BSA_OK;
     if (n == (ssize_t)sizeof head && memcmp(head, magic, sizeof magic) == 0) return BSA_OK;
     int zeros = 1;
@@ -343,8 +342,8 @@ static bsa_status migrate(bsa_runlog *log) {
       if (sqlite3_exec(log->db, m->steps[s], NULL, NULL, NULL) != SQLITE_OK) {
         char what[160];
         snprintf(what, sizeof what,
-                 "migrating the schema from version %d to %d (%s) failed at step %d", v,
-                 v + 1, m->what, s + 1);
+                 "migrating the schema from version %d to %d (%s) failed at step %d", v, v + 1,
+                 m->what, s + 1);
         bsa_status st = bsa__runlog_fail_db(log, what);
         bsa__runlog_rollback(log);
         return st;
@@ -383,11 +382,10 @@ static bsa_status open_log(const char *path, int must_exist, bsa_runlog **out) {
     bsa_status s = create_file(path, &created);
     if (s != BSA_OK) return s;
   } else if (S_ISDIR(st.st_mode)) {
-    return bsa__runlog_fail(NULL, BSA_ERR_IO,
-                            "experiment log '%s' is a folder; give a file path", path);
-  } else if (!S_ISREG(st.st_mode)) {
-    return bsa__runlog_fail(NULL, BSA_ERR_IO, "experiment log '%s' is not a regular file",
+    return bsa__runlog_fail(NULL, BSA_ERR_IO, "experiment log '%s' is a folder; give a file path",
                             path);
+  } else if (!S_ISREG(st.st_mode)) {
+    return bsa__runlog_fail(NULL, BSA_ERR_IO, "experiment log '%s' is not a regular file", path);
   }
   bsa_status s = check_header(path);
   if (s != BSA_OK) return s;
@@ -398,13 +396,12 @@ static bsa_status open_log(const char *path, int must_exist, bsa_runlog **out) {
     return bsa__runlog_fail(NULL, BSA_ERR_NOMEM, "out of memory");
   }
   /* The file exists now, so SQLite never creates one (no OPEN_CREATE). */
-  int rc = sqlite3_open_v2(path, &log->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
-                           NULL);
+  int rc = sqlite3_open_v2(path, &log->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, NULL);
   if (rc != SQLITE_OK) {
     int err = log->db ? sqlite3_system_errno(log->db) : 0;
-    s = bsa__runlog_fail(NULL, BSA_ERR_IO, "cannot open the experiment log '%s': %s%s%s",
-                         path, log->db ? sqlite3_errmsg(log->db) : sqlite3_errstr(rc),
-                         err ? ": " : "", err ? strerror(err) : "");
+    s = bsa__runlog_fail(NULL, BSA_ERR_IO, "cannot open the experiment log '%s': %s%s%s", path,
+                         log->db ? sqlite3_errmsg(log->db) : sqlite3_errstr(rc), err ? ": " : "",
+                         err ? strerror(err) : "");
     bsa_runlog_close(log);
     return s;
   }
@@ -418,8 +415,8 @@ static bsa_status open_log(const char *path, int must_exist, bsa_runlog **out) {
   int64_t version = 0, app_id = 0, tables = 0;
   if (read_header(log, &version, &app_id, &tables) != SQLITE_OK) {
     s = bsa__runlog_fail(NULL, BSA_ERR_FORMAT,
-                         "cannot read the experiment log '%s': %s; it was left untouched",
-                         path, sqlite3_errmsg(log->db));
+                         "cannot read the experiment log '%s': %s; it was left untouched", path,
+                         sqlite3_errmsg(log->db));
     bsa_runlog_close(log);
     return s;
   }
@@ -436,14 +433,12 @@ static bsa_status open_log(const char *path, int must_exist, bsa_runlog **out) {
                          path, (long long)version, SCHEMA_VERSION);
   } else if (!fresh && version < 1) {
     s = bsa__runlog_fail(NULL, BSA_ERR_FORMAT,
-                         "experiment log '%s' has no schema version; it was left untouched",
-                         path);
+                         "experiment log '%s' has no schema version; it was left untouched", path);
   } else if (log->readonly && (!must_exist || version < SCHEMA_VERSION)) {
     s = bsa__runlog_fail(NULL, BSA_ERR_IO,
                          "experiment log '%s' cannot be written (read-only file or "
                          "folder)%s",
-                         path,
-                         version < SCHEMA_VERSION ? "; it needs a schema upgrade first" : "");
+                         path, version < SCHEMA_VERSION ? "; it needs a schema upgrade first" : "");
   }
   if (s != BSA_OK) {
     bsa_runlog_close(log);
@@ -473,9 +468,7 @@ static bsa_status open_log(const char *path, int must_exist, bsa_runlog **out) {
   return BSA_OK;
 }
 
-bsa_status bsa_runlog_open(const char *path, bsa_runlog **out) {
-  return open_log(path, 0, out);
-}
+bsa_status bsa_runlog_open(const char *path, bsa_runlog **out) { return open_log(path, 0, out); }
 
 bsa_status bsa_runlog_open_existing(const char *path, bsa_runlog **out) {
   return open_log(path, 1, out);

@@ -14,8 +14,8 @@
 
 #include "runlog_int.h"
 
-bsa_status bsa__runlog_sha256_file(const char *path, char hex[65], int64_t *size,
-                                   char *err, size_t errlen) {
+bsa_status bsa__runlog_sha256_file(const char *path, char hex[65], int64_t *size, char *err,
+                                   size_t errlen) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     snprintf(err, errlen, "cannot read '%s': %s", path, strerror(errno));
@@ -52,8 +52,7 @@ bsa_status bsa__runlog_sha256_file(const char *path, char hex[65], int64_t *size
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int dlen = 0;
   EVP_DigestFinal_ex(md, digest, &dlen);
-  for (unsigned i = 0; i < dlen && i < 32; i++)
-    snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+  for (unsigned i = 0; i < dlen && i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", digest[i]);
   hex[64] = '\0';
   *size = total;
 done:

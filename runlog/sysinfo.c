@@ -88,8 +88,8 @@ int64_t bsa__runlog_proc_start(pid_t pid, int *zombie) {
 }
 
 const char *bsa__runlog_effective_status(const bsa_runlog *log, const char *status,
-                                         const char *host, int64_t pid,
-                                         const char *boot_id, int64_t proc_start) {
+                                         const char *host, int64_t pid, const char *boot_id,
+                                         int64_t proc_start) {
   if (!status) return "unknown";
   if (strcmp(status, "running") != 0) return status;
   if (!host || !log->host[0] || strcmp(host, log->host) != 0) return "running";

@@ -46,8 +46,8 @@ void bench_print_header(const bench_opts *o);
 void bench_emit(bsa_cli *cli, const bench_opts *o, const bench_row *r);
 
 /* Time a plan on the given device buffers: median of reps after warmup. */
-int bench_time_plan(bsa_cli *cli, bsa_plan *plan, const bench_opts *o, const void *q,
-                    const void *k, const void *v, void *out, double *ms);
+int bench_time_plan(bsa_cli *cli, bsa_plan *plan, const bench_opts *o, const void *q, const void *k,
+                    const void *v, void *out, double *ms);
 
 int bench_random(bsa_cli *cli, const bench_opts *o);
 int bench_masks(bsa_cli *cli, const bench_opts *o);

@@ -21,23 +21,30 @@ void bench_emit(bsa_cli *cli, const bench_opts *o, const bench_row *r) {
   double speedup = r->time_ms > 0 ? r->dense_time_ms / r->time_ms : 0;
   if (o->json) {
     printf("{\"device\":\"%s\",\"layout\":\"%s\",", r->device, r->layout);
-    if (r->record) printf("\"record\":\"%s\",\"method\":\"%s\",", r->record, r->method ? r->method : "");
-    printf("\"seq\":%lld,\"heads\":%d,\"kv_heads\":%d,\"head_dim\":%d,\"dtype\":\"%s\","
-           "\"causal\":%s,",
-           (long long)r->seq, r->heads, r->kv_heads, r->head_dim, r->dtype,
-           r->causal ? "true" : "false");
-    if (isnan(r->density_target)) printf("\"density_target\":null,");
-    else printf("\"density_target\":%.6g,", r->density_target);
+    if (r->record)
+      printf("\"record\":\"%s\",\"method\":\"%s\",", r->record, r->method ? r->method : "");
+    printf(
+        "\"seq\":%lld,\"heads\":%d,\"kv_heads\":%d,\"head_dim\":%d,\"dtype\":\"%s\","
+        "\"causal\":%s,",
+        (long long)r->seq, r->heads, r->kv_heads, r->head_dim, r->dtype,
+        r->causal ? "true" : "false");
+    if (isnan(r->density_target))
+      printf("\"density_target\":null,");
+    else
+      printf("\"density_target\":%.6g,", r->density_target);
     if (r->block) printf("\"block\":%lld,", (long long)r->block);
     if (r->grid) printf("\"blocks\":\"%s\",", r->grid);
-    printf("\"density\":%.6g,\"time_ms\":%.6g,\"dense_time_ms\":%.6g,\"speedup\":%.6g,"
-           "\"tflops_effective\":%.6g,\"run_id\":%lld}\n",
-           r->density, r->time_ms, r->dense_time_ms, speedup, r->tflops_effective,
-           (long long)cli_run_id(cli));
+    printf(
+        "\"density\":%.6g,\"time_ms\":%.6g,\"dense_time_ms\":%.6g,\"speedup\":%.6g,"
+        "\"tflops_effective\":%.6g,\"run_id\":%lld}\n",
+        r->density, r->time_ms, r->dense_time_ms, speedup, r->tflops_effective,
+        (long long)cli_run_id(cli));
   } else {
     char target[32];
-    if (isnan(r->density_target)) snprintf(target, sizeof target, "-");
-    else snprintf(target, sizeof target, "%.3g", r->density_target);
+    if (isnan(r->density_target))
+      snprintf(target, sizeof target, "-");
+    else
+      snprintf(target, sizeof target, "%.3g", r->density_target);
     printf("%-6s %-6s %-10.10s %7lld %2d/%-3d %5d %5s %8s %8.4f %10.3f %10.3f %7.2fx %9.4f\n",
            r->device, r->layout, r->record ? r->record : "-", (long long)r->seq, r->heads,
            r->kv_heads, r->head_dim, r->dtype, target, r->density, r->time_ms, r->dense_time_ms,
@@ -54,8 +61,8 @@ void bench_emit(bsa_cli *cli, const bench_opts *o, const bench_row *r) {
   if (!isnan(r->density_target))
     n += snprintf(labels + n, sizeof labels - (size_t)n, ",\"density_target\":%.6g",
                   r->density_target);
-  if (r->block) n += snprintf(labels + n, sizeof labels - (size_t)n, ",\"block\":%lld",
-                              (long long)r->block);
+  if (r->block)
+    n += snprintf(labels + n, sizeof labels - (size_t)n, ",\"block\":%lld", (long long)r->block);
   if (r->grid) n += snprintf(labels + n, sizeof labels - (size_t)n, ",\"blocks\":\"%s\"", r->grid);
   if (r->method)
     n += snprintf(labels + n, sizeof labels - (size_t)n, ",\"method\":\"%s\"", r->method);
@@ -67,8 +74,8 @@ void bench_emit(bsa_cli *cli, const bench_opts *o, const bench_row *r) {
   cli_metric(cli, "tflops_effective", r->tflops_effective, r->record, -1, labels);
 }
 
-int bench_time_plan(bsa_cli *cli, bsa_plan *plan, const bench_opts *o, const void *q,
-                    const void *k, const void *v, void *out, double *ms) {
+int bench_time_plan(bsa_cli *cli, bsa_plan *plan, const bench_opts *o, const void *q, const void *k,
+                    const void *v, void *out, double *ms) {
   bsa_status st = bsa_plan_time(plan, q, k, v, out, NULL, o->warmup, o->reps, ms, NULL);
   if (st != BSA_OK) return cli_error(cli, BSA_EXIT_FAIL, "timing failed: %s", bsa_last_error());
   return 0;

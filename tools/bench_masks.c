@@ -48,8 +48,7 @@ static int upload(bsa_cli *cli, bsa_ctx *ctx, const float *src, size_t n, bsa_dt
 static int bench_record(bsa_cli *cli, const bench_opts *o, bsa_ctx *ctx, const char *method,
                         const bsa_trace_record *tr, const bsa_mask_record *mr) {
   const char *dev = o->device == BSA_DEVICE_CUDA ? "cuda" : "cpu";
-  if (mr->num_kv_heads != tr->num_kv_heads || mr->qo_len != tr->qo_len ||
-      mr->kv_len != tr->kv_len)
+  if (mr->num_kv_heads != tr->num_kv_heads || mr->qo_len != tr->qo_len || mr->kv_len != tr->kv_len)
     return cli_error(cli, BSA_EXIT_FAIL,
                      "record %s: masks are for Hkv=%d, Sq=%lld, Sk=%lld but the trace has "
                      "Hkv=%d, Sq=%lld, Sk=%lld",
@@ -97,8 +96,8 @@ static int bench_record(bsa_cli *cli, const bench_opts *o, bsa_ctx *ctx, const c
   double dense_ms = 0, ms = 0;
   if (!rc && bsa_plan_create_dense(ctx, &p, &dense) != BSA_OK)
     rc = cli_error(cli, BSA_EXIT_FAIL, "record %s: %s", tr->name, bsa_ctx_last_error(ctx));
-  bsa_var_desc vd = {mr->num_block_rows, mr->num_block_cols, mr->block_mask_map,
-                     mr->block_row_sz, mr->block_col_sz};
+  bsa_var_desc vd = {mr->num_block_rows, mr->num_block_cols, mr->block_mask_map, mr->block_row_sz,
+                     mr->block_col_sz};
   if (!rc && bsa_plan_create_var(ctx, &p, &vd, &plan) != BSA_OK)
     rc = cli_error(cli, BSA_EXIT_FAIL, "record %s: %s", tr->name, bsa_ctx_last_error(ctx));
   if (!rc) {

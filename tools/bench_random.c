@@ -42,7 +42,8 @@ static void random_sizes(int32_t *sz, int64_t nb, int64_t total, uint64_t *rng) 
   cuts[0] = 0;
   for (int64_t i = 1; i < nb; i++) {
     int64_t c;
-    do c = 1 + (int64_t)(bench_rand(rng) % (uint64_t)(total - 1)); while (used[c]);
+    do c = 1 + (int64_t)(bench_rand(rng) % (uint64_t)(total - 1));
+    while (used[c]);
     used[c] = 1;
   }
   int64_t k = 1;

@@ -64,8 +64,7 @@ static int take_global_options(bsa_cli *cli, int *argc, char **argv) {
       char *end = NULL;
       long n = v ? strtol(v, &end, 10) : -1;
       if (!v || !*v || *end || n < 1 || n > 1024) {
-        fprintf(stderr, "bsa: --threads must be an integer in 1..1024, got '%s'\n",
-                v ? v : "");
+        fprintf(stderr, "bsa: --threads must be an integer in 1..1024, got '%s'\n", v ? v : "");
         return -1;
       }
       cli->threads = (int)n;

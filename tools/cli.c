@@ -17,15 +17,13 @@ int cli_run_begin(bsa_cli *cli) {
   if (cli->no_log) return BSA_EXIT_OK;
   bsa_status st = bsa_runlog_open(cli->db_path, &cli->log);
   if (st != BSA_OK) {
-    fprintf(stderr, "bsa %s: experiment log: %s (use --no-log to run without it)\n",
-            cli->verb, bsa_last_error());
+    fprintf(stderr, "bsa %s: experiment log: %s (use --no-log to run without it)\n", cli->verb,
+            bsa_last_error());
     return BSA_EXIT_FAIL;
   }
-  st = bsa_runlog_run_begin(cli->log, cli->verb, cli->full_argc, cli->full_argv,
-                            &cli->run);
+  st = bsa_runlog_run_begin(cli->log, cli->verb, cli->full_argc, cli->full_argv, &cli->run);
   if (st != BSA_OK) {
-    fprintf(stderr, "bsa %s: experiment log: %s\n", cli->verb,
-            bsa_runlog_last_error(cli->log));
+    fprintf(stderr, "bsa %s: experiment log: %s\n", cli->verb, bsa_runlog_last_error(cli->log));
     bsa_runlog_close(cli->log);
     cli->log = NULL;
     return BSA_EXIT_FAIL;
@@ -36,13 +34,12 @@ int cli_run_begin(bsa_cli *cli) {
 int cli_run_end(bsa_cli *cli, int exit_code) {
   if (cli->run) {
     bsa_status st = bsa_run_end(cli->run, exit_code == 0 ? BSA_OK : BSA_ERR_INTERNAL,
-                                exit_code == 0 ? NULL
+                                exit_code == 0  ? NULL
                                 : last_error[0] ? last_error
                                                 : "failed");
     cli->run = NULL;
     if (st != BSA_OK)
-      fprintf(stderr, "bsa %s: experiment log: %s\n", cli->verb,
-              bsa_runlog_last_error(cli->log));
+      fprintf(stderr, "bsa %s: experiment log: %s\n", cli->verb, bsa_runlog_last_error(cli->log));
   }
   if (cli->log) {
     if (exit_code == 0 && !cli->quiet && isatty(STDERR_FILENO)) {
@@ -81,8 +78,8 @@ void cli_output(bsa_cli *cli, const char *role, const char *path) {
   if (cli->run && bsa_run_output(cli->run, role, path) != BSA_OK) record_failed(cli);
 }
 
-void cli_metric(bsa_cli *cli, const char *name, double value, const char *record,
-                int32_t head, const char *labels_json) {
+void cli_metric(bsa_cli *cli, const char *name, double value, const char *record, int32_t head,
+                const char *labels_json) {
   if (cli->run && bsa_run_metric(cli->run, name, value, record, head, labels_json) != BSA_OK)
     record_failed(cli);
 }
@@ -136,16 +133,15 @@ int cli_parse_i64(bsa_cli *cli, const char *opt, const char *s, int64_t lo, int6
     return -1;
   }
   if (v < lo || v > hi) {
-    cli_error(cli, BSA_EXIT_USAGE, "%s = %lld is out of range [%lld, %lld]", opt, v,
-              (long long)lo, (long long)hi);
+    cli_error(cli, BSA_EXIT_USAGE, "%s = %lld is out of range [%lld, %lld]", opt, v, (long long)lo,
+              (long long)hi);
     return -1;
   }
   *out = v;
   return 0;
 }
 
-int cli_parse_f64(bsa_cli *cli, const char *opt, const char *s, double lo, double hi,
-                  double *out) {
+int cli_parse_f64(bsa_cli *cli, const char *opt, const char *s, double lo, double hi, double *out) {
   char *end = NULL;
   errno = 0;
   double v = s ? strtod(s, &end) : 0;

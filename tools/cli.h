@@ -25,10 +25,10 @@ typedef struct bsa_cli {
   int quiet;           /* -q */
   int full_argc;       /* the whole command line, for the log */
   char **full_argv;
-  const char *verb;    /* "bench", "trace synth", ... */
-  bsa_runlog *log;     /* open while a run is recorded */
-  bsa_run *run;        /* NULL with --no-log or before cli_run_begin */
-  int failed;          /* a failure was reported */
+  const char *verb; /* "bench", "trace synth", ... */
+  bsa_runlog *log;  /* open while a run is recorded */
+  bsa_run *run;     /* NULL with --no-log or before cli_run_begin */
+  int failed;       /* a failure was reported */
 } bsa_cli;
 
 /* Opens the log and starts recording the run (unless --no-log).  A log that
@@ -43,29 +43,26 @@ void cli_param(bsa_cli *cli, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void cli_input(bsa_cli *cli, const char *role, const char *path);
 void cli_output(bsa_cli *cli, const char *role, const char *path);
-void cli_metric(bsa_cli *cli, const char *name, double value,
-                const char *record, int32_t head, const char *labels_json);
+void cli_metric(bsa_cli *cli, const char *name, double value, const char *record, int32_t head,
+                const char *labels_json);
 void cli_device(bsa_cli *cli, const char *name, const char *driver);
 int64_t cli_run_id(const bsa_cli *cli); /* 0 without a run */
 
 /* Prints "bsa VERB: message" to stderr, remembers it as the run's error and
  * returns code (BSA_EXIT_FAIL or BSA_EXIT_USAGE). */
-int cli_error(bsa_cli *cli, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+int cli_error(bsa_cli *cli, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Progress to stderr when it is a terminal and not --quiet. */
-void cli_progress(bsa_cli *cli, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+void cli_progress(bsa_cli *cli, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void cli_progress_done(bsa_cli *cli);
 
 /* Strict number parsing for option values: on error prints a usage error
  * naming the option and the value, and returns -1. */
-int cli_parse_i64(bsa_cli *cli, const char *opt, const char *s, int64_t lo,
-                  int64_t hi, int64_t *out);
-int cli_parse_f64(bsa_cli *cli, const char *opt, const char *s, double lo,
-                  double hi, double *out);
+int cli_parse_i64(bsa_cli *cli, const char *opt, const char *s, int64_t lo, int64_t hi,
+                  int64_t *out);
+int cli_parse_f64(bsa_cli *cli, const char *opt, const char *s, double lo, double hi, double *out);
 /* Comma-separated doubles, each within [lo, hi]; *out is malloc'ed. */
-int cli_parse_f64_list(bsa_cli *cli, const char *opt, const char *s,
-                       double lo, double hi, double **out, int *n);
+int cli_parse_f64_list(bsa_cli *cli, const char *opt, const char *s, double lo, double hi,
+                       double **out, int *n);
 
 /* Verbs. */
 int cmd_bench(bsa_cli *cli, int argc, char **argv);

@@ -46,8 +46,7 @@ static int parse_blocks(bsa_cli *cli, const char *s, int64_t *mb, int64_t *nb) {
   char *end = NULL;
   long long a = strtoll(s, &end, 10);
   if (!end || (*end != 'x' && *end != 'X'))
-    return cli_error(cli, BSA_EXIT_USAGE, "--blocks expects MBxNB such as 64x64, got '%s'", s),
-           -1;
+    return cli_error(cli, BSA_EXIT_USAGE, "--blocks expects MBxNB such as 64x64, got '%s'", s), -1;
   char *end2 = NULL;
   long long b = strtoll(end + 1, &end2, 10);
   if (*end2 || a < 1 || b < 1 || a > 1000000 || b > 1000000)
@@ -78,16 +77,16 @@ int cmd_bench(bsa_cli *cli, int argc, char **argv) {
   const char *density = "0.05,0.1,0.25,0.5";
 
   static const struct option longopts[] = {
-      {"device", required_argument, 0, 'd'}, {"layout", required_argument, 0, 'l'},
-      {"seq", required_argument, 0, 's'},    {"heads", required_argument, 0, 'H'},
+      {"device", required_argument, 0, 'd'},   {"layout", required_argument, 0, 'l'},
+      {"seq", required_argument, 0, 's'},      {"heads", required_argument, 0, 'H'},
       {"kv-heads", required_argument, 0, 'K'}, {"head-dim", required_argument, 0, 'D'},
-      {"block", required_argument, 0, 'b'},  {"blocks", required_argument, 0, 'B'},
-      {"density", required_argument, 0, 'p'}, {"causal", no_argument, 0, 'c'},
-      {"dtype", required_argument, 0, 't'},  {"reps", required_argument, 0, 'r'},
-      {"warmup", required_argument, 0, 'w'}, {"seed", required_argument, 0, 'S'},
-      {"masks", required_argument, 0, 'm'},  {"trace", required_argument, 0, 'T'},
-      {"records", required_argument, 0, 'R'}, {"json", no_argument, 0, 'j'},
-      {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+      {"block", required_argument, 0, 'b'},    {"blocks", required_argument, 0, 'B'},
+      {"density", required_argument, 0, 'p'},  {"causal", no_argument, 0, 'c'},
+      {"dtype", required_argument, 0, 't'},    {"reps", required_argument, 0, 'r'},
+      {"warmup", required_argument, 0, 'w'},   {"seed", required_argument, 0, 'S'},
+      {"masks", required_argument, 0, 'm'},    {"trace", required_argument, 0, 'T'},
+      {"records", required_argument, 0, 'R'},  {"json", no_argument, 0, 'j'},
+      {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
   optind = 1;
   opterr = 0;
   int ch;
@@ -95,15 +94,18 @@ int cmd_bench(bsa_cli *cli, int argc, char **argv) {
   while ((ch = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
     switch (ch) {
       case 'd':
-        if (!strcmp(optarg, "cpu")) o.device = BSA_DEVICE_CPU;
-        else if (!strcmp(optarg, "cuda")) o.device = BSA_DEVICE_CUDA;
-        else return cli_error(cli, BSA_EXIT_USAGE, "--device must be cpu or cuda, got '%s'", optarg);
+        if (!strcmp(optarg, "cpu"))
+          o.device = BSA_DEVICE_CPU;
+        else if (!strcmp(optarg, "cuda"))
+          o.device = BSA_DEVICE_CUDA;
+        else
+          return cli_error(cli, BSA_EXIT_USAGE, "--device must be cpu or cuda, got '%s'", optarg);
         break;
       case 'l':
         if (strcmp(optarg, "dense") && strcmp(optarg, "bsr") && strcmp(optarg, "var") &&
             strcmp(optarg, "all"))
-          return cli_error(cli, BSA_EXIT_USAGE,
-                           "--layout must be dense, bsr, var or all, got '%s'", optarg);
+          return cli_error(cli, BSA_EXIT_USAGE, "--layout must be dense, bsr, var or all, got '%s'",
+                           optarg);
         layout = optarg;
         break;
       case 's':
@@ -128,8 +130,12 @@ int cmd_bench(bsa_cli *cli, int argc, char **argv) {
       case 'B':
         if (parse_blocks(cli, optarg, &o.mb, &o.nb)) return BSA_EXIT_USAGE;
         break;
-      case 'p': density = optarg; break;
-      case 'c': o.causal = 1; break;
+      case 'p':
+        density = optarg;
+        break;
+      case 'c':
+        o.causal = 1;
+        break;
       case 't':
         if (bsa_dtype_parse(optarg, &o.dtype) != BSA_OK)
           return cli_error(cli, BSA_EXIT_USAGE, "--dtype must be f32, f16 or bf16, got '%s'",
@@ -148,12 +154,23 @@ int cmd_bench(bsa_cli *cli, int argc, char **argv) {
         if (cli_parse_i64(cli, "--seed", optarg, 0, INT64_MAX, &v)) return BSA_EXIT_USAGE;
         o.seed = (uint64_t)v;
         break;
-      case 'm': o.masks_path = optarg; break;
-      case 'T': o.trace_path = optarg; break;
-      case 'R': o.records_glob = optarg; break;
-      case 'j': o.json = 1; break;
-      case 'h': usage(stdout); return BSA_EXIT_OK;
-      case ':': return cli_error(cli, BSA_EXIT_USAGE, "%s needs a value", argv[optind - 1]);
+      case 'm':
+        o.masks_path = optarg;
+        break;
+      case 'T':
+        o.trace_path = optarg;
+        break;
+      case 'R':
+        o.records_glob = optarg;
+        break;
+      case 'j':
+        o.json = 1;
+        break;
+      case 'h':
+        usage(stdout);
+        return BSA_EXIT_OK;
+      case ':':
+        return cli_error(cli, BSA_EXIT_USAGE, "%s needs a value", argv[optind - 1]);
       default:
         return cli_error(cli, BSA_EXIT_USAGE, "unknown option '%s' (see bsa bench --help)",
                          argv[optind - 1]);
@@ -169,8 +186,9 @@ int cmd_bench(bsa_cli *cli, int argc, char **argv) {
   if (o.reps < 0) o.reps = o.device == BSA_DEVICE_CUDA ? 50 : 5;
   if (o.warmup < 0) o.warmup = o.device == BSA_DEVICE_CUDA ? 10 : 1;
   if (o.mb > o.seq || o.nb > o.seq)
-    return cli_error(cli, BSA_EXIT_USAGE, "--blocks %lldx%lld: more blocks than --seq = %lld tokens",
-                     (long long)o.mb, (long long)o.nb, (long long)o.seq);
+    return cli_error(cli, BSA_EXIT_USAGE,
+                     "--blocks %lldx%lld: more blocks than --seq = %lld tokens", (long long)o.mb,
+                     (long long)o.nb, (long long)o.seq);
   if ((o.masks_path != NULL) != (o.trace_path != NULL))
     return cli_error(cli, BSA_EXIT_USAGE, "--masks and --trace go together");
   o.do_bsr = !strcmp(layout, "bsr") || !strcmp(layout, "all");

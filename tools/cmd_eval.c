@@ -41,8 +41,8 @@ static void usage(FILE *f) {
 }
 
 static void print_json(json_t *o) {
-  char *s = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER |
-                              JSON_REAL_PRECISION(10));
+  char *s = json_dumps(
+      o, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
   if (s) printf("%s\n", s), free(s);
   json_decref(o);
 }
@@ -94,8 +94,10 @@ static void emit(bsa_cli *cli, int json, const char *record, const char *method,
     print_json(o);
   } else if (!cli->quiet) {
     char hs[16];
-    if (head < 0) snprintf(hs, sizeof hs, "all");
-    else snprintf(hs, sizeof hs, "%d", head);
+    if (head < 0)
+      snprintf(hs, sizeof hs, "all");
+    else
+      snprintf(hs, sizeof hs, "%d", head);
     printf("%-16s %4s %9.4f %9.4f %9.4f %10.3e %10.3e %9.6f\n", record, hs, e->density.compute,
            e->density.blocks, e->recall, e->rel_l2, e->rel_l1, e->cosine);
   }
@@ -107,19 +109,25 @@ int cmd_eval(bsa_cli *cli, int argc, char **argv) {
   bsa_eval_options eo;
   memset(&eo, 0, sizeof eo);
   static const struct option longopts[] = {
-      {"trace", required_argument, 0, 't'},       {"masks", required_argument, 0, 'm'},
-      {"records", required_argument, 0, 'r'},     {"sample-rows", required_argument, 0, 's'},
-      {"seed", required_argument, 0, 'S'},        {"json", no_argument, 0, 'j'},
-      {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
+      {"trace", required_argument, 0, 't'},   {"masks", required_argument, 0, 'm'},
+      {"records", required_argument, 0, 'r'}, {"sample-rows", required_argument, 0, 's'},
+      {"seed", required_argument, 0, 'S'},    {"json", no_argument, 0, 'j'},
+      {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
   optind = 1;
   opterr = 0;
   int ch;
   int64_t iv;
   while ((ch = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
     switch (ch) {
-      case 't': trace_path = optarg; break;
-      case 'm': masks_path = optarg; break;
-      case 'r': glob = optarg; break;
+      case 't':
+        trace_path = optarg;
+        break;
+      case 'm':
+        masks_path = optarg;
+        break;
+      case 'r':
+        glob = optarg;
+        break;
       case 's':
         if (cli_parse_i64(cli, "--sample-rows", optarg, 0, INT64_MAX, &iv)) return BSA_EXIT_USAGE;
         eo.sample_rows = iv;
@@ -128,9 +136,14 @@ int cmd_eval(bsa_cli *cli, int argc, char **argv) {
         if (cli_parse_i64(cli, "--seed", optarg, 0, INT64_MAX, &iv)) return BSA_EXIT_USAGE;
         eo.seed = (uint64_t)iv;
         break;
-      case 'j': json = 1; break;
-      case 'h': usage(stdout); return BSA_EXIT_OK;
-      case ':': return cli_error(cli, BSA_EXIT_USAGE, "%s needs a value", argv[optind - 1]);
+      case 'j':
+        json = 1;
+        break;
+      case 'h':
+        usage(stdout);
+        return BSA_EXIT_OK;
+      case ':':
+        return cli_error(cli, BSA_EXIT_USAGE, "%s needs a value", argv[optind - 1]);
       default:
         return cli_error(cli, BSA_EXIT_USAGE, "unknown option '%s' (see bsa eval --help)",
                          argv[optind - 1]);
@@ -155,8 +168,8 @@ int cmd_eval(bsa_cli *cli, int argc, char **argv) {
   if (!trace_path) {
     trace_path = bsa_masks_trace_path(ms);
     if (!*trace_path) {
-      code = cli_error(cli, BSA_EXIT_USAGE, "%s records no trace path: give --trace T.h5",
-                       masks_path);
+      code =
+          cli_error(cli, BSA_EXIT_USAGE, "%s records no trace path: give --trace T.h5", masks_path);
       goto done;
     }
   }
@@ -191,8 +204,8 @@ int cmd_eval(bsa_cli *cli, int argc, char **argv) {
   cli_device(cli, bsa_ctx_device_name(ctx), NULL);
   int64_t n = bsa_masks_num_records(ms), done_n = 0;
   if (!json && !cli->quiet)
-    printf("%-16s %4s %9s %9s %9s %10s %10s %9s\n", "record", "head", "density", "blocks",
-           "recall", "rel_l2", "rel_l1", "cosine");
+    printf("%-16s %4s %9s %9s %9s %10s %10s %9s\n", "record", "head", "density", "blocks", "recall",
+           "rel_l2", "rel_l1", "cosine");
   double total_ms = 0;
   for (int64_t i = 0; i < n; i++) {
     const char *name = bsa_masks_record_name(ms, i);
@@ -212,12 +225,13 @@ int cmd_eval(bsa_cli *cli, int argc, char **argv) {
     eo.progress_user = pu;
     bsa_eval_result r;
     if (bsa_mask_eval(ctx, rec, m, &eo, &r) != BSA_OK) {
-      code = cli_error(cli, BSA_EXIT_FAIL, "%s vs %s: %s", masks_path, trace_path,
-                       bsa_last_error());
+      code =
+          cli_error(cli, BSA_EXIT_FAIL, "%s vs %s: %s", masks_path, trace_path, bsa_last_error());
       goto done;
     }
     cli_progress_done(cli);
-    for (int32_t h = 0; h < r.num_heads; h++) emit(cli, json, name, method, &r.heads[h], &r, eo.sample_rows);
+    for (int32_t h = 0; h < r.num_heads; h++)
+      emit(cli, json, name, method, &r.heads[h], &r, eo.sample_rows);
     emit(cli, json, name, method, &r.total, &r, eo.sample_rows);
     if (r.sampled && !json && !cli->quiet)
       printf("%-16s      estimated from %lld of %lld query rows (%lld runs)\n", "",

@@ -59,33 +59,50 @@ static void usage(FILE *f) {
 }
 
 enum {
-  O_TRACE = 1, O_OUT, O_METHOD, O_RECORDS, O_BLOCK, O_BLOCK_Q, O_BLOCK_K, O_TOP_P, O_TOP_K,
-  O_THRESHOLD, O_SINK, O_LOCAL, O_QC, O_KC, O_ITERS, O_MINKC, O_SEED, O_INIT, O_JSON, O_HELP,
+  O_TRACE = 1,
+  O_OUT,
+  O_METHOD,
+  O_RECORDS,
+  O_BLOCK,
+  O_BLOCK_Q,
+  O_BLOCK_K,
+  O_TOP_P,
+  O_TOP_K,
+  O_THRESHOLD,
+  O_SINK,
+  O_LOCAL,
+  O_QC,
+  O_KC,
+  O_ITERS,
+  O_MINKC,
+  O_SEED,
+  O_INIT,
+  O_JSON,
+  O_HELP,
   O_COUNT
 };
 
-static const struct option longopts[] = {
-    {"trace", required_argument, 0, O_TRACE},
-    {"out", required_argument, 0, O_OUT},
-    {"method", required_argument, 0, O_METHOD},
-    {"records", required_argument, 0, O_RECORDS},
-    {"block", required_argument, 0, O_BLOCK},
-    {"block-q", required_argument, 0, O_BLOCK_Q},
-    {"block-k", required_argument, 0, O_BLOCK_K},
-    {"top-p", required_argument, 0, O_TOP_P},
-    {"top-k", required_argument, 0, O_TOP_K},
-    {"threshold", required_argument, 0, O_THRESHOLD},
-    {"sink-blocks", required_argument, 0, O_SINK},
-    {"local-blocks", required_argument, 0, O_LOCAL},
-    {"q-clusters", required_argument, 0, O_QC},
-    {"k-clusters", required_argument, 0, O_KC},
-    {"iters", required_argument, 0, O_ITERS},
-    {"min-kc-ratio", required_argument, 0, O_MINKC},
-    {"seed", required_argument, 0, O_SEED},
-    {"init", required_argument, 0, O_INIT},
-    {"json", no_argument, 0, O_JSON},
-    {"help", no_argument, 0, O_HELP},
-    {0, 0, 0, 0}};
+static const struct option longopts[] = {{"trace", required_argument, 0, O_TRACE},
+                                         {"out", required_argument, 0, O_OUT},
+                                         {"method", required_argument, 0, O_METHOD},
+                                         {"records", required_argument, 0, O_RECORDS},
+                                         {"block", required_argument, 0, O_BLOCK},
+                                         {"block-q", required_argument, 0, O_BLOCK_Q},
+                                         {"block-k", required_argument, 0, O_BLOCK_K},
+                                         {"top-p", required_argument, 0, O_TOP_P},
+                                         {"top-k", required_argument, 0, O_TOP_K},
+                                         {"threshold", required_argument, 0, O_THRESHOLD},
+                                         {"sink-blocks", required_argument, 0, O_SINK},
+                                         {"local-blocks", required_argument, 0, O_LOCAL},
+                                         {"q-clusters", required_argument, 0, O_QC},
+                                         {"k-clusters", required_argument, 0, O_KC},
+                                         {"iters", required_argument, 0, O_ITERS},
+                                         {"min-kc-ratio", required_argument, 0, O_MINKC},
+                                         {"seed", required_argument, 0, O_SEED},
+                                         {"init", required_argument, 0, O_INIT},
+                                         {"json", no_argument, 0, O_JSON},
+                                         {"help", no_argument, 0, O_HELP},
+                                         {0, 0, 0, 0}};
 
 static const char *opt_name(int id) {
   for (const struct option *o = longopts; o->name; o++)
@@ -96,8 +113,7 @@ static const char *opt_name(int id) {
 /* 1 when a and b name the same existing file. */
 static int same_file(const char *a, const char *b) {
   struct stat sa, sb;
-  return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
-         sa.st_ino == sb.st_ino;
+  return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
 static double now_ms(void) {
@@ -107,8 +123,8 @@ static double now_ms(void) {
 }
 
 static void print_json(json_t *o) {
-  char *s = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER |
-                              JSON_REAL_PRECISION(10));
+  char *s = json_dumps(
+      o, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
   if (s) printf("%s\n", s), free(s);
   json_decref(o);
 }
@@ -128,10 +144,18 @@ int cmd_maskgen(bsa_cli *cli, int argc, char **argv) {
   while ((ch = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
     if (ch > 0 && ch < O_COUNT) given[ch] = 1;
     switch (ch) {
-      case O_TRACE: trace_path = optarg; break;
-      case O_OUT: out_path = optarg; break;
-      case O_METHOD: method_name = optarg; break;
-      case O_RECORDS: glob = optarg; break;
+      case O_TRACE:
+        trace_path = optarg;
+        break;
+      case O_OUT:
+        out_path = optarg;
+        break;
+      case O_METHOD:
+        method_name = optarg;
+        break;
+      case O_RECORDS:
+        glob = optarg;
+        break;
       case O_BLOCK:
         if (cli_parse_i64(cli, "--block", optarg, 1, INT32_MAX, &iv)) return BSA_EXIT_USAGE;
         p.block_q = p.block_k = iv;
@@ -190,16 +214,23 @@ int cmd_maskgen(bsa_cli *cli, int argc, char **argv) {
         p.seed = (uint64_t)iv;
         break;
       case O_INIT:
-        if (!strcmp(optarg, "kmeans++")) p.init = BSA_KMEANS_INIT_PLUSPLUS;
-        else if (!strcmp(optarg, "random")) p.init = BSA_KMEANS_INIT_RANDOM;
+        if (!strcmp(optarg, "kmeans++"))
+          p.init = BSA_KMEANS_INIT_PLUSPLUS;
+        else if (!strcmp(optarg, "random"))
+          p.init = BSA_KMEANS_INIT_RANDOM;
         else
           return cli_error(cli, BSA_EXIT_USAGE, "--init must be kmeans++ or random, got '%s'",
                            optarg);
         break;
-      case O_JSON: json = 1; break;
+      case O_JSON:
+        json = 1;
+        break;
       case O_HELP:
-      case 'h': usage(stdout); return BSA_EXIT_OK;
-      case ':': return cli_error(cli, BSA_EXIT_USAGE, "%s needs a value", argv[optind - 1]);
+      case 'h':
+        usage(stdout);
+        return BSA_EXIT_OK;
+      case ':':
+        return cli_error(cli, BSA_EXIT_USAGE, "%s needs a value", argv[optind - 1]);
       default:
         return cli_error(cli, BSA_EXIT_USAGE, "unknown option '%s' (see bsa maskgen --help)",
                          argv[optind - 1]);
@@ -216,7 +247,8 @@ int cmd_maskgen(bsa_cli *cli, int argc, char **argv) {
     return cli_error(cli, BSA_EXIT_USAGE, "%s", bsa_last_error());
 
   /* Options of the other family are mistakes, not silently ignored. */
-  static const int fixed_only[] = {O_BLOCK, O_BLOCK_Q, O_BLOCK_K, O_TOP_K, O_THRESHOLD, O_SINK, O_LOCAL};
+  static const int fixed_only[] = {O_BLOCK,     O_BLOCK_Q, O_BLOCK_K, O_TOP_K,
+                                   O_THRESHOLD, O_SINK,    O_LOCAL};
   static const int kmeans_only[] = {O_QC, O_KC, O_ITERS, O_MINKC, O_SEED, O_INIT};
   const int *bad = method == BSA_MASKGEN_KMEANS ? fixed_only : kmeans_only;
   size_t nbad = method == BSA_MASKGEN_KMEANS ? sizeof fixed_only / sizeof fixed_only[0]

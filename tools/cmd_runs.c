@@ -93,8 +93,7 @@ static int days_in(int y, int m) {
 /* Parses WHEN into the log's time text "YYYY-MM-DDTHH:MM:SS.mmmZ".  A date
  * alone given as an --until bound means the end of that day (the start of
  * the next), so that the day is included.  Returns 0, or -1 after an error. */
-static int parse_when(bsa_cli *cli, const char *opt, const char *s, int is_until,
-                      char out[64]) {
+static int parse_when(bsa_cli *cli, const char *opt, const char *s, int is_until, char out[64]) {
   int y, mo, d, h = 0, mi = 0, sec = 0, ms = 0, n = 0;
   int date_only = 0;
   if (sscanf(s, "%4d-%2d-%2d%n", &y, &mo, &d, &n) == 3 && s[n] == '\0' && n == 10) {
@@ -123,8 +122,8 @@ static int parse_when(bsa_cli *cli, const char *opt, const char *s, int is_until
     if (*p == 'Z') p++;
     if (*p) goto bad;
   }
-  if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > days_in(y, mo) || h > 23 || mi > 59 ||
-      sec > 59 || h < 0 || mi < 0 || sec < 0) {
+  if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > days_in(y, mo) || h > 23 || mi > 59 || sec > 59 ||
+      h < 0 || mi < 0 || sec < 0) {
     cli_error(cli, BSA_EXIT_USAGE, "%s '%s' is not a valid date or time", opt, s);
     return -1;
   }
@@ -137,13 +136,12 @@ static int parse_when(bsa_cli *cli, const char *opt, const char *s, int is_until
       }
     }
   }
-  snprintf(out, 64, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", y % 10000, mo % 100, d % 100,
-           h % 100, mi % 100, sec % 100, ms % 1000);
+  snprintf(out, 64, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", y % 10000, mo % 100, d % 100, h % 100,
+           mi % 100, sec % 100, ms % 1000);
   return 0;
 bad:
   cli_error(cli, BSA_EXIT_USAGE,
-            "%s expects YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS[.mmm]][Z] (UTC), got '%s'", opt,
-            s);
+            "%s expects YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS[.mmm]][Z] (UTC), got '%s'", opt, s);
   return -1;
 }
 
@@ -158,13 +156,18 @@ static void free_args(runs_args *a) {
  * least; 0 = none allowed).  Returns 0, -1 after --help, or an exit code. */
 static int parse(bsa_cli *cli, int argc, char **argv, const char *allowed, int min_ids,
                  runs_args *a) {
-  static const struct option longopts[] = {
-      {"verb", required_argument, 0, OPT_VERB},     {"status", required_argument, 0, OPT_STATUS},
-      {"since", required_argument, 0, OPT_SINCE},   {"until", required_argument, 0, OPT_UNTIL},
-      {"param", required_argument, 0, OPT_PARAM},   {"limit", required_argument, 0, OPT_LIMIT},
-      {"json", no_argument, 0, OPT_JSON},           {"diff", no_argument, 0, OPT_DIFF},
-      {"format", required_argument, 0, OPT_FORMAT}, {"metric", required_argument, 0, OPT_METRIC},
-      {"help", no_argument, 0, 'h'},                {0, 0, 0, 0}};
+  static const struct option longopts[] = {{"verb", required_argument, 0, OPT_VERB},
+                                           {"status", required_argument, 0, OPT_STATUS},
+                                           {"since", required_argument, 0, OPT_SINCE},
+                                           {"until", required_argument, 0, OPT_UNTIL},
+                                           {"param", required_argument, 0, OPT_PARAM},
+                                           {"limit", required_argument, 0, OPT_LIMIT},
+                                           {"json", no_argument, 0, OPT_JSON},
+                                           {"diff", no_argument, 0, OPT_DIFF},
+                                           {"format", required_argument, 0, OPT_FORMAT},
+                                           {"metric", required_argument, 0, OPT_METRIC},
+                                           {"help", no_argument, 0, 'h'},
+                                           {0, 0, 0, 0}};
   memset(a, 0, sizeof *a);
   a->filter.param_names = a->param_names;
   a->filter.param_values = a->param_values;
@@ -176,13 +179,14 @@ static int parse(bsa_cli *cli, int argc, char **argv, const char *allowed, int m
       return cli_error(cli, BSA_EXIT_USAGE, "runs %s does not take --%s (see bsa runs --help)",
                        argv[0], longopts[idx].name);
     switch (ch) {
-      case OPT_VERB: a->filter.verb = optarg; break;
+      case OPT_VERB:
+        a->filter.verb = optarg;
+        break;
       case OPT_STATUS:
         if (strcmp(optarg, "ok") && strcmp(optarg, "failed") && strcmp(optarg, "running") &&
             strcmp(optarg, "interrupted"))
           return cli_error(cli, BSA_EXIT_USAGE,
-                           "--status must be ok, failed, running or interrupted, got '%s'",
-                           optarg);
+                           "--status must be ok, failed, running or interrupted, got '%s'", optarg);
         a->filter.status = optarg;
         break;
       case OPT_SINCE:
@@ -211,17 +215,25 @@ static int parse(bsa_cli *cli, int argc, char **argv, const char *allowed, int m
         if (cli_parse_i64(cli, "--limit", optarg, 1, INT64_MAX, &a->filter.limit))
           return BSA_EXIT_USAGE;
         break;
-      case OPT_JSON: a->json = 1; break;
-      case OPT_DIFF: a->diff = 1; break;
+      case OPT_JSON:
+        a->json = 1;
+        break;
+      case OPT_DIFF:
+        a->diff = 1;
+        break;
       case OPT_FORMAT:
         if (strcmp(optarg, "csv") && strcmp(optarg, "json"))
-          return cli_error(cli, BSA_EXIT_USAGE, "--format must be csv or json, got '%s'",
-                           optarg);
+          return cli_error(cli, BSA_EXIT_USAGE, "--format must be csv or json, got '%s'", optarg);
         a->format = optarg;
         break;
-      case OPT_METRIC: a->metric = optarg; break;
-      case 'h': usage(stdout); return -1;
-      case ':': return cli_error(cli, BSA_EXIT_USAGE, "%s needs a value", argv[optind - 1]);
+      case OPT_METRIC:
+        a->metric = optarg;
+        break;
+      case 'h':
+        usage(stdout);
+        return -1;
+      case ':':
+        return cli_error(cli, BSA_EXIT_USAGE, "%s needs a value", argv[optind - 1]);
       default:
         return cli_error(cli, BSA_EXIT_USAGE, "unknown option '%s' (see bsa runs --help)",
                          argv[optind - 1]);
@@ -232,8 +244,8 @@ static int parse(bsa_cli *cli, int argc, char **argv, const char *allowed, int m
     return cli_error(cli, BSA_EXIT_USAGE, "runs %s: unexpected argument '%s'", argv[0],
                      argv[optind]);
   if (n < min_ids)
-    return cli_error(cli, BSA_EXIT_USAGE, "runs %s needs %s run id%s (see bsa runs list)",
-                     argv[0], min_ids == 1 ? "a" : "at least two", min_ids == 1 ? "" : "s");
+    return cli_error(cli, BSA_EXIT_USAGE, "runs %s needs %s run id%s (see bsa runs list)", argv[0],
+                     min_ids == 1 ? "a" : "at least two", min_ids == 1 ? "" : "s");
   if (n > 0) {
     a->ids = malloc(sizeof(int64_t) * (size_t)n);
     if (!a->ids) return cli_error(cli, BSA_EXIT_FAIL, "out of memory");
@@ -247,8 +259,9 @@ static int parse(bsa_cli *cli, int argc, char **argv, const char *allowed, int m
 
 static int open_log(bsa_cli *cli, bsa_runlog **log) {
   if (bsa_runlog_open_existing(cli->db_path, log) != BSA_OK)
-    return cli_error(cli, BSA_EXIT_FAIL, "%s (runs are recorded by bench, trace, maskgen, "
-                                         "eval and viz; --db PATH or BSA_DB names a log)",
+    return cli_error(cli, BSA_EXIT_FAIL,
+                     "%s (runs are recorded by bench, trace, maskgen, "
+                     "eval and viz; --db PATH or BSA_DB names a log)",
                      bsa_last_error());
   return 0;
 }
@@ -436,7 +449,8 @@ static int runs_list(bsa_cli *cli, int argc, char **argv) {
            "STATUS", "METRICS", "COMMAND");
   bsa_status st = bsa_runlog_foreach_run(log, &a.filter, list_row, &c);
   if (st == BSA_OK) st = c.status;
-  if (st != BSA_OK) rc = cli_error(cli, BSA_EXIT_FAIL, "%s", bsa_runlog_last_error(log));
+  if (st != BSA_OK)
+    rc = cli_error(cli, BSA_EXIT_FAIL, "%s", bsa_runlog_last_error(log));
   else if (c.count == 0 && !a.json && !cli->quiet)
     fprintf(stderr, "bsa runs: no runs match in '%s'\n", cli->db_path);
   bsa_runlog_close(log);
@@ -531,8 +545,7 @@ static int show_run(const bsa_runlog_run_row *r, void *user) {
   printf("metrics (%lld)\n", (long long)r->num_metrics);
   if (r->num_metrics > 0)
     printf("  %-18s %14s  %-16s %4s  %s\n", "NAME", "VALUE", "RECORD", "HEAD", "LABELS");
-  if ((s = bsa_runlog_foreach_run_metric(c->log, r->id, show_metric, NULL)) != BSA_OK)
-    goto fail;
+  if ((s = bsa_runlog_foreach_run_metric(c->log, r->id, show_metric, NULL)) != BSA_OK) goto fail;
   return 0;
 fail:
   c->status = s;
@@ -569,8 +582,7 @@ static int runs_show(bsa_cli *cli, int argc, char **argv) {
   if (st != BSA_OK)
     rc = cli_error(cli, BSA_EXIT_FAIL, "%s", bsa_runlog_last_error(log));
   else if (!found)
-    rc = cli_error(cli, BSA_EXIT_FAIL, "no run %lld in '%s'", (long long)a.ids[0],
-                   cli->db_path);
+    rc = cli_error(cli, BSA_EXIT_FAIL, "no run %lld in '%s'", (long long)a.ids[0], cli->db_path);
   bsa_runlog_close(log);
   free_args(&a);
   return rc;
@@ -581,12 +593,12 @@ static int runs_show(bsa_cli *cli, int argc, char **argv) {
 /* One line of the comparison: a label and one cell per run.  For metrics
  * the values are kept as numbers so that equality is exact. */
 typedef struct cmp_row {
-  char *key;   /* what matches cells across runs */
-  char *label; /* what is shown */
-  int section; /* 0 run, 1 parameters, 2 metrics */
-  int marked;  /* shown with '*' when cells differ */
-  char **text; /* [nruns], NULL = absent */
-  double *val; /* [nruns] metrics */
+  char *key;      /* what matches cells across runs */
+  char *label;    /* what is shown */
+  int section;    /* 0 run, 1 parameters, 2 metrics */
+  int marked;     /* shown with '*' when cells differ */
+  char **text;    /* [nruns], NULL = absent */
+  double *val;    /* [nruns] metrics */
   char *base;     /* metrics: "name record=R head=H" */
   json_t *labels; /* metrics: the labels object */
 } cmp_row;
@@ -680,8 +692,8 @@ static int cmp_metric(const bsa_runlog_metric_row *m, void *user) {
     json_decref(labels);
     return c->nomem = 1;
   }
-  snprintf(base, n, "%s%s%s%s", m->name, m->record ? " record=" : "",
-           m->record ? m->record : "", head);
+  snprintf(base, n, "%s%s%s%s", m->name, m->record ? " record=" : "", m->record ? m->record : "",
+           head);
   /* The same metric recorded twice in a run (repeated timings) lines up by
    * its occurrence: first with first, second with second. */
   cmp_row *r = NULL;
@@ -773,8 +785,7 @@ static int runs_compare(bsa_cli *cli, int argc, char **argv) {
     bsa_runlog_filter f = {.run_id = a.ids[i]};
     st = bsa_runlog_foreach_run(log, &f, cmp_run, &c);
     if (st == BSA_OK && !c.found) {
-      rc = cli_error(cli, BSA_EXIT_FAIL, "no run %lld in '%s'", (long long)a.ids[i],
-                     cli->db_path);
+      rc = cli_error(cli, BSA_EXIT_FAIL, "no run %lld in '%s'", (long long)a.ids[i], cli->db_path);
       goto done;
     }
     if (st == BSA_OK) st = bsa_runlog_foreach_param(log, a.ids[i], cmp_param, &c);
@@ -868,8 +879,7 @@ static int runs_compare(bsa_cli *cli, int argc, char **argv) {
     if (r->marked && color) fputs("\033[0m", stdout);
     putchar('\n');
   }
-  if (!cli->quiet)
-    fprintf(stderr, "bsa runs: %d of %d rows differ (marked *)\n", ndiff, c.nrows);
+  if (!cli->quiet) fprintf(stderr, "bsa runs: %d of %d rows differ (marked *)\n", ndiff, c.nrows);
   free(common_text);
 done:
   for (int i = 0; i < c.nrows; i++) {
@@ -932,10 +942,8 @@ int cmd_runs(bsa_cli *cli, int argc, char **argv) {
   static const struct {
     const char *name;
     int (*fn)(bsa_cli *, int, char **);
-  } subs[] = {{"list", runs_list},
-              {"show", runs_show},
-              {"compare", runs_compare},
-              {"export", runs_export}};
+  } subs[] = {
+      {"list", runs_list}, {"show", runs_show}, {"compare", runs_compare}, {"export", runs_export}};
   for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
     if (!strcmp(sub, subs[i].name)) return subs[i].fn(cli, argc - 1, argv + 1);
   return cli_error(cli, BSA_EXIT_USAGE,

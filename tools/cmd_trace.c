@@ -51,22 +51,30 @@ static int synth(bsa_cli *cli, int argc, char **argv) {
   const char *out = NULL;
   bsa_dtype dtype = BSA_DTYPE_F32;
   int kv_given = 0;
-  static const struct option longopts[] = {
-      {"out", required_argument, 0, 'o'},      {"records", required_argument, 0, 'n'},
-      {"heads", required_argument, 0, 'H'},    {"kv-heads", required_argument, 0, 'K'},
-      {"seq", required_argument, 0, 's'},      {"head-dim", required_argument, 0, 'D'},
-      {"seed", required_argument, 0, 'S'},     {"dtype", required_argument, 0, 't'},
-      {"causal", no_argument, 0, 'c'},         {"clusters", required_argument, 0, 'C'},
-      {"sinks", required_argument, 0, 'k'},    {"stripes", required_argument, 0, 'v'},
-      {"window", required_argument, 0, 'w'},   {"help", no_argument, 0, 'h'},
-      {0, 0, 0, 0}};
+  static const struct option longopts[] = {{"out", required_argument, 0, 'o'},
+                                           {"records", required_argument, 0, 'n'},
+                                           {"heads", required_argument, 0, 'H'},
+                                           {"kv-heads", required_argument, 0, 'K'},
+                                           {"seq", required_argument, 0, 's'},
+                                           {"head-dim", required_argument, 0, 'D'},
+                                           {"seed", required_argument, 0, 'S'},
+                                           {"dtype", required_argument, 0, 't'},
+                                           {"causal", no_argument, 0, 'c'},
+                                           {"clusters", required_argument, 0, 'C'},
+                                           {"sinks", required_argument, 0, 'k'},
+                                           {"stripes", required_argument, 0, 'v'},
+                                           {"window", required_argument, 0, 'w'},
+                                           {"help", no_argument, 0, 'h'},
+                                           {0, 0, 0, 0}};
   optind = 1;
   opterr = 0;
   int ch;
   int64_t v;
   while ((ch = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
     switch (ch) {
-      case 'o': out = optarg; break;
+      case 'o':
+        out = optarg;
+        break;
       case 'n':
         if (cli_parse_i64(cli, "--records", optarg, 1, 100000, &v)) return BSA_EXIT_USAGE;
         p.num_records = (int32_t)v;
@@ -93,12 +101,16 @@ static int synth(bsa_cli *cli, int argc, char **argv) {
         p.seed = (uint64_t)v;
         break;
       case 't':
-        if (!strcmp(optarg, "f32") || !strcmp(optarg, "float32")) dtype = BSA_DTYPE_F32;
-        else if (!strcmp(optarg, "f16") || !strcmp(optarg, "float16")) dtype = BSA_DTYPE_F16;
+        if (!strcmp(optarg, "f32") || !strcmp(optarg, "float32"))
+          dtype = BSA_DTYPE_F32;
+        else if (!strcmp(optarg, "f16") || !strcmp(optarg, "float16"))
+          dtype = BSA_DTYPE_F16;
         else
           return cli_error(cli, BSA_EXIT_USAGE, "--dtype must be f32 or f16, got '%s'", optarg);
         break;
-      case 'c': p.causal = 1; break;
+      case 'c':
+        p.causal = 1;
+        break;
       case 'C':
         if (cli_parse_i64(cli, "--clusters", optarg, 1, 1 << 20, &v)) return BSA_EXIT_USAGE;
         p.num_clusters = (int32_t)v;
@@ -115,8 +127,11 @@ static int synth(bsa_cli *cli, int argc, char **argv) {
         if (cli_parse_i64(cli, "--window", optarg, 1, 1 << 30, &v)) return BSA_EXIT_USAGE;
         p.window = (int32_t)v;
         break;
-      case 'h': usage(stdout); return BSA_EXIT_OK;
-      case ':': return cli_error(cli, BSA_EXIT_USAGE, "%s needs a value", argv[optind - 1]);
+      case 'h':
+        usage(stdout);
+        return BSA_EXIT_OK;
+      case ':':
+        return cli_error(cli, BSA_EXIT_USAGE, "%s needs a value", argv[optind - 1]);
       default:
         return cli_error(cli, BSA_EXIT_USAGE, "unknown option '%s' (see bsa trace --help)",
                          argv[optind - 1]);
@@ -190,14 +205,19 @@ static int info(bsa_cli *cli, int argc, char **argv) {
   int ch;
   while ((ch = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
     switch (ch) {
-      case 'j': json = 1; break;
-      case 'h': usage(stdout); return BSA_EXIT_OK;
+      case 'j':
+        json = 1;
+        break;
+      case 'h':
+        usage(stdout);
+        return BSA_EXIT_OK;
       default:
         return cli_error(cli, BSA_EXIT_USAGE, "unknown option '%s' (see bsa trace --help)",
                          argv[optind - 1]);
     }
   }
-  if (optind >= argc) return cli_error(cli, BSA_EXIT_USAGE, "info needs a trace file: bsa trace info T.h5");
+  if (optind >= argc)
+    return cli_error(cli, BSA_EXIT_USAGE, "info needs a trace file: bsa trace info T.h5");
   if (optind + 1 < argc)
     return cli_error(cli, BSA_EXIT_USAGE, "unexpected argument '%s'", argv[optind + 1]);
   const char *path = argv[optind];
@@ -260,10 +280,14 @@ static int info(bsa_cli *cli, int argc, char **argv) {
       char qs[48], ks[48], sc[24], dt[64];
       snprintf(qs, sizeof qs, "%dx%lldx%d", ri.num_qo_heads, (long long)ri.qo_len, ri.head_dim);
       snprintf(ks, sizeof ks, "%dx%lldx%d", ri.num_kv_heads, (long long)ri.kv_len, ri.head_dim);
-      if (ri.sm_scale > 0) snprintf(sc, sizeof sc, "%.6g", (double)ri.sm_scale);
-      else snprintf(sc, sizeof sc, "1/sqrt(D)");
-      if (!strcmp(ri.q_dtype, ri.k_dtype)) snprintf(dt, sizeof dt, "%s", ri.q_dtype);
-      else snprintf(dt, sizeof dt, "%s/%s", ri.q_dtype, ri.k_dtype);
+      if (ri.sm_scale > 0)
+        snprintf(sc, sizeof sc, "%.6g", (double)ri.sm_scale);
+      else
+        snprintf(sc, sizeof sc, "1/sqrt(D)");
+      if (!strcmp(ri.q_dtype, ri.k_dtype))
+        snprintf(dt, sizeof dt, "%s", ri.q_dtype);
+      else
+        snprintf(dt, sizeof dt, "%s/%s", ri.q_dtype, ri.k_dtype);
       printf("%-16s %5d %5d %6d %-18s %-18s %-8s %-8s %-9s %s\n", name, ri.layer, ri.step,
              ri.causal, qs, ks, ri.has_v ? "yes" : "no", dt, sc,
              ri.has_cluster_id ? "planted" : "-");

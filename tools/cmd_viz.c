@@ -53,8 +53,8 @@ static void usage(FILE *f) {
 }
 
 /* "3,5,7-9" -> malloc'ed int64 list within [lo, hi]. */
-static int parse_id_list(bsa_cli *cli, const char *opt, const char *s, int64_t lo,
-                         int64_t hi, int64_t **out, int32_t *n) {
+static int parse_id_list(bsa_cli *cli, const char *opt, const char *s, int64_t lo, int64_t hi,
+                         int64_t **out, int32_t *n) {
   *out = NULL;
   *n = 0;
   int64_t cap = 8, k = 0;
@@ -118,17 +118,20 @@ static char *command_line(const bsa_cli *cli) {
     const char *a = cli->full_argv[i];
     int plain = *a != 0;
     for (const char *c = a; *c && plain; c++)
-      plain = strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-                     "_./=:,@%+-",
-                     *c) != NULL;
+      plain = strchr(
+                  "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                  "_./=:,@%+-",
+                  *c) != NULL;
     if (i) *p++ = ' ';
     if (plain) {
       p += sprintf(p, "%s", a);
     } else {
       *p++ = '\'';
       for (const char *c = a; *c; c++) {
-        if (*c == '\'') p += sprintf(p, "'\\''");
-        else *p++ = *c;
+        if (*c == '\'')
+          p += sprintf(p, "'\\''");
+        else
+          *p++ = *c;
       }
       *p++ = '\'';
     }
@@ -243,13 +246,18 @@ typedef struct viz_args {
  * H --heads, t --trace, p --panel-size, b --block, h --head, R --runs.
  * Returns 0, -1 after --help, or an exit code. */
 static int parse(bsa_cli *cli, int argc, char **argv, const char *allowed, viz_args *a) {
-  static const struct option longopts[] = {
-      {"masks", required_argument, 0, OPT_MASKS}, {"out", required_argument, 0, OPT_OUT},
-      {"record", required_argument, 0, OPT_RECORD}, {"order", required_argument, 0, OPT_ORDER},
-      {"heads", required_argument, 0, OPT_HEADS}, {"trace", required_argument, 0, OPT_TRACE},
-      {"panel-size", required_argument, 0, OPT_PANEL}, {"block", required_argument, 0, OPT_BLOCK},
-      {"head", required_argument, 0, OPT_HEAD},   {"runs", required_argument, 0, OPT_RUNS},
-      {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
+  static const struct option longopts[] = {{"masks", required_argument, 0, OPT_MASKS},
+                                           {"out", required_argument, 0, OPT_OUT},
+                                           {"record", required_argument, 0, OPT_RECORD},
+                                           {"order", required_argument, 0, OPT_ORDER},
+                                           {"heads", required_argument, 0, OPT_HEADS},
+                                           {"trace", required_argument, 0, OPT_TRACE},
+                                           {"panel-size", required_argument, 0, OPT_PANEL},
+                                           {"block", required_argument, 0, OPT_BLOCK},
+                                           {"head", required_argument, 0, OPT_HEAD},
+                                           {"runs", required_argument, 0, OPT_RUNS},
+                                           {"help", no_argument, 0, 'h'},
+                                           {0, 0, 0, 0}};
   memset(a, 0, sizeof *a);
   optind = 1;
   opterr = 0;
@@ -263,13 +271,27 @@ static int parse(bsa_cli *cli, int argc, char **argv, const char *allowed, viz_a
                          cli->verb, longopts[idx].name);
     }
     switch (ch) {
-      case OPT_MASKS: a->masks = optarg; break;
-      case OPT_OUT: a->out = optarg; break;
-      case OPT_RECORD: a->record = optarg; break;
-      case OPT_ORDER: a->order = optarg; break;
-      case OPT_HEADS: a->heads = optarg; break;
-      case OPT_TRACE: a->trace = optarg; break;
-      case OPT_RUNS: a->runs = optarg; break;
+      case OPT_MASKS:
+        a->masks = optarg;
+        break;
+      case OPT_OUT:
+        a->out = optarg;
+        break;
+      case OPT_RECORD:
+        a->record = optarg;
+        break;
+      case OPT_ORDER:
+        a->order = optarg;
+        break;
+      case OPT_HEADS:
+        a->heads = optarg;
+        break;
+      case OPT_TRACE:
+        a->trace = optarg;
+        break;
+      case OPT_RUNS:
+        a->runs = optarg;
+        break;
       case OPT_PANEL:
         if (cli_parse_i64(cli, "--panel-size", optarg, 16, 4096, &a->panel)) return BSA_EXIT_USAGE;
         break;
@@ -281,8 +303,11 @@ static int parse(bsa_cli *cli, int argc, char **argv, const char *allowed, viz_a
         if (cli_parse_i64(cli, "--head", optarg, 0, INT32_MAX, &a->head)) return BSA_EXIT_USAGE;
         a->have_head = 1;
         break;
-      case 'h': usage(stdout); return -1;
-      case ':': return cli_error(cli, BSA_EXIT_USAGE, "%s needs a value", argv[optind - 1]);
+      case 'h':
+        usage(stdout);
+        return -1;
+      case ':':
+        return cli_error(cli, BSA_EXIT_USAGE, "%s needs a value", argv[optind - 1]);
       default:
         return cli_error(cli, BSA_EXIT_USAGE, "unknown option '%s' (see bsa viz --help)",
                          argv[optind - 1]);
@@ -304,8 +329,10 @@ static int viz_masks(bsa_cli *cli, int argc, char **argv) {
   if (!a.masks) return cli_error(cli, BSA_EXIT_USAGE, "--masks M.h5 is required");
   bsa_viz_order order = BSA_VIZ_ORDER_PERMUTED;
   if (a.order) {
-    if (!strcmp(a.order, "permuted")) order = BSA_VIZ_ORDER_PERMUTED;
-    else if (!strcmp(a.order, "original")) order = BSA_VIZ_ORDER_ORIGINAL;
+    if (!strcmp(a.order, "permuted"))
+      order = BSA_VIZ_ORDER_PERMUTED;
+    else if (!strcmp(a.order, "original"))
+      order = BSA_VIZ_ORDER_ORIGINAL;
     else
       return cli_error(cli, BSA_EXIT_USAGE, "--order must be permuted or original, got '%s'",
                        a.order);
@@ -364,8 +391,8 @@ static int viz_masks(bsa_cli *cli, int argc, char **argv) {
       for (int64_t i = 0; i < bsa_masks_num_records(mf) && k + 1 < sizeof list; i++)
         k += (size_t)snprintf(list + k, sizeof list - k, "%s%s", i ? ", " : "",
                               bsa_masks_record_name(mf, i));
-      rc = cli_error(cli, BSA_EXIT_FAIL, "--record %s: no such record in %s (records: %s)",
-                     name, a.masks, list[0] ? list : "none");
+      rc = cli_error(cli, BSA_EXIT_FAIL, "--record %s: no such record in %s (records: %s)", name,
+                     a.masks, list[0] ? list : "none");
       goto done;
     }
   }
@@ -381,8 +408,9 @@ static int viz_masks(bsa_cli *cli, int argc, char **argv) {
     }
     for (int32_t i = 0; i < nh; i++) {
       if (hl[i] >= rec->num_kv_heads) {
-        rc = cli_error(cli, BSA_EXIT_USAGE, "--heads: kv head %lld is out of range 0..%d of record %s",
-                       (long long)hl[i], (int)rec->num_kv_heads - 1, name);
+        rc = cli_error(cli, BSA_EXIT_USAGE,
+                       "--heads: kv head %lld is out of range 0..%d of record %s", (long long)hl[i],
+                       (int)rec->num_kv_heads - 1, name);
         goto done;
       }
       heads[i] = (int32_t)hl[i];
@@ -499,8 +527,8 @@ static int viz_scores(bsa_cli *cli, int argc, char **argv) {
     for (int64_t i = 0; i < bsa_trace_num_records(tf) && k + 1 < sizeof list; i++)
       k += (size_t)snprintf(list + k, sizeof list - k, "%s%s", i ? ", " : "",
                             bsa_trace_record_name(tf, i));
-    rc = cli_error(cli, BSA_EXIT_FAIL, "--record %s: no such record in %s (records: %s)",
-                   a.record, a.trace, list[0] ? list : "none");
+    rc = cli_error(cli, BSA_EXIT_FAIL, "--record %s: no such record in %s (records: %s)", a.record,
+                   a.trace, list[0] ? list : "none");
     goto done;
   }
   if (bsa_trace_read_record(tf, a.record, &rec) != BSA_OK) {

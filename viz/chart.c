@@ -19,9 +19,7 @@ enum {
   C_DEFAULT_H = 640
 };
 
-static int chart_top(const bsa_viz_chart *c) {
-  return 12 + 24 + (c->subtitle ? 18 : 0) + 18;
-}
+static int chart_top(const bsa_viz_chart *c) { return 12 + 24 + (c->subtitle ? 18 : 0) + 18; }
 
 static int usable(double v, int log_axis) { return isfinite(v) && (!log_axis || v > 0); }
 
@@ -40,8 +38,7 @@ static void axis_range(double mn, double mx, int log_axis, double *lo, double *h
 }
 
 bsa_status bsa_viz_chart_layout(const bsa_viz_chart *c, bsa_viz_chart_geom *g) {
-  if (!c || !g)
-    return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "chart or geometry is NULL");
+  if (!c || !g) return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "chart or geometry is NULL");
   memset(g, 0, sizeof *g);
   if (c->num_series < 0 || (c->num_series > 0 && !c->series))
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "num_series = %d with series %s",
@@ -49,22 +46,21 @@ bsa_status bsa_viz_chart_layout(const bsa_viz_chart *c, bsa_viz_chart_geom *g) {
   int32_t W = c->width ? c->width : C_DEFAULT_W, H = c->height ? c->height : C_DEFAULT_H;
   if (W < 480 || H < 320 || W > 8192 || H > 8192)
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
-                     "chart size %d x %d is outside 480..8192 x 320..8192",
-                     (int)W, (int)H);
+                     "chart size %d x %d is outside 480..8192 x 320..8192", (int)W, (int)H);
   double xmn = INFINITY, xmx = -INFINITY, ymn = INFINITY, ymx = -INFINITY;
   int64_t n = 0;
   for (int32_t s = 0; s < c->num_series; s++) {
     const bsa_viz_series *se = &c->series[s];
     if (se->num_points < 0 || (se->num_points > 0 && (!se->x || !se->y)))
       return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
-                       "series %d ('%s'): %lld points with missing x or y",
-                       (int)s, se->label ? se->label : "", (long long)se->num_points);
+                       "series %d ('%s'): %lld points with missing x or y", (int)s,
+                       se->label ? se->label : "", (long long)se->num_points);
     for (int64_t i = 0; i < se->num_points; i++) {
       double x = se->x[i], y = se->y[i];
       if (!usable(x, c->log_x) || !usable(y, c->log_y))
         return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
-                         "series %d ('%s') point %lld = (%g, %g) is not finite%s",
-                         (int)s, se->label ? se->label : "", (long long)i, x, y,
+                         "series %d ('%s') point %lld = (%g, %g) is not finite%s", (int)s,
+                         se->label ? se->label : "", (long long)i, x, y,
                          c->log_x || c->log_y ? " or not positive on a log axis" : "");
       xmn = fmin(xmn, x);
       xmx = fmax(xmx, x);
@@ -74,8 +70,7 @@ bsa_status bsa_viz_chart_layout(const bsa_viz_chart *c, bsa_viz_chart_geom *g) {
     }
   }
   if (n == 0 && !(c->x_hi > c->x_lo && c->y_hi > c->y_lo))
-    return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
-                     "chart '%s' has no points and no axis ranges",
+    return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "chart '%s' has no points and no axis ranges",
                      c->title ? c->title : "");
   if (c->x_hi > c->x_lo) {
     g->x_lo = c->x_lo;
@@ -91,8 +86,8 @@ bsa_status bsa_viz_chart_layout(const bsa_viz_chart *c, bsa_viz_chart_geom *g) {
   }
   if ((c->log_x && !(g->x_lo > 0)) || (c->log_y && !(g->y_lo > 0)))
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
-                     "a log axis needs a positive range, got x %g..%g, y %g..%g",
-                     g->x_lo, g->x_hi, g->y_lo, g->y_hi);
+                     "a log axis needs a positive range, got x %g..%g, y %g..%g", g->x_lo, g->x_hi,
+                     g->y_lo, g->y_hi);
   g->width = W;
   g->height = H;
   g->log_x = c->log_x;
@@ -104,8 +99,7 @@ bsa_status bsa_viz_chart_layout(const bsa_viz_chart *c, bsa_viz_chart_geom *g) {
   return BSA_OK;
 }
 
-void bsa_viz_chart_point(const bsa_viz_chart_geom *g, double x, double y,
-                         double *px, double *py) {
+void bsa_viz_chart_point(const bsa_viz_chart_geom *g, double x, double y, double *px, double *py) {
   double tx = g->log_x ? (log10(x) - log10(g->x_lo)) / (log10(g->x_hi) - log10(g->x_lo))
                        : (x - g->x_lo) / (g->x_hi - g->x_lo);
   double ty = g->log_y ? (log10(y) - log10(g->y_lo)) / (log10(g->y_hi) - log10(g->y_lo))
@@ -129,8 +123,7 @@ static int cmp_xy(const void *a, const void *b) {
 }
 
 /* A line through the median y of each distinct x, in order of x. */
-static void draw_series_line(cairo_t *cr, const bsa_viz_chart_geom *g,
-                             const bsa_viz_series *s) {
+static void draw_series_line(cairo_t *cr, const bsa_viz_chart_geom *g, const bsa_viz_series *s) {
   int64_t n = s->num_points;
   xy *p = malloc(sizeof(xy) * (size_t)n);
   double *ys = malloc(sizeof(double) * (size_t)n);
@@ -297,8 +290,10 @@ bsa_status bsa_viz_chart_render(const bsa_viz_chart *c, const char *png_path) {
         started = 0;
         continue;
       }
-      if (!started) cairo_move_to(cr, px, py);
-      else cairo_line_to(cr, px, py);
+      if (!started)
+        cairo_move_to(cr, px, py);
+      else
+        cairo_line_to(cr, px, py);
       started = 1;
       if (py >= g.y && py <= g.y + g.h) ref_shown = 1;
     }
@@ -353,9 +348,8 @@ bsa_status bsa_viz_chart_render(const bsa_viz_chart *c, const char *png_path) {
   int entries = c->num_series + (ref_shown ? 1 : 0);
   bsa__viz_font(cr, 12, 0);
   for (int e = 0; e < entries; e++) {
-    const char *label = e < c->num_series
-                            ? (c->series[e].label ? c->series[e].label : "(unnamed)")
-                            : c->ref_label;
+    const char *label =
+        e < c->num_series ? (c->series[e].label ? c->series[e].label : "(unnamed)") : c->ref_label;
     char lines[3][256];
     int nl = wrap_label(cr, label, lw - 32, lines);
     if (ly + 15 * (nl - 1) + 22 > g.y + g.h && e + 1 < entries) {
@@ -388,7 +382,8 @@ bsa_status bsa_viz_chart_render(const bsa_viz_chart *c, const char *png_path) {
     }
     bsa__viz_font(cr, 12, 0);
     cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
-    for (int k = 0; k < nl; k++) bsa__viz_text(cr, lx + 32 + (k ? 10 : 0), ly + 15 * k, 0, 0.5, lines[k]);
+    for (int k = 0; k < nl; k++)
+      bsa__viz_text(cr, lx + 32 + (k ? 10 : 0), ly + 15 * k, 0, 0.5, lines[k]);
     ly += 22 + 15 * (nl - 1);
   }
 

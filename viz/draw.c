@@ -33,8 +33,7 @@ static double linear_to_srgb(double c) {
 }
 
 static void rgb_to_oklab(const double rgb[3], double lab[3]) {
-  double r = srgb_to_linear(rgb[0]), g = srgb_to_linear(rgb[1]),
-         b = srgb_to_linear(rgb[2]);
+  double r = srgb_to_linear(rgb[0]), g = srgb_to_linear(rgb[1]), b = srgb_to_linear(rgb[2]);
   double l = cbrt(0.4122214708 * r + 0.5363325363 * g + 0.0514459929 * b);
   double m = cbrt(0.2119034982 * r + 0.6806995451 * g + 0.1073969566 * b);
   double s = cbrt(0.0883024619 * r + 0.2817188376 * g + 0.6299787005 * b);
@@ -60,13 +59,14 @@ static float cmap_table[CMAP_N][3];
 static pthread_once_t cmap_once = PTHREAD_ONCE_INIT;
 
 static void cmap_build(void) {
-  static const uint8_t anchors[5][3] = {
-      {0x44, 0x01, 0x54}, {0x3b, 0x52, 0x8b}, {0x21, 0x90, 0x8c},
-      {0x5d, 0xc8, 0x63}, {0xfd, 0xe7, 0x25}};
+  static const uint8_t anchors[5][3] = {{0x44, 0x01, 0x54},
+                                        {0x3b, 0x52, 0x8b},
+                                        {0x21, 0x90, 0x8c},
+                                        {0x5d, 0xc8, 0x63},
+                                        {0xfd, 0xe7, 0x25}};
   double P[7][3]; /* anchors with one extrapolated point at each end */
   for (int i = 0; i < 5; i++) {
-    double c[3] = {anchors[i][0] / 255.0, anchors[i][1] / 255.0,
-                   anchors[i][2] / 255.0};
+    double c[3] = {anchors[i][0] / 255.0, anchors[i][1] / 255.0, anchors[i][2] / 255.0};
     rgb_to_oklab(c, P[i + 1]);
   }
   for (int d = 0; d < 3; d++) {
@@ -77,8 +77,7 @@ static void cmap_build(void) {
     double t = (double)k / (CMAP_N - 1) * 4;
     int seg = k * 4 / CMAP_N; /* 0..3; t - seg in [0, 1] */
     double u = t - seg, u2 = u * u, u3 = u2 * u;
-    const double *p0 = P[seg], *p1 = P[seg + 1], *p2 = P[seg + 2],
-                 *p3 = P[seg + 3];
+    const double *p0 = P[seg], *p1 = P[seg + 1], *p2 = P[seg + 2], *p3 = P[seg + 3];
     double lab[3], rgb[3];
     for (int d = 0; d < 3; d++)
       lab[d] = 0.5 * (2 * p1[d] + (-p0[d] + p2[d]) * u +
@@ -110,9 +109,8 @@ void bsa_viz_colormap(double t, uint8_t rgb[3]) {
 void bsa_viz_series_rgb(int32_t i, uint8_t rgb[3]) {
   /* Okabe & Ito's colour-blind-safe set (black and yellow left out: black
    * is the reference line, yellow is unreadable on white). */
-  static const uint8_t pal[6][3] = {{0, 114, 178}, {213, 94, 0},
-                                    {0, 158, 115}, {204, 121, 167},
-                                    {86, 180, 233}, {230, 159, 0}};
+  static const uint8_t pal[6][3] = {{0, 114, 178},   {213, 94, 0},   {0, 158, 115},
+                                    {204, 121, 167}, {86, 180, 233}, {230, 159, 0}};
   if (i < 0) i = -i;
   memcpy(rgb, pal[i % 6], 3);
 }
@@ -134,9 +132,7 @@ void bsa_viz_score_rgb(const bsa_viz_layout *layout, double s, uint8_t rgb[3]) {
     memcpy(rgb, bsa_viz_kept_rgb, 3);
     return;
   }
-  bsa_viz_colormap(bsa__viz_scale_t(s, layout->score_lo, layout->score_hi,
-                                    layout->score_log),
-                   rgb);
+  bsa_viz_colormap(bsa__viz_scale_t(s, layout->score_lo, layout->score_hi, layout->score_log), rgb);
 }
 
 /* ---- text ----------------------------------------------------------------- */
@@ -153,8 +149,7 @@ double bsa__viz_text_width(cairo_t *cr, const char *s) {
   return te.x_advance;
 }
 
-void bsa__viz_text(cairo_t *cr, double x, double y, double ax, double ay,
-                   const char *s) {
+void bsa__viz_text(cairo_t *cr, double x, double y, double ax, double ay, const char *s) {
   cairo_font_extents_t fe;
   cairo_font_extents(cr, &fe);
   double w = bsa__viz_text_width(cr, s);
@@ -171,8 +166,7 @@ void bsa__viz_text_up(cairo_t *cr, double x, double y, const char *s) {
   cairo_restore(cr);
 }
 
-void bsa__viz_text_fit(cairo_t *cr, const char *s, double width, char *buf,
-                       size_t n) {
+void bsa__viz_text_fit(cairo_t *cr, const char *s, double width, char *buf, size_t n) {
   snprintf(buf, n, "%s", s);
   if (bsa__viz_text_width(cr, buf) <= width) return;
   size_t len = strlen(buf);
@@ -212,8 +206,8 @@ int bsa__viz_ticks_linear(double lo, double hi, int max, double *ticks) {
   return n;
 }
 
-int bsa__viz_ticks_log(double lo, double hi, int max, double *ticks,
-                       double *minor, int max_minor, int *num_minor) {
+int bsa__viz_ticks_log(double lo, double hi, int max, double *ticks, double *minor, int max_minor,
+                       int *num_minor) {
   int n = 0, nm = 0;
   double l0 = log10(lo), l1 = log10(hi);
   if (l1 - l0 < 2.2) {
@@ -257,17 +251,15 @@ void bsa__viz_fmt_tokens(double v, char *buf, size_t n) {
   }
 }
 
-void bsa__viz_fmt_tick(double v, double step, int log_axis, char *buf,
-                       size_t n) {
+void bsa__viz_fmt_tick(double v, double step, int log_axis, char *buf, size_t n) {
   if (log_axis && v > 0) {
     double e = log10(v);
     int ie = (int)lround(e);
     if (fabs(e - ie) < 1e-9 && (log_axis == 2 || ie < -2 || ie > 3)) {
       /* 10 with a superscript exponent. */
-      static const char *sup[] = {"\xe2\x81\xb0", "\xc2\xb9", "\xc2\xb2",
-                                  "\xc2\xb3",     "\xe2\x81\xb4", "\xe2\x81\xb5",
-                                  "\xe2\x81\xb6", "\xe2\x81\xb7", "\xe2\x81\xb8",
-                                  "\xe2\x81\xb9"};
+      static const char *sup[] = {"\xe2\x81\xb0", "\xc2\xb9",     "\xc2\xb2",     "\xc2\xb3",
+                                  "\xe2\x81\xb4", "\xe2\x81\xb5", "\xe2\x81\xb6", "\xe2\x81\xb7",
+                                  "\xe2\x81\xb8", "\xe2\x81\xb9"};
       char digits[16];
       snprintf(digits, sizeof digits, "%d", abs(ie));
       size_t k = (size_t)snprintf(buf, n, "10%s", ie < 0 ? "\xe2\x81\xbb" : "");
@@ -305,8 +297,7 @@ int32_t bsa__viz_grid_cols(int32_t n, double pw, double ph) {
 /* ---- data areas ------------------------------------------------------------ */
 
 bsa_status bsa__viz_axis_weights(int64_t S, int64_t nb, const int32_t *sizes,
-                                 const int32_t *block_of, int32_t n,
-                                 float **W) {
+                                 const int32_t *block_of, int32_t n, float **W) {
   *W = NULL;
   if ((double)n * (double)nb > (double)(1 << 28))
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
@@ -314,8 +305,9 @@ bsa_status bsa__viz_axis_weights(int64_t S, int64_t nb, const int32_t *sizes,
                      "%d block-pixels)",
                      (long long)nb, (int)n, 1 << 28);
   float *w = calloc((size_t)n * (size_t)nb, sizeof(float));
-  if (!w) return bsa__fail(NULL, BSA_ERR_NOMEM, "out of memory (%d x %lld weights)",
-                           (int)n, (long long)nb);
+  if (!w)
+    return bsa__fail(NULL, BSA_ERR_NOMEM, "out of memory (%d x %lld weights)", (int)n,
+                     (long long)nb);
   double scale = (double)n / (double)S; /* pixels per token */
   if (sizes) {
     int64_t start = 0;
@@ -357,9 +349,8 @@ bsa_status bsa__viz_axis_weights(int64_t S, int64_t nb, const int32_t *sizes,
   return BSA_OK;
 }
 
-bsa_status bsa__viz_fill_blocks(bsa__viz_canvas *cv, int32_t x, int32_t y,
-                                int32_t w, int32_t h, int64_t MB, int64_t NB,
-                                const float *Wr, const float *Wc,
+bsa_status bsa__viz_fill_blocks(bsa__viz_canvas *cv, int32_t x, int32_t y, int32_t w, int32_t h,
+                                int64_t MB, int64_t NB, const float *Wr, const float *Wc,
                                 const float *rgb) {
   /* pixel = Wr [h, MB] . C [MB, NB] . Wc^T [NB, w], per channel, as two
    * matrix products (T = C Wc^T first: [MB, w]). */
@@ -368,14 +359,14 @@ bsa_status bsa__viz_fill_blocks(bsa__viz_canvas *cv, int32_t x, int32_t y,
   if (!T || !P) {
     free(T);
     free(P);
-    return bsa__fail(NULL, BSA_ERR_NOMEM, "out of memory (%lld x %d image planes)",
-                     (long long)MB, (int)w);
+    return bsa__fail(NULL, BSA_ERR_NOMEM, "out of memory (%lld x %d image planes)", (long long)MB,
+                     (int)w);
   }
   for (int c = 0; c < 3; c++) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)MB, w, (int)NB, 1.0f,
                 rgb + (size_t)c * MB * NB, (int)NB, Wc, (int)NB, 0.0f, T, w);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, h, w, (int)MB, 1.0f, Wr,
-                (int)MB, T, w, 0.0f, P + (size_t)c * h * w, w);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, h, w, (int)MB, 1.0f, Wr, (int)MB, T, w,
+                0.0f, P + (size_t)c * h * w, w);
   }
   cairo_surface_flush(cv->surface);
   unsigned char *data = cairo_image_surface_get_data(cv->surface);
@@ -438,8 +429,8 @@ void bsa__viz_panel_axes(cairo_t *cr, const bsa_viz_panel *p, double font_size) 
   }
 }
 
-void bsa__viz_colorbar(cairo_t *cr, double x, double y, double w, double h,
-                       double lo, double hi, int log_scale, const char *label) {
+void bsa__viz_colorbar(cairo_t *cr, double x, double y, double w, double h, double lo, double hi,
+                       int log_scale, const char *label) {
   int ih = (int)h;
   for (int i = 0; i < ih; i++) {
     float c[3];
@@ -477,8 +468,8 @@ void bsa__viz_colorbar(cairo_t *cr, double x, double y, double w, double h,
     cairo_move_to(cr, x + w, round(ty) + 0.5);
     cairo_line_to(cr, x + w + 4, round(ty) + 0.5);
     cairo_stroke(cr);
-    bsa__viz_fmt_tick(ticks[i], step,
-                      log_scale && hi / lo >= 1000 ? 2 : log_scale, buf, sizeof buf);
+    bsa__viz_fmt_tick(ticks[i], step, log_scale && hi / lo >= 1000 ? 2 : log_scale, buf,
+                      sizeof buf);
     cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
     bsa__viz_text(cr, x + w + 6, ty, 0, 0.5, buf);
     double tw = bsa__viz_text_width(cr, buf);
@@ -498,8 +489,8 @@ void bsa__viz_colorbar(cairo_t *cr, double x, double y, double w, double h,
   }
 }
 
-void bsa__viz_swatch(cairo_t *cr, double x, double y, double size,
-                     const uint8_t rgb[3], const char *text) {
+void bsa__viz_swatch(cairo_t *cr, double x, double y, double size, const uint8_t rgb[3],
+                     const char *text) {
   cairo_set_source_rgb(cr, rgb[0] / 255.0, rgb[1] / 255.0, rgb[2] / 255.0);
   cairo_rectangle(cr, x, y, size, size);
   cairo_fill(cr);

@@ -46,8 +46,7 @@ static int on_metric(const bsa_runlog_metric_row *r, void *user) {
   if ((!is_y && !is_d) || strcmp(r->run_status, "ok") != 0) return 0;
   if (c->o && c->o->run_ids) {
     int found = 0;
-    for (int32_t i = 0; i < c->o->num_run_ids && !found; i++)
-      found = c->o->run_ids[i] == r->run_id;
+    for (int32_t i = 0; i < c->o->num_run_ids && !found; i++) found = c->o->run_ids[i] == r->run_id;
     if (!found) return 0;
   }
   const char *labels = r->labels_json ? r->labels_json : "{}";
@@ -55,8 +54,8 @@ static int on_metric(const bsa_runlog_metric_row *r, void *user) {
   /* Rows of one run arrive together: look back within this run only. */
   for (size_t i = c->n; i-- > 0 && c->p[i].run == r->run_id;) {
     mpoint *q = &c->p[i];
-    if (q->head == r->head && streq_null(q->record, r->record) &&
-        strcmp(q->labels, labels) == 0 && !(is_y ? q->has_y : q->has_density)) {
+    if (q->head == r->head && streq_null(q->record, r->record) && strcmp(q->labels, labels) == 0 &&
+        !(is_y ? q->has_y : q->has_density)) {
       m = q;
       break;
     }
@@ -104,8 +103,7 @@ static void collect_free(collect *c) {
   free(c->p);
 }
 
-static bsa_status collect_run(bsa_runlog *log, const char *log_path,
-                              const char *verb, collect *c) {
+static bsa_status collect_run(bsa_runlog *log, const char *log_path, const char *verb, collect *c) {
   if (!log) return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "experiment log is NULL");
   bsa_status st = bsa_runlog_foreach_metric(log, verb, NULL, on_metric, c);
   if (c->nomem) return bsa__fail(NULL, BSA_ERR_NOMEM, "out of memory reading the log");
@@ -162,8 +160,8 @@ static void label_text(json_t *obj, const char *key, char *buf, size_t n) {
 
 /* Keys in the order series names show them; the first `always` are shown
  * whenever present, the rest only when their values differ. */
-static const char *const known_keys[] = {"device", "layout", "kernel", "block",
-                                         "blocks", "method", "dtype",  "seq",
+static const char *const known_keys[] = {"device", "layout",   "kernel",   "block",
+                                         "blocks", "method",   "dtype",    "seq",
                                          "heads",  "kv_heads", "head_dim", "causal"};
 enum { NUM_KNOWN = 12, NUM_ALWAYS = 6 };
 
@@ -178,8 +176,8 @@ static void append(char *buf, size_t n, const char *s) {
 }
 
 static void key_part(const char *key, const char *val, char *out, size_t n) {
-  if (strcmp(key, "device") == 0 || strcmp(key, "layout") == 0 ||
-      strcmp(key, "dtype") == 0 || strcmp(key, "method") == 0)
+  if (strcmp(key, "device") == 0 || strcmp(key, "layout") == 0 || strcmp(key, "dtype") == 0 ||
+      strcmp(key, "method") == 0)
     snprintf(out, n, "%s", val);
   else if (strcmp(key, "kernel") == 0)
     snprintf(out, n, "kernel %s", val);
@@ -196,7 +194,8 @@ static void key_part(const char *key, const char *val, char *out, size_t n) {
   else if (strcmp(key, "head_dim") == 0)
     snprintf(out, n, "D=%s", val);
   else if (strcmp(key, "causal") == 0)
-    snprintf(out, n, "%s", strcmp(val, "1") == 0 || strcmp(val, "true") == 0 ? "causal" : "non-causal");
+    snprintf(out, n, "%s",
+             strcmp(val, "1") == 0 || strcmp(val, "true") == 0 ? "causal" : "non-causal");
   else
     snprintf(out, n, "%s=%s", key, val);
 }
@@ -261,9 +260,8 @@ static void series_free(series_set *ss) {
 }
 
 /* Renders the series set as a chart. */
-static bsa_status render_set(series_set *ss, bsa_viz_chart *chart,
-                             const char *png_path, bsa_viz_chart_geom *geom,
-                             int connect) {
+static bsa_status render_set(series_set *ss, bsa_viz_chart *chart, const char *png_path,
+                             bsa_viz_chart_geom *geom, int connect) {
   qsort(ss->s, (size_t)ss->n, sizeof(sbuild), cmp_sbuild);
   bsa_viz_series *se = calloc((size_t)ss->n, sizeof *se);
   if (!se) return bsa__fail(NULL, BSA_ERR_NOMEM, "out of memory");
@@ -312,9 +310,8 @@ static int64_t count_runs(const int64_t *runs, int64_t n) {
   return k;
 }
 
-bsa_status bsa_viz_speedup(bsa_runlog *log, const char *log_path,
-                           const bsa_viz_log_opts *opts, const char *png_path,
-                           bsa_viz_chart_geom *geom) {
+bsa_status bsa_viz_speedup(bsa_runlog *log, const char *log_path, const bsa_viz_log_opts *opts,
+                           const char *png_path, bsa_viz_chart_geom *geom) {
   collect c;
   memset(&c, 0, sizeof c);
   c.yname = "speedup";
@@ -353,8 +350,8 @@ bsa_status bsa_viz_speedup(bsa_runlog *log, const char *log_path,
       json_t *t = json_object_get(o, "density_target");
       x = json_is_number(t) ? json_number_value(t) : NAN;
     }
-    if (!m->has_y || strcmp(layout, "dense") == 0 || !(x > 0) || !(m->y > 0) ||
-        !isfinite(x) || !isfinite(m->y)) {
+    if (!m->has_y || strcmp(layout, "dense") == 0 || !(x > 0) || !(m->y > 0) || !isfinite(x) ||
+        !isfinite(m->y)) {
       json_decref(o);
       continue;
     }
@@ -459,9 +456,8 @@ done:
   return st;
 }
 
-bsa_status bsa_viz_recall(bsa_runlog *log, const char *log_path,
-                          const bsa_viz_log_opts *opts, const char *png_path,
-                          bsa_viz_chart_geom *geom) {
+bsa_status bsa_viz_recall(bsa_runlog *log, const char *log_path, const bsa_viz_log_opts *opts,
+                          const char *png_path, bsa_viz_chart_geom *geom) {
   collect c;
   memset(&c, 0, sizeof c);
   c.yname = "recall";
@@ -521,8 +517,7 @@ bsa_status bsa_viz_recall(bsa_runlog *log, const char *log_path,
         if (rp[b].done || strcmp(rp[b].method, rp[a].method) != 0) continue;
         int has_summary = 0;
         for (size_t d = b; d < n; d++)
-          has_summary |= !rp[d].done && rp[d].summary &&
-                         strcmp(rp[d].method, rp[a].method) == 0 &&
+          has_summary |= !rp[d].done && rp[d].summary && strcmp(rp[d].method, rp[a].method) == 0 &&
                          streq_null(rp[d].record, rp[b].record);
         double hx = 0, hy = 0;
         int64_t nh = 0;
@@ -603,8 +598,7 @@ bsa_status bsa_viz_recall(bsa_runlog *log, const char *log_path,
   snprintf(sub, sizeof sub,
            "%lld eval run%s in %s \xc2\xb7 a point per run and method: mean over "
            "its records",
-           (long long)nruns, nruns == 1 ? "" : "s",
-           log_path ? log_path : "the experiment log");
+           (long long)nruns, nruns == 1 ? "" : "s", log_path ? log_path : "the experiment log");
   chart.title = "Attention recall against density";
   chart.subtitle = sub;
   chart.x_label = "density (share of query-key pairs kept)";

@@ -18,13 +18,13 @@
 
 /* Figure margins (pixels). */
 enum {
-  CELL_LEFT = 50,   /* y tick labels of a panel */
+  CELL_LEFT = 50, /* y tick labels of a panel */
   CELL_RIGHT = 18,
-  CELL_TOP = 36,    /* two title lines */
-  CELL_BOTTOM = 26, /* x tick labels */
-  FIG_LEFT = 30,    /* "query token" */
+  CELL_TOP = 36,       /* two title lines */
+  CELL_BOTTOM = 26,    /* x tick labels */
+  FIG_LEFT = 30,       /* "query token" */
   FIG_RIGHT_BAR = 130, /* colour bar or legend */
-  FIG_BOTTOM = 34,  /* "key token" */
+  FIG_BOTTOM = 34,     /* "key token" */
   FIG_MIN_WIDTH = 600
 };
 
@@ -35,8 +35,7 @@ void bsa_viz_layout_free(bsa_viz_layout *layout) {
   layout->num_panels = 0;
 }
 
-void bsa_viz_panel_point(const bsa_viz_panel *p, double q, double k,
-                         double *px, double *py) {
+void bsa_viz_panel_point(const bsa_viz_panel *p, double q, double k, double *px, double *py) {
   *px = p->x + k * (double)p->w / (double)p->cols;
   *py = p->y + q * (double)p->h / (double)p->rows;
 }
@@ -57,15 +56,14 @@ double bsa_viz_mask_density(const bsa_mask_record *rec, int32_t h) {
 }
 
 /* Checks that perm [S] is a permutation of 0..S-1; fills inv. */
-static bsa_status invert_perm(const char *name, int32_t h, const int32_t *perm,
-                              int64_t S, int32_t *inv) {
+static bsa_status invert_perm(const char *name, int32_t h, const int32_t *perm, int64_t S,
+                              int32_t *inv) {
   for (int64_t t = 0; t < S; t++) inv[t] = -1;
   for (int64_t p = 0; p < S; p++) {
     int32_t t = perm[p];
     if (t < 0 || t >= S)
-      return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
-                       "%s[%d, %lld] = %d is outside 0..%lld", name, (int)h,
-                       (long long)p, (int)t, (long long)(S - 1));
+      return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "%s[%d, %lld] = %d is outside 0..%lld", name,
+                       (int)h, (long long)p, (int)t, (long long)(S - 1));
     if (inv[t] >= 0)
       return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
                        "%s of head %d is not a permutation: token %d appears at "
@@ -77,22 +75,20 @@ static bsa_status invert_perm(const char *name, int32_t h, const int32_t *perm,
 }
 
 static bsa_status check_record(const bsa_mask_record *rec) {
-  if (!rec)
-    return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "mask record is NULL");
-  if (rec->num_kv_heads < 1 || rec->qo_len < 1 || rec->kv_len < 1 ||
-      rec->num_block_rows < 1 || rec->num_block_cols < 1)
+  if (!rec) return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "mask record is NULL");
+  if (rec->num_kv_heads < 1 || rec->qo_len < 1 || rec->kv_len < 1 || rec->num_block_rows < 1 ||
+      rec->num_block_cols < 1)
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
                      "mask record '%s': num_kv_heads %d, qo_len %lld, kv_len "
                      "%lld, blocks %lld x %lld must all be at least 1",
-                     rec->name ? rec->name : "", (int)rec->num_kv_heads,
-                     (long long)rec->qo_len, (long long)rec->kv_len,
-                     (long long)rec->num_block_rows, (long long)rec->num_block_cols);
+                     rec->name ? rec->name : "", (int)rec->num_kv_heads, (long long)rec->qo_len,
+                     (long long)rec->kv_len, (long long)rec->num_block_rows,
+                     (long long)rec->num_block_cols);
   if (rec->qo_len > INT32_MAX || rec->kv_len > INT32_MAX)
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
                      "mask record '%s': sequence of %lld x %lld tokens is past "
                      "the int32 token indices of the mask format",
-                     rec->name ? rec->name : "", (long long)rec->qo_len,
-                     (long long)rec->kv_len);
+                     rec->name ? rec->name : "", (long long)rec->qo_len, (long long)rec->kv_len);
   if (!rec->block_mask_map || !rec->block_row_sz || !rec->block_col_sz)
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
                      "mask record '%s': block_mask_map, block_row_sz and "
@@ -101,24 +97,22 @@ static bsa_status check_record(const bsa_mask_record *rec) {
   const int64_t MB = rec->num_block_rows, NB = rec->num_block_cols;
   for (int32_t h = 0; h < rec->num_kv_heads; h++) {
     for (int axis = 0; axis < 2; axis++) {
-      const int32_t *sz = axis ? rec->block_col_sz + (size_t)h * NB
-                               : rec->block_row_sz + (size_t)h * MB;
+      const int32_t *sz =
+          axis ? rec->block_col_sz + (size_t)h * NB : rec->block_row_sz + (size_t)h * MB;
       int64_t n = axis ? NB : MB, want = axis ? rec->kv_len : rec->qo_len, sum = 0;
       for (int64_t i = 0; i < n; i++) {
         if (sz[i] < 0)
           return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
                            "mask record '%s': %s[%d, %lld] = %d is negative",
-                           rec->name ? rec->name : "",
-                           axis ? "block_col_sz" : "block_row_sz", (int)h,
-                           (long long)i, (int)sz[i]);
+                           rec->name ? rec->name : "", axis ? "block_col_sz" : "block_row_sz",
+                           (int)h, (long long)i, (int)sz[i]);
         sum += sz[i];
       }
       if (sum != want)
         return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
                          "mask record '%s': %s of head %d sums to %lld, not %s "
                          "= %lld",
-                         rec->name ? rec->name : "",
-                         axis ? "block_col_sz" : "block_row_sz", (int)h,
+                         rec->name ? rec->name : "", axis ? "block_col_sz" : "block_row_sz", (int)h,
                          (long long)sum, axis ? "kv_len" : "qo_len", (long long)want);
     }
   }
@@ -126,15 +120,13 @@ static bsa_status check_record(const bsa_mask_record *rec) {
 }
 
 /* The heads to draw: opts->heads validated, or all.  *heads malloc'ed. */
-static bsa_status pick_heads(const bsa_mask_record *rec,
-                             const bsa_viz_masks_opts *o, int32_t **heads,
-                             int32_t *n) {
+static bsa_status pick_heads(const bsa_mask_record *rec, const bsa_viz_masks_opts *o,
+                             int32_t **heads, int32_t *n) {
   int32_t H = rec->num_kv_heads;
   int32_t k = o->heads ? o->num_heads : H;
   if (o->heads && k < 1)
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
-                     "heads: an empty list (give at least one kv head of 0..%d)",
-                     (int)(H - 1));
+                     "heads: an empty list (give at least one kv head of 0..%d)", (int)(H - 1));
   int32_t *hs = malloc(sizeof(int32_t) * (size_t)k);
   if (!hs) return bsa__fail(NULL, BSA_ERR_NOMEM, "out of memory");
   for (int32_t i = 0; i < k; i++) {
@@ -143,15 +135,14 @@ static bsa_status pick_heads(const bsa_mask_record *rec,
       int32_t bad = hs[i];
       free(hs);
       return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
-                       "heads: kv head %d is out of range 0..%d of record '%s'",
-                       (int)bad, (int)(H - 1), rec->name ? rec->name : "");
+                       "heads: kv head %d is out of range 0..%d of record '%s'", (int)bad,
+                       (int)(H - 1), rec->name ? rec->name : "");
     }
     for (int32_t j = 0; j < i; j++)
       if (hs[j] == hs[i]) {
         int32_t bad = hs[i];
         free(hs);
-        return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
-                         "heads: kv head %d is listed twice", (int)bad);
+        return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "heads: kv head %d is listed twice", (int)bad);
       }
   }
   *heads = hs;
@@ -159,8 +150,7 @@ static bsa_status pick_heads(const bsa_mask_record *rec,
   return BSA_OK;
 }
 
-bsa_status bsa_viz_masks_layout(const bsa_mask_record *rec,
-                                const bsa_viz_masks_opts *opts,
+bsa_status bsa_viz_masks_layout(const bsa_mask_record *rec, const bsa_viz_masks_opts *opts,
                                 bsa_viz_layout *out) {
   if (!out) return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "layout out is NULL");
   memset(out, 0, sizeof *out);
@@ -171,11 +161,10 @@ bsa_status bsa_viz_masks_layout(const bsa_mask_record *rec,
   if (st != BSA_OK) return st;
   if (o->order != BSA_VIZ_ORDER_PERMUTED && o->order != BSA_VIZ_ORDER_ORIGINAL)
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
-                     "order = %d is neither PERMUTED (0) nor ORIGINAL (1)",
-                     (int)o->order);
+                     "order = %d is neither PERMUTED (0) nor ORIGINAL (1)", (int)o->order);
   if (o->panel_px != 0 && (o->panel_px < 16 || o->panel_px > 4096))
-    return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
-                     "panel_px = %d is outside 16..4096", (int)o->panel_px);
+    return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "panel_px = %d is outside 16..4096",
+                     (int)o->panel_px);
   int32_t *heads = NULL, n = 0;
   st = pick_heads(rec, o, &heads, &n);
   if (st != BSA_OK) return st;
@@ -233,11 +222,9 @@ bsa_status bsa_viz_masks_layout(const bsa_mask_record *rec,
     for (int32_t i = 0; i < n && st == BSA_OK; i++) {
       int32_t h = out->panels[i].head;
       if (rec->q_perm)
-        st = invert_perm("q_perm", h, rec->q_perm + (size_t)h * rec->qo_len,
-                         rec->qo_len, inv);
+        st = invert_perm("q_perm", h, rec->q_perm + (size_t)h * rec->qo_len, rec->qo_len, inv);
       if (st == BSA_OK && rec->k_perm)
-        st = invert_perm("k_perm", h, rec->k_perm + (size_t)h * rec->kv_len,
-                         rec->kv_len, inv);
+        st = invert_perm("k_perm", h, rec->k_perm + (size_t)h * rec->kv_len, rec->kv_len, inv);
     }
     free(inv);
     if (st != BSA_OK) {
@@ -285,9 +272,8 @@ bsa_status bsa_viz_masks_layout(const bsa_mask_record *rec,
 
 /* Token -> block index map of one axis in token order: token t sits at
  * permuted position inv[t] (identity without a permutation). */
-static bsa_status token_blocks(const int32_t *sizes, int64_t nb, int64_t S,
-                               const int32_t *perm, const char *perm_name,
-                               int32_t h, int32_t *block_of) {
+static bsa_status token_blocks(const int32_t *sizes, int64_t nb, int64_t S, const int32_t *perm,
+                               const char *perm_name, int32_t h, int32_t *block_of) {
   int32_t *pos_block = malloc(sizeof(int32_t) * (size_t)S);
   int32_t *inv = perm ? malloc(sizeof(int32_t) * (size_t)S) : NULL;
   if (!pos_block || (perm && !inv)) {
@@ -322,8 +308,8 @@ static void fmt_num(double v, char *buf, size_t n) {
 
 /* Draws text centred on cx within width, shrinking the font from size to
  * 9 pixels, then cutting with an ellipsis. */
-static void text_centred_fit(cairo_t *cr, double cx, double y, double width,
-                             double size, int bold, const char *s) {
+static void text_centred_fit(cairo_t *cr, double cx, double y, double width, double size, int bold,
+                             const char *s) {
   char buf[512];
   for (double fs = size; fs >= 9; fs -= 0.5) {
     bsa__viz_font(cr, fs, bold);
@@ -334,8 +320,8 @@ static void text_centred_fit(cairo_t *cr, double cx, double y, double width,
 }
 
 static bsa_status draw_panel(bsa__viz_canvas *cv, const bsa_mask_record *rec,
-                             const bsa_viz_masks_opts *o,
-                             const bsa_viz_layout *lay, const bsa_viz_panel *p) {
+                             const bsa_viz_masks_opts *o, const bsa_viz_layout *lay,
+                             const bsa_viz_panel *p) {
   const int64_t MB = rec->num_block_rows, NB = rec->num_block_cols;
   const int32_t h = p->head;
   const int32_t *rs = rec->block_row_sz + (size_t)h * MB;
@@ -351,12 +337,11 @@ static bsa_status draw_panel(bsa__viz_canvas *cv, const bsa_mask_record *rec,
       goto done;
     }
     st = token_blocks(rs, MB, rec->qo_len,
-                      rec->q_perm ? rec->q_perm + (size_t)h * rec->qo_len : NULL,
-                      "q_perm", h, qb);
+                      rec->q_perm ? rec->q_perm + (size_t)h * rec->qo_len : NULL, "q_perm", h, qb);
     if (st == BSA_OK)
-      st = token_blocks(cs, NB, rec->kv_len,
-                        rec->k_perm ? rec->k_perm + (size_t)h * rec->kv_len : NULL,
-                        "k_perm", h, kb);
+      st =
+          token_blocks(cs, NB, rec->kv_len,
+                       rec->k_perm ? rec->k_perm + (size_t)h * rec->kv_len : NULL, "k_perm", h, kb);
     if (st != BSA_OK) goto done;
     st = bsa__viz_axis_weights(rec->qo_len, MB, NULL, qb, p->h, &Wr);
     if (st == BSA_OK) st = bsa__viz_axis_weights(rec->kv_len, NB, NULL, kb, p->w, &Wc);
@@ -368,8 +353,8 @@ static bsa_status draw_panel(bsa__viz_canvas *cv, const bsa_mask_record *rec,
 
   rgb = malloc(sizeof(float) * 3 * (size_t)MB * (size_t)NB);
   if (!rgb) {
-    st = bsa__fail(NULL, BSA_ERR_NOMEM, "out of memory (%lld x %lld blocks)",
-                   (long long)MB, (long long)NB);
+    st = bsa__fail(NULL, BSA_ERR_NOMEM, "out of memory (%lld x %lld blocks)", (long long)MB,
+                   (long long)NB);
     goto done;
   }
   const uint8_t *m = rec->block_mask_map + (size_t)h * MB * NB;
@@ -413,8 +398,8 @@ done:
   return st;
 }
 
-bsa_status bsa_viz_masks(const bsa_mask_record *rec,
-                         const bsa_viz_masks_opts *opts, const char *png_path) {
+bsa_status bsa_viz_masks(const bsa_mask_record *rec, const bsa_viz_masks_opts *opts,
+                         const char *png_path) {
   bsa_viz_masks_opts dflt;
   memset(&dflt, 0, sizeof dflt);
   const bsa_viz_masks_opts *o = opts ? opts : &dflt;
@@ -470,9 +455,9 @@ bsa_status bsa_viz_masks(const bsa_mask_record *rec,
     int k = snprintf(facts, sizeof facts,
                      "%lld query \xc3\x97 %lld key tokens \xc2\xb7 %d kv heads "
                      "(%d shown) \xc2\xb7 %lld \xc3\x97 %lld blocks \xc2\xb7 density %s",
-                     (long long)rec->qo_len, (long long)rec->kv_len,
-                     (int)rec->num_kv_heads, (int)lay.num_panels,
-                     (long long)rec->num_block_rows, (long long)rec->num_block_cols, d);
+                     (long long)rec->qo_len, (long long)rec->kv_len, (int)rec->num_kv_heads,
+                     (int)lay.num_panels, (long long)rec->num_block_rows,
+                     (long long)rec->num_block_cols, d);
     if (isfinite(rec->recall)) {
       fmt_num(rec->recall, rc, sizeof rc);
       snprintf(facts + k, sizeof facts - (size_t)k, " \xc2\xb7 recall %s", rc);
@@ -487,12 +472,12 @@ bsa_status bsa_viz_masks(const bsa_mask_record *rec,
   bsa__viz_font(cr, 12, 0);
   cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
   double gx0 = p0->x, gy0 = p0->y;
-  bsa__viz_text_up(cr, 14, (gy0 + grid_bottom - CELL_BOTTOM) / 2,
-                   perm && o->order == BSA_VIZ_ORDER_PERMUTED ? "query position (permuted)"
-                                                               : "query token");
-  bsa__viz_text(cr, (gx0 + grid_right) / 2, grid_bottom + 4, 0.5, 0,
-                perm && o->order == BSA_VIZ_ORDER_PERMUTED ? "key position (permuted)"
-                                                            : "key token");
+  bsa__viz_text_up(
+      cr, 14, (gy0 + grid_bottom - CELL_BOTTOM) / 2,
+      perm && o->order == BSA_VIZ_ORDER_PERMUTED ? "query position (permuted)" : "query token");
+  bsa__viz_text(
+      cr, (gx0 + grid_right) / 2, grid_bottom + 4, 0.5, 0,
+      perm && o->order == BSA_VIZ_ORDER_PERMUTED ? "key position (permuted)" : "key token");
 
   /* Colour bar (scores) or legend (solid), with the dropped swatch. */
   double bx = grid_right + 22;
@@ -500,8 +485,7 @@ bsa_status bsa_viz_masks(const bsa_mask_record *rec,
   if (lay.has_scores) {
     double bh = fmin(grid_bottom - bar_top - 60, 320);
     if (bh < 100) bh = 100;
-    bsa__viz_colorbar(cr, bx, bar_top, 16, bh, lay.score_lo, lay.score_hi,
-                      lay.score_log,
+    bsa__viz_colorbar(cr, bx, bar_top, 16, bh, lay.score_lo, lay.score_hi, lay.score_log,
                       lay.score_log ? "block score (log scale)" : "block score");
     bsa__viz_swatch(cr, bx, bar_top + bh + 18, 16, bsa_viz_dropped_rgb, "dropped");
   } else {

@@ -17,8 +17,7 @@
 
 #include "vizint.h"
 
-bsa_status bsa__viz_canvas_create(int32_t width, int32_t height,
-                                  bsa__viz_canvas *cv) {
+bsa_status bsa__viz_canvas_create(int32_t width, int32_t height, bsa__viz_canvas *cv) {
   memset(cv, 0, sizeof *cv);
   if (width < 1 || height < 1 || width > 32767 || height > 32767)
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
@@ -29,8 +28,8 @@ bsa_status bsa__viz_canvas_create(int32_t width, int32_t height,
   if (cairo_surface_status(cv->surface) != CAIRO_STATUS_SUCCESS) {
     cairo_surface_destroy(cv->surface);
     cv->surface = NULL;
-    return bsa__fail(NULL, BSA_ERR_NOMEM, "cannot allocate a %d x %d image",
-                     (int)width, (int)height);
+    return bsa__fail(NULL, BSA_ERR_NOMEM, "cannot allocate a %d x %d image", (int)width,
+                     (int)height);
   }
   cv->cr = cairo_create(cv->surface);
   if (cairo_status(cv->cr) != CAIRO_STATUS_SUCCESS) {
@@ -66,16 +65,13 @@ static char *temp_name(const char *path) {
 }
 
 static bsa_status check_path(const char *path) {
-  if (!path || !*path)
-    return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "png_path is empty or NULL");
+  if (!path || !*path) return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "png_path is empty or NULL");
   size_t n = strlen(path);
   if (path[n - 1] == '/')
-    return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
-                     "png_path '%s' names a folder, not a file", path);
+    return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "png_path '%s' names a folder, not a file", path);
   struct stat st;
   if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-    return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
-                     "png_path '%s' is a folder, not a file", path);
+    return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "png_path '%s' is a folder, not a file", path);
   return BSA_OK;
 }
 
@@ -158,9 +154,8 @@ static int valid_key(const char *k) {
   return 1;
 }
 
-bsa_status bsa__viz_png_write(bsa__viz_canvas *cv, const char *title,
-                              const bsa_viz_text *meta, int32_t num_meta,
-                              const char *path) {
+bsa_status bsa__viz_png_write(bsa__viz_canvas *cv, const char *title, const bsa_viz_text *meta,
+                              int32_t num_meta, const char *path) {
   for (int32_t i = 0; i < num_meta; i++)
     if (!valid_key(meta[i].key) || !meta[i].value)
       return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
@@ -178,8 +173,7 @@ bsa_status bsa__viz_png_write(bsa__viz_canvas *cv, const char *title,
     close(fd);
     unlink(tmp);
     free(tmp);
-    return bsa__fail(NULL, BSA_ERR_IO, "cannot write '%s': %s", path,
-                     strerror(e));
+    return bsa__fail(NULL, BSA_ERR_IO, "cannot write '%s': %s", path, strerror(e));
   }
 
   cairo_surface_flush(cv->surface);
@@ -198,16 +192,14 @@ bsa_status bsa__viz_png_write(bsa__viz_canvas *cv, const char *title,
   png_infop info = NULL;
   volatile int ok = 0;
   if (row && text) {
-    png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &err, on_png_error,
-                                  on_png_warning);
+    png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &err, on_png_error, on_png_warning);
     if (png) info = png_create_info_struct(png);
   }
   if (png && info) {
     if (setjmp(err.jmp) == 0) {
       png_init_io(png, f);
-      png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8,
-                   PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
-                   PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+      png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8, PNG_COLOR_TYPE_RGB,
+                   PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
       int k = 0;
       text[k].compression = PNG_TEXT_COMPRESSION_NONE;
       text[k].key = "Software";
@@ -221,8 +213,8 @@ bsa_status bsa__viz_png_write(bsa__viz_canvas *cv, const char *title,
         k++;
       }
       for (int32_t i = 0; i < num_meta; i++, k++) {
-        text[k].compression = is_ascii(meta[i].value) ? PNG_TEXT_COMPRESSION_NONE
-                                                      : PNG_ITXT_COMPRESSION_NONE;
+        text[k].compression =
+            is_ascii(meta[i].value) ? PNG_TEXT_COMPRESSION_NONE : PNG_ITXT_COMPRESSION_NONE;
         text[k].key = (char *)meta[i].key;
         text[k].text = (char *)meta[i].value;
       }
@@ -269,10 +261,9 @@ bsa_status bsa__viz_png_write(bsa__viz_canvas *cv, const char *title,
     unlink(tmp);
     free(tmp);
     if (err.msg[0])
-      return bsa__fail(NULL, BSA_ERR_IO, "cannot write '%s': libpng: %s", path,
-                       err.msg);
-    return bsa__fail(NULL, e == ENOMEM ? BSA_ERR_NOMEM : BSA_ERR_IO,
-                     "cannot write '%s': %s", path, strerror(e));
+      return bsa__fail(NULL, BSA_ERR_IO, "cannot write '%s': libpng: %s", path, err.msg);
+    return bsa__fail(NULL, e == ENOMEM ? BSA_ERR_NOMEM : BSA_ERR_IO, "cannot write '%s': %s", path,
+                     strerror(e));
   }
   free(tmp);
   return BSA_OK;

@@ -20,8 +20,7 @@
 static bsa_status check_trace(const bsa_trace_record *rec, int32_t kv_head) {
   if (!rec) return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "trace record is NULL");
   const char *nm = rec->name ? rec->name : "";
-  if (rec->num_kv_heads < 1 || rec->num_qo_heads < 1 ||
-      rec->num_qo_heads % rec->num_kv_heads != 0)
+  if (rec->num_kv_heads < 1 || rec->num_qo_heads < 1 || rec->num_qo_heads % rec->num_kv_heads != 0)
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
                      "trace record '%s': num_qo_heads %d is not a positive "
                      "multiple of num_kv_heads %d",
@@ -30,20 +29,18 @@ static bsa_status check_trace(const bsa_trace_record *rec, int32_t kv_head) {
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
                      "trace record '%s': head_dim %d, qo_len %lld, kv_len %lld "
                      "must be at least 1",
-                     nm, (int)rec->head_dim, (long long)rec->qo_len,
-                     (long long)rec->kv_len);
+                     nm, (int)rec->head_dim, (long long)rec->qo_len, (long long)rec->kv_len);
   if (rec->kv_len > INT32_MAX || rec->qo_len > INT32_MAX)
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
                      "trace record '%s': %lld x %lld tokens is past 2^31 - 1 a "
                      "side",
                      nm, (long long)rec->qo_len, (long long)rec->kv_len);
   if (!rec->q || !rec->k)
-    return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
-                     "trace record '%s': q and k are required", nm);
+    return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "trace record '%s': q and k are required", nm);
   if (kv_head < 0 || kv_head >= rec->num_kv_heads)
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
-                     "kv head %d is out of range 0..%d of trace record '%s'",
-                     (int)kv_head, (int)(rec->num_kv_heads - 1), nm);
+                     "kv head %d is out of range 0..%d of trace record '%s'", (int)kv_head,
+                     (int)(rec->num_kv_heads - 1), nm);
   return BSA_OK;
 }
 
@@ -51,8 +48,7 @@ static bsa_status check_trace(const bsa_trace_record *rec, int32_t kv_head) {
  * row i: the softmax probabilities of row i summed per column block, added
  * to row block row_block[i].  Rows that see no key add nothing. */
 static bsa_status mass_accumulate(const bsa_trace_record *rec, int32_t kv_head,
-                                  const int32_t *row_block,
-                                  const int32_t *col_block, int64_t NB,
+                                  const int32_t *row_block, const int32_t *col_block, int64_t NB,
                                   double *R) {
   const int64_t Sq = rec->qo_len, Sk = rec->kv_len, D = rec->head_dim;
   const int32_t G = rec->num_qo_heads / rec->num_kv_heads;
@@ -66,16 +62,16 @@ static bsa_status mass_accumulate(const bsa_trace_record *rec, int32_t kv_head,
   if (!S || !acc) {
     free(S);
     free(acc);
-    return bsa__fail(NULL, BSA_ERR_NOMEM, "out of memory (%lld x %lld logits)",
-                     (long long)T, (long long)Sk);
+    return bsa__fail(NULL, BSA_ERR_NOMEM, "out of memory (%lld x %lld logits)", (long long)T,
+                     (long long)Sk);
   }
   const float *K = rec->k + (size_t)kv_head * Sk * D;
   for (int32_t g = 0; g < G; g++) {
     const float *Q = rec->q + ((size_t)kv_head * G + g) * Sq * D;
     for (int64_t r0 = 0; r0 < Sq; r0 += T) {
       int64_t nr = Sq - r0 < T ? Sq - r0 : T;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nr, (int)Sk, (int)D,
-                  scale, Q + (size_t)r0 * D, (int)D, K, (int)D, 0.0f, S, (int)Sk);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nr, (int)Sk, (int)D, scale,
+                  Q + (size_t)r0 * D, (int)D, K, (int)D, 0.0f, S, (int)Sk);
       for (int64_t r = 0; r < nr; r++) {
         int64_t i = r0 + r;
         int64_t lim = Sk;
@@ -105,8 +101,8 @@ static bsa_status mass_accumulate(const bsa_trace_record *rec, int32_t kv_head,
   return BSA_OK;
 }
 
-bsa_status bsa_viz_block_mass(const bsa_trace_record *rec, int32_t kv_head,
-                              int64_t block, float *mass) {
+bsa_status bsa_viz_block_mass(const bsa_trace_record *rec, int32_t kv_head, int64_t block,
+                              float *mass) {
   bsa_status st = check_trace(rec, kv_head);
   if (st != BSA_OK) return st;
   const int64_t longest = rec->qo_len > rec->kv_len ? rec->qo_len : rec->kv_len;
@@ -121,8 +117,8 @@ bsa_status bsa_viz_block_mass(const bsa_trace_record *rec, int32_t kv_head,
   int32_t *cb = malloc(sizeof(int32_t) * (size_t)Sk);
   double *R = calloc((size_t)MB * (size_t)NB, sizeof(double));
   if (!rb || !cb || !R) {
-    st = bsa__fail(NULL, BSA_ERR_NOMEM, "out of memory (%lld x %lld blocks)",
-                   (long long)MB, (long long)NB);
+    st = bsa__fail(NULL, BSA_ERR_NOMEM, "out of memory (%lld x %lld blocks)", (long long)MB,
+                   (long long)NB);
     goto done;
   }
   for (int64_t i = 0; i < Sq; i++) rb[i] = (int32_t)(i / block);
@@ -133,8 +129,7 @@ bsa_status bsa_viz_block_mass(const bsa_trace_record *rec, int32_t kv_head,
   for (int64_t bi = 0; bi < MB; bi++) {
     int64_t rows = (bi + 1) * block > Sq ? Sq - bi * block : block;
     double d = 1.0 / ((double)rows * G);
-    for (int64_t bj = 0; bj < NB; bj++)
-      mass[bi * NB + bj] = (float)(R[bi * NB + bj] * d);
+    for (int64_t bj = 0; bj < NB; bj++) mass[bi * NB + bj] = (float)(R[bi * NB + bj] * d);
   }
 done:
   free(rb);
@@ -143,8 +138,8 @@ done:
   return st;
 }
 
-bsa_status bsa_viz_mask_recall(const bsa_trace_record *trace,
-                               const bsa_mask_record *mask, double *recall) {
+bsa_status bsa_viz_mask_recall(const bsa_trace_record *trace, const bsa_mask_record *mask,
+                               double *recall) {
   bsa_status st = check_trace(trace, 0);
   if (st != BSA_OK) return st;
   bsa_viz_layout lay; /* validates the mask record and its permutations */
@@ -160,10 +155,9 @@ bsa_status bsa_viz_mask_recall(const bsa_trace_record *trace,
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
                      "mask record '%s' (%d kv heads, %lld x %lld tokens) does not "
                      "match trace record '%s' (%d kv heads, %lld x %lld tokens)",
-                     mask->name ? mask->name : "", (int)mask->num_kv_heads,
-                     (long long)mask->qo_len, (long long)mask->kv_len,
-                     trace->name ? trace->name : "", (int)trace->num_kv_heads,
-                     (long long)trace->qo_len, (long long)trace->kv_len);
+                     mask->name ? mask->name : "", (int)mask->num_kv_heads, (long long)mask->qo_len,
+                     (long long)mask->kv_len, trace->name ? trace->name : "",
+                     (int)trace->num_kv_heads, (long long)trace->qo_len, (long long)trace->kv_len);
   const int64_t Sq = trace->qo_len, Sk = trace->kv_len;
   const int64_t MB = mask->num_block_rows, NB = mask->num_block_cols;
   int32_t *rb = malloc(sizeof(int32_t) * (size_t)Sq);
@@ -179,8 +173,8 @@ bsa_status bsa_viz_mask_recall(const bsa_trace_record *trace,
     /* Token -> block of its permuted position (perm[p] = token). */
     for (int axis = 0; axis < 2; axis++) {
       int64_t S = axis ? Sk : Sq, nb = axis ? NB : MB;
-      const int32_t *sz = axis ? mask->block_col_sz + (size_t)h * NB
-                               : mask->block_row_sz + (size_t)h * MB;
+      const int32_t *sz =
+          axis ? mask->block_col_sz + (size_t)h * NB : mask->block_row_sz + (size_t)h * MB;
       const int32_t *perm = axis ? (mask->k_perm ? mask->k_perm + (size_t)h * Sk : NULL)
                                  : (mask->q_perm ? mask->q_perm + (size_t)h * Sq : NULL);
       int32_t *blk = axis ? cb : rb;
@@ -214,8 +208,7 @@ done:
 
 enum { S_LEFT = 84, S_RIGHT = 150, S_BOTTOM = 56, S_MIN_WIDTH = 640 };
 
-static bsa_status scores_opts(const bsa_trace_record *rec,
-                              const bsa_viz_scores_opts *opts,
+static bsa_status scores_opts(const bsa_trace_record *rec, const bsa_viz_scores_opts *opts,
                               bsa_viz_scores_opts *o) {
   memset(o, 0, sizeof *o);
   if (opts) *o = *opts;
@@ -224,18 +217,16 @@ static bsa_status scores_opts(const bsa_trace_record *rec,
   bsa_status st = check_trace(rec, o->kv_head);
   if (st != BSA_OK) return st;
   if (o->block < 1 || o->block > (rec->qo_len > rec->kv_len ? rec->qo_len : rec->kv_len))
-    return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
-                     "block = %lld tokens is outside 1..%lld (the longer sequence)",
-                     (long long)o->block,
-                     (long long)(rec->qo_len > rec->kv_len ? rec->qo_len : rec->kv_len));
+    return bsa__fail(
+        NULL, BSA_ERR_INVALID_ARG, "block = %lld tokens is outside 1..%lld (the longer sequence)",
+        (long long)o->block, (long long)(rec->qo_len > rec->kv_len ? rec->qo_len : rec->kv_len));
   if (o->panel_px < 16 || o->panel_px > 8192)
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "panel_px = %d is outside 16..8192",
                      (int)o->panel_px);
   return BSA_OK;
 }
 
-bsa_status bsa_viz_scores_layout(const bsa_trace_record *rec,
-                                 const bsa_viz_scores_opts *opts,
+bsa_status bsa_viz_scores_layout(const bsa_trace_record *rec, const bsa_viz_scores_opts *opts,
                                  bsa_viz_layout *out) {
   if (!out) return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "layout out is NULL");
   memset(out, 0, sizeof *out);
@@ -266,9 +257,8 @@ bsa_status bsa_viz_scores_layout(const bsa_trace_record *rec,
   return BSA_OK;
 }
 
-bsa_status bsa_viz_scores(const bsa_trace_record *rec,
-                          const bsa_viz_scores_opts *opts, const char *png_path,
-                          bsa_viz_layout *layout_out) {
+bsa_status bsa_viz_scores(const bsa_trace_record *rec, const bsa_viz_scores_opts *opts,
+                          const char *png_path, bsa_viz_layout *layout_out) {
   if (layout_out) memset(layout_out, 0, sizeof *layout_out);
   bsa_viz_scores_opts o;
   bsa_status st = scores_opts(rec, opts, &o);
@@ -293,8 +283,8 @@ bsa_status bsa_viz_scores(const bsa_trace_record *rec,
   bsa__viz_canvas cv;
   memset(&cv, 0, sizeof cv);
   if (!mass || !rgb || !rs || !cs) {
-    st = bsa__fail(NULL, BSA_ERR_NOMEM, "out of memory (%lld x %lld blocks)",
-                   (long long)MB, (long long)NB);
+    st = bsa__fail(NULL, BSA_ERR_NOMEM, "out of memory (%lld x %lld blocks)", (long long)MB,
+                   (long long)NB);
     goto done;
   }
   st = bsa_viz_block_mass(rec, o.kv_head, B, mass);
@@ -345,10 +335,9 @@ bsa_status bsa_viz_scores(const bsa_trace_record *rec,
   if (G == 1)
     snprintf(heads, sizeof heads, "head %d", (int)o.kv_head);
   else
-    snprintf(heads, sizeof heads, "kv head %d (query heads %d\xe2\x80\x93%d)",
-             (int)o.kv_head, (int)(o.kv_head * G), (int)(o.kv_head * G + G - 1));
-  snprintf(title, sizeof title,
-           "Block attention mass \xe2\x80\x94 record %s \xc2\xb7 %s",
+    snprintf(heads, sizeof heads, "kv head %d (query heads %d\xe2\x80\x93%d)", (int)o.kv_head,
+             (int)(o.kv_head * G), (int)(o.kv_head * G + G - 1));
+  snprintf(title, sizeof title, "Block attention mass \xe2\x80\x94 record %s \xc2\xb7 %s",
            rec->name ? rec->name : "(unnamed)", heads);
   double text_w = lay.width - 24;
   cairo_set_source_rgb(cr, 0.05, 0.05, 0.05);
@@ -359,8 +348,8 @@ bsa_status bsa_viz_scores(const bsa_trace_record *rec,
   snprintf(facts, sizeof facts,
            "%lld query \xc3\x97 %lld key tokens \xc2\xb7 head dim %d \xc2\xb7 "
            "%lld-token blocks (%lld \xc3\x97 %lld) \xc2\xb7 %s",
-           (long long)Sq, (long long)Sk, (int)rec->head_dim, (long long)B,
-           (long long)MB, (long long)NB, rec->causal ? "causal" : "not causal");
+           (long long)Sq, (long long)Sk, (int)rec->head_dim, (long long)B, (long long)MB,
+           (long long)NB, rec->causal ? "causal" : "not causal");
   bsa__viz_font(cr, 12, 0);
   cairo_set_source_rgb(cr, 0.25, 0.25, 0.25);
   bsa__viz_text_fit(cr, facts, text_w, buf, sizeof buf);

@@ -64,11 +64,7 @@ const char *bsa_build_info(void);
 /* ------------------------------------------------------------------------
  * Enumerations.  Zero is the default of each.
  * ---------------------------------------------------------------------- */
-typedef enum bsa_dtype {
-  BSA_DTYPE_F32 = 0,
-  BSA_DTYPE_F16 = 1,
-  BSA_DTYPE_BF16 = 2
-} bsa_dtype;
+typedef enum bsa_dtype { BSA_DTYPE_F32 = 0, BSA_DTYPE_F16 = 1, BSA_DTYPE_BF16 = 2 } bsa_dtype;
 
 /* NHD: [len, heads, head_dim] row-major.  HND: [heads, len, head_dim]. */
 typedef enum bsa_layout { BSA_LAYOUT_NHD = 0, BSA_LAYOUT_HND = 1 } bsa_layout;
@@ -133,13 +129,13 @@ typedef struct bsa_attn_params {
   bsa_dtype q_dtype;
   bsa_dtype kv_dtype;
   bsa_dtype o_dtype;
-  bsa_layout layout;       /* applies to q, k, v and o */
-  float sm_scale;          /* 0: 1/sqrt(head_dim) */
-  float logits_soft_cap;   /* 0: off, else cap * tanh(s / cap) */
-  int32_t causal;          /* global causal, see the top of this file */
+  bsa_layout layout;     /* applies to q, k, v and o */
+  float sm_scale;        /* 0: 1/sqrt(head_dim) */
+  float logits_soft_cap; /* 0: off, else cap * tanh(s / cap) */
+  int32_t causal;        /* global causal, see the top of this file */
   bsa_pos_encoding pos_encoding;
-  float rope_scale;        /* ROPE_LLAMA: positions divided by this; 0 = 1 */
-  float rope_theta;        /* ROPE_LLAMA: base; 0 = 1e4 */
+  float rope_scale; /* ROPE_LLAMA: positions divided by this; 0 = 1 */
+  float rope_theta; /* ROPE_LLAMA: base; 0 = 1e4 */
 } bsa_attn_params;
 
 /* ------------------------------------------------------------------------
@@ -172,8 +168,8 @@ typedef struct bsa_bsr_desc {
  * to kv_len (sizes may be 0), block_mask_map[h, i, j] nonzero keeps the block
  * of rows of row block i and columns of column block j. */
 typedef struct bsa_var_desc {
-  int64_t num_block_rows; /* MB */
-  int64_t num_block_cols; /* NB */
+  int64_t num_block_rows;        /* MB */
+  int64_t num_block_cols;        /* NB */
   const uint8_t *block_mask_map; /* [Hkv, MB, NB] */
   const int32_t *block_row_sz;   /* [Hkv, MB] */
   const int32_t *block_col_sz;   /* [Hkv, NB] */
@@ -185,14 +181,13 @@ typedef struct bsa_var_desc {
 typedef struct bsa_plan bsa_plan;
 
 /* Dense attention (with causal/ALiBi/... as in params). */
-bsa_status bsa_plan_create_dense(bsa_ctx *ctx, const bsa_attn_params *params,
-                                 bsa_plan **out);
+bsa_status bsa_plan_create_dense(bsa_ctx *ctx, const bsa_attn_params *params, bsa_plan **out);
 /* Fixed-block sparse attention. */
-bsa_status bsa_plan_create_bsr(bsa_ctx *ctx, const bsa_attn_params *params,
-                               const bsa_bsr_desc *bsr, bsa_plan **out);
+bsa_status bsa_plan_create_bsr(bsa_ctx *ctx, const bsa_attn_params *params, const bsa_bsr_desc *bsr,
+                               bsa_plan **out);
 /* Variable-block sparse attention. */
-bsa_status bsa_plan_create_var(bsa_ctx *ctx, const bsa_attn_params *params,
-                               const bsa_var_desc *var, bsa_plan **out);
+bsa_status bsa_plan_create_var(bsa_ctx *ctx, const bsa_attn_params *params, const bsa_var_desc *var,
+                               bsa_plan **out);
 
 /* All three validate everything once (messages name the argument, the value
  * and the limit) and compile the description into a work list.  On failure
@@ -208,17 +203,17 @@ void bsa_plan_destroy(bsa_plan *plan);
  * device for CUDA).  On CUDA the call only enqueues work on the context's
  * stream (no host work, no synchronisation), so it can be captured in a
  * CUDA graph.  The plan can be run any number of times. */
-bsa_status bsa_plan_run(bsa_plan *plan, const void *q, const void *k,
-                        const void *v, void *o, float *lse);
+bsa_status bsa_plan_run(bsa_plan *plan, const void *q, const void *k, const void *v, void *o,
+                        float *lse);
 
 /* Facts about a plan, for FLOP counts and reports. */
 typedef struct bsa_plan_info {
-  int64_t visible_pairs;  /* (query, key) pairs computed, summed over Hq */
-  int64_t total_pairs;    /* Hq * qo_len * kv_len (or the causal count) */
-  double density;         /* visible_pairs / total_pairs */
-  int64_t num_work_items; /* entries of the compiled work list */
-  int64_t num_segments;   /* KV segments over all work items */
-  int64_t masked_segments;/* segments that need element masking */
+  int64_t visible_pairs;   /* (query, key) pairs computed, summed over Hq */
+  int64_t total_pairs;     /* Hq * qo_len * kv_len (or the causal count) */
+  double density;          /* visible_pairs / total_pairs */
+  int64_t num_work_items;  /* entries of the compiled work list */
+  int64_t num_segments;    /* KV segments over all work items */
+  int64_t masked_segments; /* segments that need element masking */
 } bsa_plan_info;
 
 bsa_status bsa_plan_get_info(const bsa_plan *plan, bsa_plan_info *info);
@@ -239,19 +234,16 @@ bsa_status bsa_ctx_alloc(bsa_ctx *ctx, size_t bytes, void **ptr);
 /* Frees memory from bsa_ctx_alloc; accepts NULL. */
 void bsa_ctx_free(bsa_ctx *ctx, void *ptr);
 /* Copies host -> context device, and context device -> host (synchronous). */
-bsa_status bsa_ctx_copy_to_device(bsa_ctx *ctx, void *dst, const void *src,
-                                  size_t bytes);
-bsa_status bsa_ctx_copy_to_host(bsa_ctx *ctx, void *dst, const void *src,
-                                size_t bytes);
+bsa_status bsa_ctx_copy_to_device(bsa_ctx *ctx, void *dst, const void *src, size_t bytes);
+bsa_status bsa_ctx_copy_to_host(bsa_ctx *ctx, void *dst, const void *src, size_t bytes);
 /* Waits for all work enqueued on the context's stream. */
 bsa_status bsa_ctx_synchronize(bsa_ctx *ctx);
 
 /* Times bsa_plan_run: warmup runs, then reps timed runs (CUDA events on a
  * CUDA context, a monotonic clock on the CPU); *median_ms is the median and
  * *min_ms (may be NULL) the minimum. */
-bsa_status bsa_plan_time(bsa_plan *plan, const void *q, const void *k,
-                         const void *v, void *o, float *lse, int warmup,
-                         int reps, double *median_ms, double *min_ms);
+bsa_status bsa_plan_time(bsa_plan *plan, const void *q, const void *k, const void *v, void *o,
+                         float *lse, int warmup, int reps, double *median_ms, double *min_ms);
 
 /* ------------------------------------------------------------------------
  * Half-precision helpers (host).
@@ -262,8 +254,7 @@ uint16_t bsa_f32_to_bf16(float x); /* round to nearest even */
 float bsa_bf16_to_f32(uint16_t h);
 
 /* Converts n values from src (dtype src_t) to dst (dtype dst_t), host. */
-void bsa_convert(void *dst, bsa_dtype dst_t, const void *src, bsa_dtype src_t,
-                 size_t n);
+void bsa_convert(void *dst, bsa_dtype dst_t, const void *src, bsa_dtype src_t, size_t n);
 
 #ifdef __cplusplus
 }

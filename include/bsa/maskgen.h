@@ -88,9 +88,9 @@ typedef struct bsa_maskgen_params {
   int64_t block_q;
   int64_t block_k;
   bsa_maskgen_select select;
-  double top_p;     /* (0, 1] */
-  int64_t top_k;    /* >= 1 */
-  double threshold; /* [0, 1] */
+  double top_p;         /* (0, 1] */
+  int64_t top_k;        /* >= 1 */
+  double threshold;     /* [0, 1] */
   int64_t sink_blocks;  /* >= 0 */
   int64_t local_blocks; /* >= 0 */
   /* kmeans (always top-p selection with top_p). */
@@ -113,15 +113,13 @@ void bsa_maskgen_params_init(bsa_maskgen_params *params);
  * (rec may be NULL to check only what does not depend on it).
  * BSA_ERR_INVALID_ARG names the option ("--top-p = 1.5 is outside (0, 1]",
  * "--q-clusters = 300 exceeds the 256 query tokens of record 'r0'"). */
-bsa_status bsa_maskgen_params_check(bsa_maskgen_method method,
-                                    const bsa_maskgen_params *params,
+bsa_status bsa_maskgen_params_check(bsa_maskgen_method method, const bsa_maskgen_params *params,
                                     const bsa_trace_record *rec);
 
 /* The parameters that matter for method as a JSON object text, e.g.
  * {"block_q":64,"block_k":64,"select":"top_p","top_p":0.9,...}.  Returned
  * string is malloc'ed (caller frees); NULL when out of memory. */
-char *bsa_maskgen_params_json(bsa_maskgen_method method,
-                              const bsa_maskgen_params *params);
+char *bsa_maskgen_params_json(bsa_maskgen_method method, const bsa_maskgen_params *params);
 
 /* SHA-256 of a file as 64 lowercase hex digits and a NUL (the fingerprint
  * of the trace that masks files record).  BSA_ERR_IO names the file when it
@@ -137,20 +135,15 @@ bsa_status bsa_maskgen_file_sha256(const char *path, char hex[65]);
  * with inconsistent shapes; BSA_ERR_UNSUPPORTED: kmeans on a causal record
  * (causal masking in original token order cannot be expressed on permuted
  * variable blocks); BSA_ERR_NOMEM. */
-bsa_status bsa_maskgen_oracle(const bsa_trace_record *rec,
-                              const bsa_maskgen_params *params,
+bsa_status bsa_maskgen_oracle(const bsa_trace_record *rec, const bsa_maskgen_params *params,
                               bsa_mask_record **out);
-bsa_status bsa_maskgen_pooled(const bsa_trace_record *rec,
-                              const bsa_maskgen_params *params,
+bsa_status bsa_maskgen_pooled(const bsa_trace_record *rec, const bsa_maskgen_params *params,
                               bsa_mask_record **out);
-bsa_status bsa_maskgen_kmeans(const bsa_trace_record *rec,
-                              const bsa_maskgen_params *params,
+bsa_status bsa_maskgen_kmeans(const bsa_trace_record *rec, const bsa_maskgen_params *params,
                               bsa_mask_record **out);
 /* Dispatches to one of the three. */
-bsa_status bsa_maskgen_run(bsa_maskgen_method method,
-                           const bsa_trace_record *rec,
-                           const bsa_maskgen_params *params,
-                           bsa_mask_record **out);
+bsa_status bsa_maskgen_run(bsa_maskgen_method method, const bsa_trace_record *rec,
+                           const bsa_maskgen_params *params, bsa_mask_record **out);
 
 /* ---- k-means on its own ----------------------------------------------- */
 
@@ -165,10 +158,9 @@ bsa_status bsa_maskgen_run(bsa_maskgen_method method,
  * run.  Single-threaded (callers run several at once).
  * BSA_ERR_INVALID_ARG: n < 1, dim < 1, k < 1, k > n, iters < 1;
  * BSA_ERR_NOMEM. */
-bsa_status bsa_kmeans(const float *x, int64_t n, int64_t dim, int64_t k,
-                      int32_t iters, uint64_t seed, bsa_kmeans_init init,
-                      int32_t *labels, float *centroids, int32_t *sizes,
-                      int32_t *iters_done);
+bsa_status bsa_kmeans(const float *x, int64_t n, int64_t dim, int64_t k, int32_t iters,
+                      uint64_t seed, bsa_kmeans_init init, int32_t *labels, float *centroids,
+                      int32_t *sizes, int32_t *iters_done);
 
 /* ---- mask records ------------------------------------------------------ */
 
@@ -176,8 +168,7 @@ bsa_status bsa_kmeans(const float *x, int64_t n, int64_t dim, int64_t k,
  * sizes non-negative and summing to Sq / Sk, map entries 0/1, permutations
  * (when present) permutations of 0..S-1.  Messages name the record and the
  * dataset.  BSA_ERR_FORMAT on a mismatch. */
-bsa_status bsa_mask_record_check(const bsa_mask_record *mask,
-                                 const bsa_trace_record *rec);
+bsa_status bsa_mask_record_check(const bsa_mask_record *mask, const bsa_trace_record *rec);
 
 /* Fills a libbsa variable-block description that borrows mask's arrays
  * (valid while mask lives).  It describes attention on the permuted
@@ -195,30 +186,29 @@ int bsa_mask_is_permuted(const bsa_mask_record *mask);
  * when rec has no v.  Run them with layout HND and the desc of
  * bsa_mask_var_desc; bsa_mask_unpermute_o puts the output back in token
  * order.  BSA_ERR_FORMAT when the mask does not fit rec, BSA_ERR_NOMEM. */
-bsa_status bsa_mask_permute_qkv(const bsa_trace_record *rec,
-                                const bsa_mask_record *mask, float **q,
+bsa_status bsa_mask_permute_qkv(const bsa_trace_record *rec, const bsa_mask_record *mask, float **q,
                                 float **k, float **v);
 
 /* o [Hq, Sq, D] = o_perm with rows put back in token order (HND, float32;
  * o and o_perm must not overlap).  num_qo_heads must be a multiple of the
  * mask's kv heads. */
-void bsa_mask_unpermute_o(const bsa_mask_record *mask, int32_t num_qo_heads,
-                          int32_t head_dim, const float *o_perm, float *o);
+void bsa_mask_unpermute_o(const bsa_mask_record *mask, int32_t num_qo_heads, int32_t head_dim,
+                          const float *o_perm, float *o);
 
 /* Densities of one kv head of a mask (head = -1: the whole record, pairs
  * summed over heads). */
 typedef struct bsa_mask_density {
-  double full;   /* kept (query, key) pairs / (Sq * Sk) */
-  double causal; /* kept causally visible pairs / visible pairs; NaN when
-                    not causal */
-  double blocks; /* kept blocks / (MB * NB), unweighted */
+  double full;    /* kept (query, key) pairs / (Sq * Sk) */
+  double causal;  /* kept causally visible pairs / visible pairs; NaN when
+                     not causal */
+  double blocks;  /* kept blocks / (MB * NB), unweighted */
   double compute; /* what attention computes: causal when causal, else full */
 } bsa_mask_density;
 
 /* causal applies the global causal rule of bsa/core.h in the original token
  * order; a permuted mask with causal = 1 is BSA_ERR_UNSUPPORTED. */
-bsa_status bsa_mask_density_get(const bsa_mask_record *mask, int32_t head,
-                                int32_t causal, bsa_mask_density *out);
+bsa_status bsa_mask_density_get(const bsa_mask_record *mask, int32_t head, int32_t causal,
+                                bsa_mask_density *out);
 
 /* ---- evaluation --------------------------------------------------------- */
 
@@ -252,7 +242,7 @@ typedef struct bsa_eval_metrics {
 } bsa_eval_metrics;
 
 typedef struct bsa_eval_result {
-  int32_t num_heads;      /* Hkv */
+  int32_t num_heads;       /* Hkv */
   bsa_eval_metrics *heads; /* [num_heads] */
   bsa_eval_metrics total;  /* head = -1 */
   int64_t rows_evaluated;  /* query rows per query head (== Sq unless sampled) */
@@ -272,8 +262,7 @@ typedef struct bsa_eval_result {
  * BSA_ERR_FORMAT: the mask does not fit the record;
  * BSA_ERR_UNSUPPORTED: a permuted mask on a causal record;
  * errors of libbsa are passed on with their message. */
-bsa_status bsa_mask_eval(bsa_ctx *ctx, const bsa_trace_record *rec,
-                         const bsa_mask_record *mask,
+bsa_status bsa_mask_eval(bsa_ctx *ctx, const bsa_trace_record *rec, const bsa_mask_record *mask,
                          const bsa_eval_options *opts, bsa_eval_result *out);
 
 /* Frees the arrays of a result (not the struct); accepts NULL. */

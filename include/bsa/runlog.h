@@ -71,8 +71,8 @@ const char *bsa_runlog_path(const bsa_runlog *log);
  * and reports failures as BSA_ERR_INVALID_ARG (bad argument, message names
  * it), BSA_ERR_IO (the log could not be written) or BSA_ERR_NOMEM, with
  * the message on the log. */
-bsa_status bsa_runlog_run_begin(bsa_runlog *log, const char *verb, int argc,
-                                char *const *argv, bsa_run **out);
+bsa_status bsa_runlog_run_begin(bsa_runlog *log, const char *verb, int argc, char *const *argv,
+                                bsa_run **out);
 int64_t bsa_run_id(const bsa_run *run);
 
 /* Parameters (name -> value text); a repeated name replaces the value. */
@@ -83,15 +83,13 @@ bsa_status bsa_run_input(bsa_run *run, const char *role, const char *path);
 /* An output artifact: path, size and SHA-256 recorded under role. */
 bsa_status bsa_run_output(bsa_run *run, const char *role, const char *path);
 /* The device used (e.g. "NVIDIA H100 80GB HBM3", "driver 580.65"). */
-bsa_status bsa_run_device(bsa_run *run, const char *device_name,
-                          const char *driver);
+bsa_status bsa_run_device(bsa_run *run, const char *device_name, const char *driver);
 /* A metric value.  record (may be NULL) and head (-1 for none) place it;
  * labels_json (may be NULL) is a JSON object of further labels such as
  * {"layout":"bsr","density":0.1,"device":"cuda"} (BSA_ERR_INVALID_ARG if it
  * is not one).  NaN is stored as NULL and read back as NaN. */
-bsa_status bsa_run_metric(bsa_run *run, const char *name, double value,
-                          const char *record, int32_t head,
-                          const char *labels_json);
+bsa_status bsa_run_metric(bsa_run *run, const char *name, double value, const char *record,
+                          int32_t head, const char *labels_json);
 /* Ends the run: status "ok" when status == BSA_OK, else "failed" with the
  * error text.  Frees run (also on failure to write). */
 bsa_status bsa_run_end(bsa_run *run, bsa_status status, const char *error);
@@ -105,19 +103,17 @@ typedef struct bsa_runlog_metric_row {
   const char *started_at; /* ISO 8601 UTC */
   const char *name;
   double value;
-  const char *record; /* NULL if none */
-  int32_t head;       /* -1 if none */
+  const char *record;      /* NULL if none */
+  int32_t head;            /* -1 if none */
   const char *labels_json; /* "{}" if none */
 } bsa_runlog_metric_row;
 
 /* Calls cb for each metric of runs with the given verb (NULL = any) and
  * metric name (NULL = any), oldest run first.  Strings are valid during the
  * callback only.  A non-zero return from cb stops the walk. */
-typedef int (*bsa_runlog_metric_cb)(const bsa_runlog_metric_row *row,
-                                    void *user);
-bsa_status bsa_runlog_foreach_metric(bsa_runlog *log, const char *verb,
-                                     const char *name, bsa_runlog_metric_cb cb,
-                                     void *user);
+typedef int (*bsa_runlog_metric_cb)(const bsa_runlog_metric_row *row, void *user);
+bsa_status bsa_runlog_foreach_metric(bsa_runlog *log, const char *verb, const char *name,
+                                     bsa_runlog_metric_cb cb, void *user);
 
 /* ---- queries for `bsa runs` ----------------------------------------- */
 
@@ -168,8 +164,8 @@ bsa_status bsa_runlog_foreach_run(bsa_runlog *log, const bsa_runlog_filter *filt
 
 /* Parameters of one run, by name. */
 typedef int (*bsa_runlog_param_cb)(const char *name, const char *value, void *user);
-bsa_status bsa_runlog_foreach_param(bsa_runlog *log, int64_t run_id,
-                                    bsa_runlog_param_cb cb, void *user);
+bsa_status bsa_runlog_foreach_param(bsa_runlog *log, int64_t run_id, bsa_runlog_param_cb cb,
+                                    void *user);
 
 /* Files of one run, inputs first, in the order recorded. */
 typedef struct bsa_runlog_file_row {
@@ -186,8 +182,8 @@ bsa_status bsa_runlog_foreach_file(bsa_runlog *log, int64_t run_id, bsa_runlog_f
 
 /* Metrics of one run in the order recorded (rows as for
  * bsa_runlog_foreach_metric). */
-bsa_status bsa_runlog_foreach_run_metric(bsa_runlog *log, int64_t run_id,
-                                         bsa_runlog_metric_cb cb, void *user);
+bsa_status bsa_runlog_foreach_run_metric(bsa_runlog *log, int64_t run_id, bsa_runlog_metric_cb cb,
+                                         void *user);
 
 /* ---- export ------------------------------------------------------------ */
 
@@ -202,14 +198,13 @@ typedef enum bsa_runlog_format {
  * per label key found; a run without metrics gets one row with an empty
  * metric.  Runs in id order.  docs/runlog.md lists the columns.
  * BSA_ERR_IO when the log cannot be read or out cannot be written. */
-bsa_status bsa_runlog_export(bsa_runlog *log, const bsa_runlog_filter *filter,
-                             const char *metric, bsa_runlog_format format, FILE *out);
+bsa_status bsa_runlog_export(bsa_runlog *log, const bsa_runlog_filter *filter, const char *metric,
+                             bsa_runlog_format format, FILE *out);
 
 /* Writes one run as one line of JSON to out.  with_details adds its
  * params (object), inputs and outputs (arrays) and metrics (array).
  * BSA_ERR_INVALID_ARG when there is no run run_id. */
-bsa_status bsa_runlog_write_run_json(bsa_runlog *log, int64_t run_id, int with_details,
-                                     FILE *out);
+bsa_status bsa_runlog_write_run_json(bsa_runlog *log, int64_t run_id, int with_details, FILE *out);
 
 #ifdef __cplusplus
 }

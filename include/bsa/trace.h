@@ -1,6 +1,7 @@
 /*
  * bsa/trace.h - attention traces and block masks in HDF5 (reading and
- * writing).  Generators and evaluation are in bsa/maskgen.h.  File formats: docs/formats.md (DESIGN section 3).
+ * writing).  Generators and evaluation are in bsa/maskgen.h.  File formats: docs/formats.md (DESIGN
+ * section 3).
  *
  * In memory, arrays are row-major float32 / int32 / uint8 in the shapes the
  * comments give; q/k/v are always converted to float32 on read.
@@ -33,9 +34,9 @@ typedef struct bsa_trace_record {
   float *k;             /* [Hkv, Sk, D] */
   float *v;             /* [Hkv, Sk, D] or NULL when the trace has none */
   int32_t layer;
-  int32_t step;     /* -1 if none */
-  int32_t causal;   /* 0/1 */
-  float sm_scale;   /* 0 = 1/sqrt(D) */
+  int32_t step;   /* -1 if none */
+  int32_t causal; /* 0/1 */
+  float sm_scale; /* 0 = 1/sqrt(D) */
   /* Optional planted cluster of every token, as synthetic traces store it
    * (dataset cluster_id): cluster_id[h * Sk + t] is the cluster of token t
    * (its query and its key) for kv head h.  Only for Sq == Sk.  NULL when
@@ -64,8 +65,7 @@ const char *bsa_trace_record_name(const bsa_trace *trace, int64_t i);
  * *out is allocated (free with bsa_trace_record_free).  Errors:
  * BSA_ERR_INVALID_ARG (no such record), BSA_ERR_FORMAT (the message names
  * file, record and dataset), BSA_ERR_IO, BSA_ERR_NOMEM. */
-bsa_status bsa_trace_read_record(bsa_trace *trace, const char *name,
-                                 bsa_trace_record **out);
+bsa_status bsa_trace_read_record(bsa_trace *trace, const char *name, bsa_trace_record **out);
 void bsa_trace_record_free(bsa_trace_record *rec); /* accepts NULL */
 
 /* Root attributes "model" and "source" ("" when absent), and the path the
@@ -94,11 +94,11 @@ bsa_status bsa_trace_get_record_info(bsa_trace *trace, const char *name,
 
 typedef struct bsa_mask_record {
   char *name;
-  int32_t num_kv_heads; /* Hkv */
-  int64_t qo_len;       /* Sq */
-  int64_t kv_len;       /* Sk */
-  int64_t num_block_rows; /* MB */
-  int64_t num_block_cols; /* NB */
+  int32_t num_kv_heads;    /* Hkv */
+  int64_t qo_len;          /* Sq */
+  int64_t kv_len;          /* Sk */
+  int64_t num_block_rows;  /* MB */
+  int64_t num_block_cols;  /* NB */
   uint8_t *block_mask_map; /* [Hkv, MB, NB] 0/1 */
   int32_t *block_row_sz;   /* [Hkv, MB], sums to Sq per head */
   int32_t *block_col_sz;   /* [Hkv, NB], sums to Sk per head */
@@ -115,7 +115,7 @@ typedef struct bsa_masks bsa_masks; /* an open masks file */
  * format_version = 1).  Missing method/params/trace/trace_sha256 read as
  * "" ("{}" for params).  Errors as for bsa_trace_open. */
 bsa_status bsa_masks_open(const char *path, bsa_masks **out);
-void bsa_masks_close(bsa_masks *masks); /* accepts NULL */
+void bsa_masks_close(bsa_masks *masks);                    /* accepts NULL */
 const char *bsa_masks_method(const bsa_masks *masks);      /* "oracle", ... */
 const char *bsa_masks_params_json(const bsa_masks *masks); /* "{...}" */
 const char *bsa_masks_trace_path(const bsa_masks *masks);
@@ -129,8 +129,7 @@ const char *bsa_masks_record_name(const bsa_masks *masks, int64_t i);
  * stored); q_perm / k_perm, when present, [Hkv, Sq] / [Hkv, Sk]
  * permutations of 0..S-1; block_scores shaped like the map.  Map entries
  * are returned as 0/1.  Errors as for bsa_trace_read_record. */
-bsa_status bsa_masks_read_record(bsa_masks *masks, const char *name,
-                                 bsa_mask_record **out);
+bsa_status bsa_masks_read_record(bsa_masks *masks, const char *name, bsa_mask_record **out);
 void bsa_mask_record_free(bsa_mask_record *rec); /* accepts NULL */
 
 /* ---- writers ------------------------------------------------------------
@@ -142,9 +141,8 @@ typedef struct bsa_trace_writer bsa_trace_writer;
 /* dtype: BSA_DTYPE_F32 or BSA_DTYPE_F16 for the q/k/v datasets.  model and
  * source may be NULL.  The temporary file is created at once, so a path in
  * a missing or read-only folder fails here (BSA_ERR_IO). */
-bsa_status bsa_trace_writer_create(const char *path, bsa_dtype dtype,
-                                   const char *model, const char *source,
-                                   bsa_trace_writer **out);
+bsa_status bsa_trace_writer_create(const char *path, bsa_dtype dtype, const char *model,
+                                   const char *source, bsa_trace_writer **out);
 /* Checks rec completely (name, shapes, Hq % Hkv, causal 0/1, finite values
  * that fit the dtype, cluster ids) before writing anything: an invalid
  * record returns BSA_ERR_INVALID_ARG and leaves the writer usable.  A
@@ -161,10 +159,8 @@ void bsa_trace_writer_abort(bsa_trace_writer *w);        /* frees w; accepts NUL
 typedef struct bsa_masks_writer bsa_masks_writer;
 /* method, params_json (JSON object text), trace_path and trace_sha256 are
  * stored as root attributes (NULL -> ""). */
-bsa_status bsa_masks_writer_create(const char *path, const char *method,
-                                   const char *params_json,
-                                   const char *trace_path,
-                                   const char *trace_sha256,
+bsa_status bsa_masks_writer_create(const char *path, const char *method, const char *params_json,
+                                   const char *trace_path, const char *trace_sha256,
                                    bsa_masks_writer **out);
 /* Writes rec (optional arrays only when non-NULL; density/recall attributes
  * only when not NaN; qo_len and kv_len as record attributes).  Checks first

@@ -94,12 +94,10 @@ void bsa_viz_layout_free(bsa_viz_layout *layout); /* accepts NULL; keeps
  * (x + k * w / cols, y + q * h / rows).  The cell of integer tokens (i, j)
  * is centred on position (i + 0.5, j + 0.5); the pixel holding that centre
  * is (floor(*px), floor(*py)). */
-void bsa_viz_panel_point(const bsa_viz_panel *p, double q, double k,
-                         double *px, double *py);
+void bsa_viz_panel_point(const bsa_viz_panel *p, double q, double k, double *px, double *py);
 
 /* The colour of a kept block with score s under layout's colour scale. */
-void bsa_viz_score_rgb(const bsa_viz_layout *layout, double s,
-                       uint8_t rgb[3]);
+void bsa_viz_score_rgb(const bsa_viz_layout *layout, double s, uint8_t rgb[3]);
 
 /* ---- masks ---------------------------------------------------------------
  * One panel per kv head in a grid; variable block sizes to scale; kept
@@ -122,10 +120,10 @@ typedef struct bsa_viz_masks_opts {
   /* [num_kv_heads of the record] recall per kv head, NaN = unknown; NULL
    * when none is known. */
   const double *head_recall;
-  const char *method;   /* shown in the title; NULL = not shown */
-  const char *subtitle; /* a second title line (e.g. parameters); NULL */
-  int32_t panel_px;     /* longer side of a panel's data area; 0 = chosen
-                           from the number of panels (150..480) */
+  const char *method;       /* shown in the title; NULL = not shown */
+  const char *subtitle;     /* a second title line (e.g. parameters); NULL */
+  int32_t panel_px;         /* longer side of a panel's data area; 0 = chosen
+                               from the number of panels (150..480) */
   const bsa_viz_text *meta; /* extra PNG text chunks, may be NULL */
   int32_t num_meta;
 } bsa_viz_masks_opts;
@@ -134,13 +132,11 @@ typedef struct bsa_viz_masks_opts {
  * Validates rec: heads in range and not repeated, sizes non-negative and
  * summing to qo_len / kv_len for every head, permutations that are
  * permutations (when order is ORIGINAL).  On failure *out is zeroed. */
-bsa_status bsa_viz_masks_layout(const bsa_mask_record *rec,
-                                const bsa_viz_masks_opts *opts,
+bsa_status bsa_viz_masks_layout(const bsa_mask_record *rec, const bsa_viz_masks_opts *opts,
                                 bsa_viz_layout *out);
 
 /* Renders the masks figure of rec to png_path.  rec is borrowed. */
-bsa_status bsa_viz_masks(const bsa_mask_record *rec,
-                         const bsa_viz_masks_opts *opts,
+bsa_status bsa_viz_masks(const bsa_mask_record *rec, const bsa_viz_masks_opts *opts,
                          const char *png_path);
 
 /* Size-weighted density of kv head h of rec (kept area / Sq x Sk). */
@@ -156,16 +152,15 @@ double bsa_viz_mask_density(const bsa_mask_record *rec, int32_t h);
  * block: 1 .. max(Sq, Sk).  Computed in row tiles with CBLAS sgemm (the
  * BLAS's own threads); memory O(tile * Sk), never Sq * Sk.
  * mass is written only on success. */
-bsa_status bsa_viz_block_mass(const bsa_trace_record *rec, int32_t kv_head,
-                              int64_t block, float *mass);
+bsa_status bsa_viz_block_mass(const bsa_trace_record *rec, int32_t kv_head, int64_t block,
+                              float *mass);
 
 /* Per-kv-head exact recall of a mask record on a trace record: the share of
  * the softmax attention mass (averaged over all query rows that see a key
  * and over the group's query heads) that falls in kept blocks, with the
  * permutation applied.  recall [Hkv], written only on success.  The
  * records must agree in Hkv, Sq and Sk. */
-bsa_status bsa_viz_mask_recall(const bsa_trace_record *trace,
-                               const bsa_mask_record *mask,
+bsa_status bsa_viz_mask_recall(const bsa_trace_record *trace, const bsa_mask_record *mask,
                                double *recall);
 
 typedef struct bsa_viz_scores_opts {
@@ -179,16 +174,14 @@ typedef struct bsa_viz_scores_opts {
 /* Layout of the score map of rec (one panel; has_scores and the colour
  * scale are set by bsa_viz_scores, which knows the masses: the layout
  * alone reports has_scores = 0). */
-bsa_status bsa_viz_scores_layout(const bsa_trace_record *rec,
-                                 const bsa_viz_scores_opts *opts,
+bsa_status bsa_viz_scores_layout(const bsa_trace_record *rec, const bsa_viz_scores_opts *opts,
                                  bsa_viz_layout *out);
 
 /* Computes the block mass of opts->kv_head and renders it as a heat map on
  * a log colour scale with axes in tokens.  layout_out (may be NULL)
  * receives the layout with the colour scale used (free it with
  * bsa_viz_layout_free). */
-bsa_status bsa_viz_scores(const bsa_trace_record *rec,
-                          const bsa_viz_scores_opts *opts,
+bsa_status bsa_viz_scores(const bsa_trace_record *rec, const bsa_viz_scores_opts *opts,
                           const char *png_path, bsa_viz_layout *layout_out);
 
 /* ---- charts ----------------------------------------------------------- */
@@ -230,13 +223,11 @@ typedef struct bsa_viz_chart_geom {
 
 /* Validates the chart (points finite, and positive on log axes) and
  * computes its geometry. */
-bsa_status bsa_viz_chart_layout(const bsa_viz_chart *chart,
-                                bsa_viz_chart_geom *geom);
+bsa_status bsa_viz_chart_layout(const bsa_viz_chart *chart, bsa_viz_chart_geom *geom);
 /* Pixel coordinates of data point (x, y). */
-void bsa_viz_chart_point(const bsa_viz_chart_geom *geom, double x, double y,
-                         double *px, double *py);
-bsa_status bsa_viz_chart_render(const bsa_viz_chart *chart,
-                                const char *png_path);
+void bsa_viz_chart_point(const bsa_viz_chart_geom *geom, double x, double y, double *px,
+                         double *py);
+bsa_status bsa_viz_chart_render(const bsa_viz_chart *chart, const char *png_path);
 
 /* ---- charts from the experiment log ----------------------------------- */
 
@@ -254,18 +245,16 @@ typedef struct bsa_viz_log_opts {
  * 1/density line; log-log axes.  geom (may be NULL) receives the chart
  * geometry.  BSA_ERR_INVALID_ARG when the log holds no such metrics (the
  * message says so and names the log). */
-bsa_status bsa_viz_speedup(bsa_runlog *log, const char *log_path,
-                           const bsa_viz_log_opts *opts, const char *png_path,
-                           bsa_viz_chart_geom *geom);
+bsa_status bsa_viz_speedup(bsa_runlog *log, const char *log_path, const bsa_viz_log_opts *opts,
+                           const char *png_path, bsa_viz_chart_geom *geom);
 
 /* Recall against density, one series per mask-generation method, from the
  * per-record "recall" and "density" metrics of successful `eval` runs
  * (records' summary values, head = -1; per-head values are averaged when a
  * run has no summary), with the line recall = density of random
  * selection. */
-bsa_status bsa_viz_recall(bsa_runlog *log, const char *log_path,
-                          const bsa_viz_log_opts *opts, const char *png_path,
-                          bsa_viz_chart_geom *geom);
+bsa_status bsa_viz_recall(bsa_runlog *log, const char *log_path, const bsa_viz_log_opts *opts,
+                          const char *png_path, bsa_viz_chart_geom *geom);
 
 #ifdef __cplusplus
 }
