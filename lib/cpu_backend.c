@@ -26,10 +26,14 @@
 
 #include "internal.h"
 
-#define KC 512 /* keys per chunk: S = [R, KC] stays in L2 */
+#define KC 512 /* keys per chunk: S = [R, SLD] stays in L2 */
+/* Row stride of S: room for a last piece's product rounded up to 32. */
+#define SLD (KC + 32)
+/* Pieces at least this long are multiplied in place, one product each. */
+#define PIECE_INPLACE 64
 
 typedef struct cpu_state {
-  float *q, *k, *v; /* staged inputs */
+  float *q, *v; /* staged inputs (K is staged transposed in kt) */
   size_t q_elems, kv_elems;
   float *scratch; /* per thread: S [Rmax, KC], O [Rmax, D], m, l [Rmax] */
   size_t scratch_per_thread;
@@ -38,15 +42,19 @@ typedef struct cpu_state {
   /* Where a run reads K and V: the staged copies, or the caller's float32
    * tensors in place when no conversion or RoPE is needed.  Key j of kv
    * head h starts at base + h * hstride + j * ld. */
-  const float *kbase, *vbase;
+  const float *vbase;
   int64_t ld, hstride;
+  /* K transposed, [Hkv, D, np_k] with np_k = kv_len rounded up to 32 plus
+   * 32 zero columns, so a chunk of keys is a column range read in place. */
+  float *kt;
+  int64_t np_k;
 } cpu_state;
 
 static void cpu_state_free(bsa_plan *plan) {
   cpu_state *s = plan->backend;
   if (!s) return;
   free(s->q);
-  free(s->k);
+  free(s->kt);
   free(s->v);
   free(s->scratch);
   free(s->slopes);
@@ -158,17 +166,32 @@ static void stage_tokens(stage_job *j, int64_t t0, int64_t t1) {
         if (rope) rope_apply(dst, D, (double)(t + off), p);
         for (int32_t d = 0; d < D; d++) dst[d] *= p->sm_scale;
       }
-    } else {
-      const void *in = j->which == 1 ? j->k : j->v;
-      float *out = j->which == 1 ? s->k : s->v;
+    } else if (j->which == 2) {
       for (int32_t h = 0; h < Hkv; h++) {
-        float *dst = out + ((int64_t)h * N + t) * D;
+        float *dst = s->v + ((int64_t)h * N + t) * D;
         int64_t src = bsa__tok_offset(p->layout, N, Hkv, D, t, h);
-        load_row(dst, in, p->kv_dtype, src, D);
-        if (rope && j->which == 1) rope_apply(dst, D, (double)t, p);
+        load_row(dst, j->v, p->kv_dtype, src, D);
       }
     }
   }
+  if (j->which != 1) return;
+  /* K: a block of tokens is loaded row by row, then written transposed so
+   * that each of the D rows of kt gets one contiguous run. */
+  float tmp[4096];
+  const int64_t tb = (int64_t)(sizeof tmp / sizeof tmp[0]) / D;
+  for (int32_t h = 0; h < Hkv; h++)
+    for (int64_t t = t0; t < t1; t += tb) {
+      const int64_t n = t1 - t < tb ? t1 - t : tb;
+      for (int64_t i = 0; i < n; i++) {
+        int64_t src = bsa__tok_offset(p->layout, N, Hkv, D, t + i, h);
+        load_row(tmp + i * D, j->k, p->kv_dtype, src, D);
+        if (rope) rope_apply(tmp + i * D, D, (double)(t + i), p);
+      }
+      for (int32_t d = 0; d < D; d++) {
+        float *row = s->kt + ((int64_t)h * D + d) * s->np_k + t;
+        for (int64_t i = 0; i < n; i++) row[i] = tmp[i * D + d];
+      }
+    }
 }
 
 static void *stage_worker(void *arg) {
@@ -261,18 +284,19 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) static float row_so
   return alpha;
 }
 
-/* A chunk is up to KC keys taken from one or more segments (pieces).  K is
- * packed transposed, Kt [D, NP] with NP = KC rounded to 32 columns, zero
- * beyond the chunk; V is used in place when the chunk is one piece and its
- * rows are exactly Dp floats apart, else packed into Vp [n, Dp].  Short
- * blocks therefore cost no more per key than long ones. */
+/* A chunk is up to KC keys taken from one or more segments (pieces).  The
+ * product S = Q Kt needs K transposed with NP = nkeys rounded to 32 columns:
+ * staging keeps all of K transposed, so a one-piece chunk reads it in place
+ * and several pieces are copied as contiguous runs.  V is used in place when
+ * the chunk is one piece and its rows are exactly Dp floats apart, else
+ * packed into Vp [n, Dp]. */
 typedef struct piece {
   const bsa__segment *seg;
   int64_t kb, n; /* keys [kb, kb + n) */
 } piece;
 
 typedef struct item_scratch {
-  float *S;  /* [Rmax, KC] logits, then probabilities */
+  float *S;  /* [Rmax, SLD] logits, then probabilities */
   float *O;  /* [Rmax, Dp] unnormalised output */
   float *m;  /* [Rmax] running max */
   float *l;  /* [Rmax] running sum */
@@ -293,37 +317,47 @@ static void run_chunk(run_job *j, const bsa__work_item *it, const piece *pc, int
   const int64_t R = (it->q_end - it->q_begin) * g;
   const float *Q = s->q + ((int64_t)it->kv_head * M + it->q_begin) * g * D;
   const int64_t ld = s->ld;
-  const float *K = s->kbase + (int64_t)it->kv_head * s->hstride;
+  const float *KT = s->kt + (int64_t)it->kv_head * D * s->np_k;
   const float *V = s->vbase + (int64_t)it->kv_head * s->hstride;
   const int alibi = p->pos_encoding == BSA_POS_ALIBI;
 
-  /* Kt[d, c] = K[key c, d]. */
+  /* In place: every piece is long, so each gets its own products straight
+   * from kt and V (its S columns rounded up to 32 spill into the next
+   * piece's columns, which that piece's product then overwrites, or into
+   * the slack of SLD).  Packed: pieces are copied into Kt [D, NP] and
+   * Vp [nkeys, Dp] for one product each. */
+  int inplace = ld == Dp;
+  for (int i = 0; i < np && inplace; i++) inplace = pc[i].n >= PIECE_INPLACE || np == 1;
   int64_t c0 = 0;
-  for (int i = 0; i < np; i++)
-    for (int64_t r = 0; r < pc[i].n; r++, c0++) {
-      const float *krow = K + (pc[i].kb + r) * ld;
-      for (int32_t d = 0; d < D; d++) w->Kt[(int64_t)d * KC + c0] = krow[d];
+  if (inplace) {
+    for (int i = 0; i < np; i++) {
+      bsa__gemm(R, ROUND32(pc[i].n), D, Q, D, KT + pc[i].kb, s->np_k, w->S + c0, SLD, 0);
+      c0 += pc[i].n;
     }
-  for (int32_t d = 0; d < D; d++)
-    memset(w->Kt + (int64_t)d * KC + nkeys, 0, sizeof(float) * (size_t)(NP - nkeys));
-  const float *Vc;
-  if (np == 1 && ld == Dp) {
-    Vc = V + pc[0].kb * ld;
   } else {
+    for (int32_t d = 0; d < D; d++) {
+      float *dst = w->Kt + (int64_t)d * KC;
+      const float *src = KT + (int64_t)d * s->np_k;
+      c0 = 0;
+      for (int i = 0; i < np; i++) {
+        memcpy(dst + c0, src + pc[i].kb, sizeof(float) * (size_t)pc[i].n);
+        c0 += pc[i].n;
+      }
+      memset(dst + nkeys, 0, sizeof(float) * (size_t)(NP - nkeys));
+    }
     c0 = 0;
     for (int i = 0; i < np; i++)
       for (int64_t r = 0; r < pc[i].n; r++, c0++) {
         memcpy(w->Vp + c0 * Dp, V + (pc[i].kb + r) * ld, sizeof(float) * (size_t)D);
         if (Dp > D) memset(w->Vp + c0 * Dp + D, 0, sizeof(float) * (size_t)(Dp - D));
       }
-    Vc = w->Vp;
+    bsa__gemm(R, NP, D, Q, D, w->Kt, KC, w->S, SLD, 0);
   }
 
-  bsa__gemm(R, NP, D, Q, D, w->Kt, KC, w->S, KC, 0);
   for (int64_t r = 0; r < R; r++) {
     const int64_t t = it->q_begin + r / g;
     const int32_t qh = it->kv_head * g + (int32_t)(r % g);
-    float *srow = w->S + r * KC;
+    float *srow = w->S + r * SLD;
     c0 = 0;
     for (int i = 0; i < np; i++) {
       const bsa__segment *seg = pc[i].seg;
@@ -342,7 +376,15 @@ static void run_chunk(run_job *j, const bsa__work_item *it, const piece *pc, int
       for (int64_t d = 0; d < Dp; d++) orow[d] *= alpha;
     }
   }
-  bsa__gemm(R, Dp, nkeys, w->S, KC, Vc, Dp, w->O, Dp, 1);
+  if (inplace) {
+    c0 = 0;
+    for (int i = 0; i < np; i++) {
+      bsa__gemm(R, Dp, pc[i].n, w->S + c0, SLD, V + pc[i].kb * ld, ld, w->O, Dp, 1);
+      c0 += pc[i].n;
+    }
+  } else {
+    bsa__gemm(R, Dp, nkeys, w->S, SLD, w->Vp, Dp, w->O, Dp, 1);
+  }
 }
 
 static void run_item(run_job *j, const bsa__work_item *it, float *scratch) {
@@ -355,7 +397,7 @@ static void run_item(run_job *j, const bsa__work_item *it, float *scratch) {
   const int64_t Rmax = plan->max_item_rows * g;
   item_scratch w;
   w.S = scratch;
-  w.O = w.S + Rmax * KC;
+  w.O = w.S + Rmax * SLD;
   w.m = w.O + Rmax * Dp;
   w.l = w.m + Rmax;
   w.Kt = w.l + Rmax;
@@ -448,20 +490,20 @@ static bsa_status ensure_state(bsa_plan *plan, cpu_state **out) {
   const size_t Rmax = (size_t)plan->max_item_rows * (size_t)plan->group;
   const size_t Dp = (size_t)ROUND32(p->head_dim);
   s->scratch_per_thread =
-      Rmax * KC + Rmax * Dp + 2 * Rmax + (size_t)KC * p->head_dim + (size_t)KC * Dp + 16;
+      Rmax * SLD + Rmax * Dp + 2 * Rmax + (size_t)KC * p->head_dim + (size_t)KC * Dp + 16;
   s->scratch_per_thread = (s->scratch_per_thread + 15) & ~(size_t)15;
   s->q = bsa__aligned_alloc(s->q_elems * sizeof(float));
-  const int need_kv = !(p->kv_dtype == BSA_DTYPE_F32 && p->pos_encoding != BSA_POS_ROPE_LLAMA &&
-                        p->layout == BSA_LAYOUT_HND);
-  if (need_kv) {
-    s->k = bsa__aligned_alloc(s->kv_elems * sizeof(float));
-    s->v = bsa__aligned_alloc(s->kv_elems * sizeof(float));
-  }
+  const int need_v = !(p->kv_dtype == BSA_DTYPE_F32 && p->layout == BSA_LAYOUT_HND);
+  if (need_v) s->v = bsa__aligned_alloc(s->kv_elems * sizeof(float));
+  s->np_k = ROUND32(p->kv_len) + 32;
+  const size_t kt_elems = (size_t)p->num_kv_heads * (size_t)p->head_dim * (size_t)s->np_k;
+  s->kt = bsa__aligned_alloc(kt_elems * sizeof(float));
+  if (s->kt) memset(s->kt, 0, kt_elems * sizeof(float)); /* the padding stays zero */
   s->scratch = bsa__aligned_alloc(s->scratch_per_thread * (size_t)s->threads * sizeof(float));
   s->slopes = malloc(sizeof(float) * (size_t)p->num_qo_heads);
   plan->backend = s;
   plan->backend_free = cpu_state_free;
-  if (!s->q || (need_kv && (!s->k || !s->v)) || !s->scratch || !s->slopes) {
+  if (!s->q || !s->kt || (need_v && !s->v) || !s->scratch || !s->slopes) {
     size_t total = (s->q_elems + 2 * s->kv_elems) * sizeof(float);
     cpu_state_free(plan);
     return bsa__fail(plan->ctx, BSA_ERR_NOMEM,
@@ -478,23 +520,13 @@ bsa_status bsa__cpu_run(bsa_plan *plan, const void *q, const void *k, const void
   bsa_status st = ensure_state(plan, &s);
   if (st != BSA_OK) return st;
   const bsa_attn_params *p = &plan->p;
-  /* K and V are read in place when they are float32 HND and need no RoPE
-   * (NHD rows are strided by Hkv * D, which slows the products more than a
-   * copy costs). */
-  const int direct = p->kv_dtype == BSA_DTYPE_F32 && p->pos_encoding != BSA_POS_ROPE_LLAMA &&
-                     p->layout == BSA_LAYOUT_HND;
-  if (direct) {
-    s->kbase = k;
-    s->vbase = v;
-    s->ld = p->layout == BSA_LAYOUT_NHD ? (int64_t)p->num_kv_heads * p->head_dim : p->head_dim;
-    s->hstride = p->layout == BSA_LAYOUT_NHD ? p->head_dim : p->kv_len * p->head_dim;
-  } else {
-    s->kbase = s->k;
-    s->vbase = s->v;
-    s->ld = p->head_dim;
-    s->hstride = p->kv_len * p->head_dim;
-  }
-  for (int w = 0; w < (direct ? 1 : 3); w++) {
+  /* V is read in place when it is float32 HND; K is always staged
+   * (transposed, with RoPE). */
+  const int direct = p->kv_dtype == BSA_DTYPE_F32 && p->layout == BSA_LAYOUT_HND;
+  s->vbase = direct ? v : s->v;
+  s->ld = p->head_dim;
+  s->hstride = p->kv_len * p->head_dim;
+  for (int w = 0; w < (direct ? 2 : 3); w++) {
     stage_job sj;
     memset(&sj, 0, sizeof sj);
     sj.plan = plan;

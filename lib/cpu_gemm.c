@@ -54,7 +54,6 @@ GEMM_CLONES void bsa__gemm(int64_t M, int64_t N, int64_t K, const float *A, int6
     c##r##1 += av * b1;              \
   }
         ROW(0) ROW(1) ROW(2) ROW(3) ROW(4) ROW(5) ROW(6) ROW(7)
-#undef ROW
       }
 #define OUT(r)                    \
   {                               \
@@ -67,7 +66,17 @@ GEMM_CLONES void bsa__gemm(int64_t M, int64_t N, int64_t K, const float *A, int6
     store16(cr + 16, c##r##1);    \
   }
       OUT(0) OUT(1) OUT(2) OUT(3) OUT(4) OUT(5) OUT(6) OUT(7)
-#undef OUT
+    }
+    for (; i + 4 <= M; i += 4) { /* four remaining rows */
+      float *c = C + i * ldc + j;
+      v16 c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+      const float *a = A + i * lda;
+      const float *b = B + j;
+      for (int64_t k = 0; k < K; k++) {
+        const v16 b0 = load16(b + k * ldb), b1 = load16(b + k * ldb + 16);
+        ROW(0) ROW(1) ROW(2) ROW(3)
+      }
+      OUT(0) OUT(1) OUT(2) OUT(3)
     }
     for (; i < M; i++) { /* remaining rows one at a time */
       v16 c0 = {0}, c1 = {0};
@@ -85,3 +94,5 @@ GEMM_CLONES void bsa__gemm(int64_t M, int64_t N, int64_t K, const float *A, int6
     }
   }
 }
+#undef ROW
+#undef OUT

@@ -95,27 +95,35 @@ static void cuda_plan_free(bsa_plan *plan) {
   plan->backend_free = NULL;
 }
 
-typedef struct sched_item {
-  bsa__gpu_item g;
-  int64_t key; /* sort key: cost bucket (descending) */
-  int64_t order;
-} sched_item;
-
-static int cmp_sched(const void *pa, const void *pb) {
-  const sched_item *a = pa, *b = pb;
-  if (a->key != b->key) return a->key > b->key ? -1 : 1;
-  if (a->g.kv_head != b->g.kv_head) return a->g.kv_head < b->g.kv_head ? -1 : 1;
-  return (a->order > b->order) - (a->order < b->order);
-}
-
-/* Cost buckets about 9% wide: longest first, but items of nearly equal cost
- * ordered by kv head for L2 reuse of K/V. */
-static int64_t cost_bucket(int64_t cost) {
-  if (cost <= 0) return 0;
-  return (int64_t)(log2((double)cost) * 8.0) + 1;
+/* Cost buckets about 9% wide (8 per doubling): longest first, and items of
+ * nearly equal cost ordered by kv head so that CTAs running together share
+ * K/V in L2. */
+#define COST_BUCKETS 520
+static int32_t cost_bucket(int64_t cost) {
+  if (cost <= 1) return 0;
+  int32_t b = (int32_t)(log2((double)cost) * 8.0) + 1;
+  return b < COST_BUCKETS ? b : COST_BUCKETS - 1;
 }
 
 static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
+
+/* Host staging buffer of the upload, kept per thread between plans: plans
+ * are rebuilt often (masks change every layer) and a fresh buffer of
+ * megabytes costs more in page faults than filling it. */
+static _Thread_local unsigned char *stage_buf;
+static _Thread_local size_t stage_cap;
+
+static unsigned char *stage_get(size_t bytes) {
+  if (bytes > stage_cap) {
+    size_t cap = bytes + bytes / 4;
+    unsigned char *nb = malloc(cap);
+    if (!nb) return NULL;
+    free(stage_buf);
+    stage_buf = nb;
+    stage_cap = cap;
+  }
+  return stage_buf;
+}
 
 bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
   bsa_ctx *ctx = plan->ctx;
@@ -145,98 +153,112 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
     return cuda_fail(ctx, e, "setting the attention kernel's shared memory");
 
   const int64_t packed_max = plan->max_item_rows * group;
-  const int32_t grid_y = packed_max > 0 ? (int32_t)((packed_max + BSA__GPU_BM - 1) / BSA__GPU_BM) : 1;
-
-  /* Device segments, item by item.  A causal segment is cut where the
-   * item's first row stops seeing keys: the part every row of the item sees
-   * [kv_begin, q_begin + off + 1) runs unmasked, only the rest is flagged,
-   * so the masked path covers the diagonal tiles alone. */
+  const int32_t grid_y =
+      packed_max > 0 ? (int32_t)((packed_max + BSA__GPU_BM - 1) / BSA__GPU_BM) : 1;
   const int64_t off = p->kv_len - p->qo_len;
-  int64_t cap_segs = plan->num_segs + plan->num_items + 1;
-  bsa__gpu_seg *segs = malloc(sizeof *segs * (size_t)cap_segs);
-  int64_t *item_seg0 = malloc(sizeof(int64_t) * (size_t)(plan->num_items + 1));
-  int64_t *item_keys = malloc(sizeof(int64_t) * (size_t)(plan->num_items + 1));
-  if (!segs || !item_seg0 || !item_keys) {
-    free(segs), free(item_seg0), free(item_keys);
-    return bsa__fail(ctx, BSA_ERR_NOMEM, "plan: out of host memory for the CUDA schedule");
-  }
+  const int64_t n_items = plan->num_items;
+
+  /* Pass 1: keys and device segments per item.  A causal segment is cut
+   * where the item's first row stops seeing keys: the part every row sees,
+   * [kv_begin, q_begin + off + 1), runs unmasked, only the rest is flagged,
+   * so the masked path covers the diagonal tiles alone. */
+  int64_t *item_keys = malloc(sizeof(int64_t) * (size_t)(n_items + 1));
+  if (!item_keys) return bsa__fail(ctx, BSA_ERR_NOMEM, "plan: out of host memory");
   int64_t nsegs = 0, total_keys = 0;
-  for (int64_t i = 0; i < plan->num_items; i++) {
+  for (int64_t i = 0; i < n_items; i++) {
     const bsa__work_item *w = &plan->items[i];
-    const int64_t vis_all = w->q_begin + off + 1; /* keys < this: every row */
-    item_seg0[i] = nsegs;
+    const int64_t vis_all = w->q_begin + off + 1;
     int64_t nk = 0;
     for (int32_t k = 0; k < w->num_segments; k++) {
       const bsa__segment *sg = &plan->segs[w->seg_offset + k];
-      if (nsegs + 2 > cap_segs) {
-        cap_segs = cap_segs * 2;
-        bsa__gpu_seg *ns = realloc(segs, sizeof *segs * (size_t)cap_segs);
-        if (!ns) {
-          free(segs), free(item_seg0), free(item_keys);
-          return bsa__fail(ctx, BSA_ERR_NOMEM, "plan: out of host memory for the CUDA schedule");
-        }
-        segs = ns;
-      }
-      const int32_t mflag = sg->flags & BSA__SEG_ELEMASK;
-      const int32_t mbase =
-          mflag ? (int32_t)(sg->mask_offset + (int64_t)sg->mask_row0 * plan->C - sg->kv_begin) : 0;
-      int64_t kb = sg->kv_begin, ke = sg->kv_end;
-      if ((sg->flags & BSA__SEG_CAUSAL) && vis_all > kb) {
-        const int64_t cut = vis_all < ke ? vis_all : ke;
-        segs[nsegs++] = (bsa__gpu_seg){(int32_t)kb, (int32_t)(cut - kb), mflag, mbase};
-        kb = cut;
-      }
-      if (ke > kb)
-        segs[nsegs++] = (bsa__gpu_seg){(int32_t)kb, (int32_t)(ke - kb),
-                                       sg->flags & (BSA__SEG_CAUSAL | BSA__SEG_ELEMASK), mbase};
+      nsegs += 1 + ((sg->flags & BSA__SEG_CAUSAL) && vis_all > sg->kv_begin &&
+                    vis_all < sg->kv_end);
       nk += sg->kv_end - sg->kv_begin;
     }
     item_keys[i] = nk;
     total_keys += nk;
   }
-  item_seg0[plan->num_items] = nsegs;
-  if (nsegs >= INT32_MAX) {
-    free(segs), free(item_seg0), free(item_keys);
-    return bsa__fail(ctx, BSA_ERR_UNSUPPORTED,
-                     "the plan has %lld KV segments; the CUDA backend indexes at most %d",
-                     (long long)nsegs, INT32_MAX - 1);
-  }
-
   /* Split length: an item with more keys than about twice a fair share of
    * one CTA slot is cut into pieces of 64-key tiles. */
   const int64_t slots = (int64_t)(ctx->sm_count > 0 ? ctx->sm_count : 1) * ctas_per_sm(D);
   int64_t split_len = (total_keys + 2 * slots - 1) / (2 * slots);
   if (split_len < SPLIT_MIN_KEYS) split_len = SPLIT_MIN_KEYS;
-  int64_t n_sched = 0, n_merge = 0;
-  for (int64_t i = 0; i < plan->num_items; i++) {
+  int64_t n_sched = 0, n_merge = 0, n_parts = 0;
+  for (int64_t i = 0; i < n_items; i++) {
     int64_t np = item_keys[i] > split_len ? (item_keys[i] + split_len - 1) / split_len : 1;
     n_sched += np;
-    n_merge += np > 1;
+    if (np > 1) n_merge++, n_parts += np;
   }
-  if (n_sched >= INT32_MAX / 2) {
-    free(segs), free(item_seg0), free(item_keys);
+  if (n_sched >= INT32_MAX / 2 || nsegs >= INT32_MAX) {
+    free(item_keys);
     return bsa__fail(ctx, BSA_ERR_UNSUPPORTED,
-                     "the plan has %lld work items; the CUDA backend launches at most %d",
-                     (long long)n_sched, INT32_MAX / 2);
+                     "the plan has %lld work items and %lld segments; the CUDA backend "
+                     "handles at most %d of each",
+                     (long long)n_sched, (long long)nsegs, INT32_MAX / 2);
   }
-  sched_item *sched = malloc(sizeof *sched * (size_t)(n_sched ? n_sched : 1));
-  bsa__gpu_merge *merges = malloc(sizeof *merges * (size_t)(n_merge ? n_merge : 1));
-  if (!sched || !merges) {
-    free(sched), free(merges), free(segs), free(item_seg0), free(item_keys);
+
+  /* Layout of the device blob: uploaded part first, then workspaces. */
+  const int alibi = p->pos_encoding == BSA_POS_ALIBI;
+  const int rope = p->pos_encoding == BSA_POS_ROPE_LLAMA;
+  const size_t off_items = 0;
+  const size_t off_segs = align256(off_items + sizeof(bsa__gpu_item) * (size_t)n_sched);
+  const size_t off_merges = align256(off_segs + sizeof(bsa__gpu_seg) * (size_t)nsegs);
+  const size_t off_slopes = align256(off_merges + sizeof(bsa__gpu_merge) * (size_t)n_merge);
+  const size_t off_mask =
+      align256(off_slopes + (alibi ? sizeof(float) * (size_t)p->num_qo_heads : 0));
+  const size_t upload = align256(off_mask + (size_t)plan->mask_bytes);
+  const size_t part_rows = (size_t)n_parts * (size_t)grid_y * BSA__GPU_BM;
+  const size_t off_part_o = upload;
+  const size_t off_part_lse = align256(off_part_o + part_rows * (size_t)D * sizeof(float));
+  const size_t off_qr = align256(off_part_lse + part_rows * sizeof(float));
+  const size_t q_bytes = rope ? (size_t)p->qo_len * (size_t)p->num_qo_heads * (size_t)D * 2 : 0;
+  const size_t k_bytes = rope ? (size_t)p->kv_len * (size_t)p->num_kv_heads * (size_t)D * 2 : 0;
+  const size_t off_kr = align256(off_qr + q_bytes);
+  const size_t total = align256(off_kr + k_bytes);
+
+  /* Staging: the upload, then scratch for the unsorted items and their
+   * buckets. */
+  const size_t off_tmp = align256(upload);
+  const size_t off_bkt = align256(off_tmp + sizeof(bsa__gpu_item) * (size_t)n_sched);
+  unsigned char *host = stage_get(off_bkt + sizeof(int32_t) * (size_t)(n_sched + 1));
+  cuda_plan *cp = calloc(1, sizeof *cp);
+  if (!host || !cp) {
+    free(item_keys);
+    free(cp);
     return bsa__fail(ctx, BSA_ERR_NOMEM, "plan: out of host memory for the CUDA schedule");
   }
-  int64_t ns = 0, nm = 0, part = 0;
-  for (int64_t i = 0; i < plan->num_items; i++) {
+  bsa__gpu_seg *segs = (bsa__gpu_seg *)(host + off_segs);
+  bsa__gpu_merge *merges = (bsa__gpu_merge *)(host + off_merges);
+  bsa__gpu_item *tmp = (bsa__gpu_item *)(host + off_tmp);
+  int32_t *bkt = (int32_t *)(host + off_bkt);
+
+  /* Pass 2: write segments, items (split where long) and merges. */
+  int64_t ns = 0, nm = 0, part = 0, sp = 0;
+  for (int64_t i = 0; i < n_items; i++) {
     const bsa__work_item *w = &plan->items[i];
-    const int64_t rows = w->q_end - w->q_begin, nk = item_keys[i];
-    const int64_t s0 = item_seg0[i], nseg = item_seg0[i + 1] - s0;
+    const int64_t vis_all = w->q_begin + off + 1, s0 = sp;
+    for (int32_t k = 0; k < w->num_segments; k++) {
+      const bsa__segment *sg = &plan->segs[w->seg_offset + k];
+      const int32_t mflag = sg->flags & BSA__SEG_ELEMASK;
+      const int32_t mbase =
+          mflag ? (int32_t)(sg->mask_offset + (int64_t)sg->mask_row0 * plan->C - sg->kv_begin)
+                : 0;
+      int64_t kb = sg->kv_begin;
+      const int64_t ke = sg->kv_end;
+      if ((sg->flags & BSA__SEG_CAUSAL) && vis_all > kb && vis_all < ke) {
+        segs[sp++] = (bsa__gpu_seg){(int32_t)kb, (int32_t)(vis_all - kb), mflag, mbase};
+        kb = vis_all;
+      }
+      int32_t fl = sg->flags & (BSA__SEG_CAUSAL | BSA__SEG_ELEMASK);
+      if ((sg->flags & BSA__SEG_CAUSAL) && vis_all >= ke) fl &= ~BSA__SEG_CAUSAL;
+      segs[sp++] = (bsa__gpu_seg){(int32_t)kb, (int32_t)(ke - kb), fl, mbase};
+    }
+    const int64_t rows = w->q_end - w->q_begin, nk = item_keys[i], nseg = sp - s0;
     int64_t np = nk > split_len ? (nk + split_len - 1) / split_len : 1;
     if (np == 1) {
-      sched_item *si = &sched[ns];
-      si->g = (bsa__gpu_item){w->kv_head, (int32_t)rows, (int32_t)w->q_begin, (int32_t)nk,
-                              (int32_t)s0, (int32_t)nseg, 0, -1};
-      si->key = cost_bucket(rows * nk);
-      si->order = ns++;
+      bkt[ns] = cost_bucket(rows * nk);
+      tmp[ns++] = (bsa__gpu_item){w->kv_head, (int32_t)rows, (int32_t)w->q_begin, (int32_t)nk,
+                                  (int32_t)s0, (int32_t)nseg, 0, -1};
       continue;
     }
     /* Pieces of about nk / np keys, rounded to 64-key tiles. */
@@ -252,79 +274,51 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
       while (seg_start + segs[s].len <= v0) seg_start += segs[s++].len;
       int64_t s_end = s, e_start = seg_start;
       while (e_start + segs[s_end].len < v1) e_start += segs[s_end++].len;
-      sched_item *si = &sched[ns];
-      si->g = (bsa__gpu_item){w->kv_head, (int32_t)rows, (int32_t)w->q_begin, (int32_t)(v1 - v0),
-                              (int32_t)s, (int32_t)(s_end - s + 1), (int32_t)(v0 - seg_start),
-                              (int32_t)(part + pi)};
-      si->key = cost_bucket(rows * (v1 - v0));
-      si->order = ns++;
+      bkt[ns] = cost_bucket(rows * (v1 - v0));
+      tmp[ns++] = (bsa__gpu_item){w->kv_head,         (int32_t)rows,
+                                  (int32_t)w->q_begin, (int32_t)(v1 - v0),
+                                  (int32_t)s,          (int32_t)(s_end - s + 1),
+                                  (int32_t)(v0 - seg_start), (int32_t)(part + pi)};
     }
     part += np;
   }
-  free(item_seg0);
   free(item_keys);
-  n_sched = ns;
-  n_merge = nm;
-  const int64_t n_parts = part;
-  qsort(sched, (size_t)n_sched, sizeof *sched, cmp_sched);
 
-  /* Layout of the device blob: uploaded part first, then workspaces. */
-  const size_t D_elem = 2;
-  const size_t off_items = 0;
-  const size_t off_segs = align256(off_items + sizeof(bsa__gpu_item) * (size_t)n_sched);
-  const size_t off_merges = align256(off_segs + sizeof(bsa__gpu_seg) * (size_t)nsegs);
-  const size_t off_slopes = align256(off_merges + sizeof(bsa__gpu_merge) * (size_t)n_merge);
-  const int alibi = p->pos_encoding == BSA_POS_ALIBI;
-  const size_t off_mask = align256(off_slopes + (alibi ? sizeof(float) * (size_t)p->num_qo_heads : 0));
-  const size_t upload = align256(off_mask + (size_t)plan->mask_bytes);
-  const size_t part_rows = (size_t)n_parts * (size_t)grid_y * BSA__GPU_BM;
-  const size_t off_part_o = upload;
-  const size_t off_part_lse = align256(off_part_o + part_rows * (size_t)D * sizeof(float));
-  const int rope = p->pos_encoding == BSA_POS_ROPE_LLAMA;
-  const size_t off_qr = align256(off_part_lse + part_rows * sizeof(float));
-  const size_t q_bytes = rope ? (size_t)p->qo_len * (size_t)p->num_qo_heads * (size_t)D * D_elem : 0;
-  const size_t k_bytes = rope ? (size_t)p->kv_len * (size_t)p->num_kv_heads * (size_t)D * D_elem : 0;
-  const size_t off_kr = align256(off_qr + q_bytes);
-  const size_t total = align256(off_kr + k_bytes);
-
-  unsigned char *host = malloc(upload ? upload : 1);
-  cuda_plan *cp = calloc(1, sizeof *cp);
-  if (!host || !cp) {
-    free(host);
+  /* Order: bucket descending, then kv head, then input order (a stable
+   * counting sort; the key range is COST_BUCKETS * Hkv). */
+  bsa__gpu_item *items = (bsa__gpu_item *)(host + off_items);
+  const int64_t nkeys_sort = (int64_t)COST_BUCKETS * p->num_kv_heads;
+  int64_t *count = calloc((size_t)nkeys_sort + 1, sizeof *count);
+  if (!count) {
     free(cp);
-    free(sched);
-    free(merges);
-    free(segs);
     return bsa__fail(ctx, BSA_ERR_NOMEM, "plan: out of host memory for the CUDA schedule");
   }
-  memset(host, 0, upload);
-  bsa__gpu_item *hi = (bsa__gpu_item *)(host + off_items);
-  for (int64_t i = 0; i < n_sched; i++) hi[i] = sched[i].g;
-  memcpy(host + off_segs, segs, sizeof(bsa__gpu_seg) * (size_t)nsegs);
-  memcpy(host + off_merges, merges, sizeof(bsa__gpu_merge) * (size_t)n_merge);
+  for (int64_t i = 0; i < ns; i++) {
+    bkt[i] = (COST_BUCKETS - 1 - bkt[i]) * p->num_kv_heads + tmp[i].kv_head;
+    count[bkt[i] + 1]++;
+  }
+  for (int64_t k = 0; k < nkeys_sort; k++) count[k + 1] += count[k];
+  for (int64_t i = 0; i < ns; i++) items[count[bkt[i]]++] = tmp[i];
+  free(count);
+
   if (alibi) {
     float *sl = (float *)(host + off_slopes);
     for (int32_t h = 0; h < p->num_qo_heads; h++)
       sl[h] = bsa_alibi_slope(h, p->num_qo_heads) * (float)M_LOG2E;
   }
   if (plan->mask_bytes) memcpy(host + off_mask, plan->mask, (size_t)plan->mask_bytes);
-  free(sched);
-  free(merges);
-  free(segs);
 
   /* Stream-ordered: the allocation and the upload queue behind earlier
    * work, destroy frees behind later work, and neither synchronises the
-   * device.  The host buffer is pageable, so the copy has taken the bytes
-   * when cudaMemcpyAsync returns and it can be freed at once. */
+   * device.  The staging buffer is pageable, so the copy has taken the
+   * bytes when cudaMemcpyAsync returns and the buffer can be reused. */
   cp->stream = ctx->cuda_stream;
   if ((e = cudaMallocAsync(&cp->blob, total, (cudaStream_t)cp->stream)) != cudaSuccess) {
-    free(host);
     free(cp);
     return bsa__fail(ctx, BSA_ERR_NOMEM, "plan: cudaMallocAsync of %zu bytes failed: %s",
                      total, cudaGetErrorString(e));
   }
   e = cudaMemcpyAsync(cp->blob, host, upload, cudaMemcpyHostToDevice, (cudaStream_t)cp->stream);
-  free(host);
   if (e != cudaSuccess) {
     cudaFreeAsync(cp->blob, (cudaStream_t)cp->stream);
     free(cp);
@@ -340,8 +334,8 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
   cp->part_lse = n_parts ? (float *)(b + off_part_lse) : NULL;
   cp->q_rope = rope ? b + off_qr : NULL;
   cp->k_rope = rope ? b + off_kr : NULL;
-  cp->num_items = (int32_t)n_sched;
-  cp->num_merges = (int32_t)n_merge;
+  cp->num_items = (int32_t)ns;
+  cp->num_merges = (int32_t)nm;
   cp->grid_y = grid_y;
   plan->backend = cp;
   plan->backend_free = cuda_plan_free;
