@@ -10,10 +10,10 @@ lib_libbsa_a_SOURCES = \
 	lib/plan.c \
 	lib/cpu_backend.c \
 	lib/cpu_gemm.c
-lib_libbsa_a_CFLAGS = $(AM_CFLAGS) $(BLAS_CFLAGS) -O3
+lib_libbsa_a_CFLAGS = $(AM_CFLAGS) -O3
 if HAVE_CUDA
 lib_libbsa_a_SOURCES += lib/cuda_backend.c
 lib_libbsa_a_CFLAGS += $(CUDA_CPPFLAGS)
 endif
 # Everything a program linking libbsa.a needs besides it.
-BSA_LIBS = lib/libbsa.a $(BLAS_LIBS) $(CUDA_LIBS) $(PTHREAD_LIBS) -lm
+BSA_LIBS = lib/libbsa.a $(CUDA_LIBS) $(PTHREAD_LIBS) -lm

@@ -10,7 +10,7 @@ runlog_libbsarunlog_a_SOURCES = \
 	runlog/sysinfo.c \
 	runlog/sha256.c
 runlog_libbsarunlog_a_CFLAGS = $(AM_CFLAGS) $(SQLITE_CFLAGS) $(CRYPTO_CFLAGS) $(JANSSON_CFLAGS)
-bsainclude_HEADERS += include/bsa/runlog.h
+noinst_HEADERS += include/bsa/runlog.h
 RUNLOG_LIBS = runlog/libbsarunlog.a $(SQLITE_LIBS) $(CRYPTO_LIBS) $(JANSSON_LIBS) lib/libbsa.a $(BLAS_LIBS) $(CUDA_LIBS) -lpthread -lm
 
 check_PROGRAMS += tests/check_runlog

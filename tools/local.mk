@@ -17,5 +17,5 @@ tools_bsa_SOURCES = \
 tools_bsa_CFLAGS = $(AM_CFLAGS) $(HDF5_CFLAGS) $(CAIRO_CFLAGS) $(PNG_CFLAGS) \
 	$(SQLITE_CFLAGS) $(JANSSON_CFLAGS)
 tools_bsa_LDADD = viz/libbsaviz.a maskgen/libbsamaskgen.a runlog/libbsarunlog.a \
-	$(BSA_LIBS) $(HDF5_LIBS) $(CAIRO_LIBS) $(PNG_LIBS) $(SQLITE_LIBS) \
+	$(BSA_LIBS) $(BLAS_LIBS) $(HDF5_LIBS) $(CAIRO_LIBS) $(PNG_LIBS) $(SQLITE_LIBS) \
 	$(JANSSON_LIBS) $(CRYPTO_LIBS) -lm

@@ -10,7 +10,7 @@ viz_libbsaviz_a_SOURCES = \
 	viz/logcharts.c
 viz_libbsaviz_a_CFLAGS = $(AM_CFLAGS) $(CAIRO_CFLAGS) $(PNG_CFLAGS) $(HDF5_CFLAGS) \
 	$(JANSSON_CFLAGS) $(BLAS_CFLAGS) -O2
-bsainclude_HEADERS += include/bsa/viz.h
+noinst_HEADERS += include/bsa/viz.h
 
 check_PROGRAMS += tests/check_viz
 TESTS += tests/check_viz
