@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,4 +190,11 @@ int cli_parse_f64_list(bsa_cli *cli, const char *opt, const char *s, double lo, 
   *out = vals;
   *n = count;
   return 0;
+}
+
+int cli_bad_option(bsa_cli *cli, int ch, char **argv) {
+  const char *opt = optind > 0 ? argv[optind - 1] : "";
+  if (ch == ':') return cli_error(cli, BSA_EXIT_USAGE, "%s needs a value", opt);
+  return cli_error(cli, BSA_EXIT_USAGE, "unknown option '%s' (see bsa %s --help)", opt,
+                   cli->verb ? cli->verb : "");
 }

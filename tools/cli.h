@@ -51,6 +51,11 @@ int64_t cli_run_id(const bsa_cli *cli); /* 0 without a run */
 /* Prints "bsa VERB: message" to stderr, remembers it as the run's error and
  * returns code (BSA_EXIT_FAIL or BSA_EXIT_USAGE). */
 int cli_error(bsa_cli *cli, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The usage error for what getopt_long returned as ch (':' for a missing
+ * value, anything else an unknown option), naming the option; returns
+ * BSA_EXIT_USAGE. */
+int cli_bad_option(bsa_cli *cli, int ch, char **argv);
+
 /* Progress to stderr when it is a terminal and not --quiet. */
 void cli_progress(bsa_cli *cli, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void cli_progress_done(bsa_cli *cli);

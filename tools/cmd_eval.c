@@ -142,11 +142,8 @@ int cmd_eval(bsa_cli *cli, int argc, char **argv) {
       case 'h':
         usage(stdout);
         return BSA_EXIT_OK;
-      case ':':
-        return cli_error(cli, BSA_EXIT_USAGE, "%s needs a value", argv[optind - 1]);
       default:
-        return cli_error(cli, BSA_EXIT_USAGE, "unknown option '%s' (see bsa eval --help)",
-                         argv[optind - 1]);
+        return cli_bad_option(cli, ch, argv);
     }
   }
   if (optind < argc)

@@ -232,11 +232,8 @@ static int parse(bsa_cli *cli, int argc, char **argv, const char *allowed, int m
       case 'h':
         usage(stdout);
         return -1;
-      case ':':
-        return cli_error(cli, BSA_EXIT_USAGE, "%s needs a value", argv[optind - 1]);
       default:
-        return cli_error(cli, BSA_EXIT_USAGE, "unknown option '%s' (see bsa runs --help)",
-                         argv[optind - 1]);
+        return cli_bad_option(cli, ch, argv);
     }
   }
   int n = argc - optind;

@@ -130,11 +130,8 @@ static int synth(bsa_cli *cli, int argc, char **argv) {
       case 'h':
         usage(stdout);
         return BSA_EXIT_OK;
-      case ':':
-        return cli_error(cli, BSA_EXIT_USAGE, "%s needs a value", argv[optind - 1]);
       default:
-        return cli_error(cli, BSA_EXIT_USAGE, "unknown option '%s' (see bsa trace --help)",
-                         argv[optind - 1]);
+        return cli_bad_option(cli, ch, argv);
     }
   }
   if (optind < argc)
@@ -212,8 +209,7 @@ static int info(bsa_cli *cli, int argc, char **argv) {
         usage(stdout);
         return BSA_EXIT_OK;
       default:
-        return cli_error(cli, BSA_EXIT_USAGE, "unknown option '%s' (see bsa trace --help)",
-                         argv[optind - 1]);
+        return cli_bad_option(cli, ch, argv);
     }
   }
   if (optind >= argc)

@@ -306,11 +306,8 @@ static int parse(bsa_cli *cli, int argc, char **argv, const char *allowed, viz_a
       case 'h':
         usage(stdout);
         return -1;
-      case ':':
-        return cli_error(cli, BSA_EXIT_USAGE, "%s needs a value", argv[optind - 1]);
       default:
-        return cli_error(cli, BSA_EXIT_USAGE, "unknown option '%s' (see bsa viz --help)",
-                         argv[optind - 1]);
+        return cli_bad_option(cli, ch, argv);
     }
   }
   if (optind < argc)
