@@ -4,11 +4,10 @@
  * Times one plan kind at one shape through the public API with CUDA events
  * (warm-up, median of --reps), on random bf16/f16 data, and reports the
  * host plan time (and, for variable blocks, the time of the same plan on
- * a CPU context: the work-list compiler alone), the kernel time, effective TFLOP/s (4 * D * visible pairs
- * / time) and, in the same process, dense attention at the same shape.
- * Masks follow bench/peers.py: BSR maps random per kv head with the
- * diagonal kept; variable blocks are random partitions per head (uniform
- * cut points) with a random block map.
+ * a CPU context: the work-list compiler alone), the kernel time, effective TFLOP/s (4 * D * visible
+ * pairs / time) and, in the same process, dense attention at the same shape. Masks follow
+ * bench/peers.py: BSR maps random per kv head with the diagonal kept; variable blocks are random
+ * partitions per head (uniform cut points) with a random block map.
  *
  *   make bench/attn_dev
  *   bench/attn_dev --layout var --heads 32 --seq 32768 --blocks 100x100 \
@@ -75,21 +74,30 @@ int main(int argc, char **argv) {
   bsa_dtype dt = BSA_DTYPE_BF16;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
-    if (!strcmp(a, "--layout")) layout = v, i++;
-    else if (!strcmp(a, "--heads")) H = atoi(v), i++;
-    else if (!strcmp(a, "--kv-heads")) Hkv = atoi(v), i++;
-    else if (!strcmp(a, "--head-dim")) D = atoi(v), i++;
-    else if (!strcmp(a, "--seq")) S = atoll(v), i++;
-    else if (!strcmp(a, "--block")) B = atoll(v), i++;
+    if (!strcmp(a, "--layout"))
+      layout = v, i++;
+    else if (!strcmp(a, "--heads"))
+      H = atoi(v), i++;
+    else if (!strcmp(a, "--kv-heads"))
+      Hkv = atoi(v), i++;
+    else if (!strcmp(a, "--head-dim"))
+      D = atoi(v), i++;
+    else if (!strcmp(a, "--seq"))
+      S = atoll(v), i++;
+    else if (!strcmp(a, "--block"))
+      B = atoll(v), i++;
     else if (!strcmp(a, "--blocks")) {
       if (sscanf(v, "%dx%d", &mb, &nb) != 2) {
         fprintf(stderr, "attn_dev: --blocks %s is not MBxNB\n", v);
         return 2;
       }
       i++;
-    } else if (!strcmp(a, "--density")) density = atof(v), i++;
-    else if (!strcmp(a, "--causal")) causal = 1;
-    else if (!strcmp(a, "--reps")) reps = atoi(v), i++;
+    } else if (!strcmp(a, "--density"))
+      density = atof(v), i++;
+    else if (!strcmp(a, "--causal"))
+      causal = 1;
+    else if (!strcmp(a, "--reps"))
+      reps = atoi(v), i++;
     else if (!strcmp(a, "--dtype")) {
       if (bsa_dtype_parse(v, &dt) != BSA_OK) {
         fprintf(stderr, "attn_dev: --dtype %s is not f16 or bf16\n", v);
@@ -196,27 +204,29 @@ int main(int argc, char **argv) {
   double dense_ms = 0, ms = 0;
   if (bsa_plan_time(dense, q, k, v, o, NULL, 3, reps, &dense_ms, NULL) != BSA_OK)
     die("dense time", ctx);
-  if (plan && bsa_plan_time(plan, q, k, v, o, NULL, 3, reps, &ms, NULL) != BSA_OK)
-    die("time", ctx);
+  if (plan && bsa_plan_time(plan, q, k, v, o, NULL, 3, reps, &ms, NULL) != BSA_OK) die("time", ctx);
   bsa_plan_info di, si;
   bsa_plan_get_info(dense, &di);
   const double dense_tf = bsa_plan_flops(dense) / (dense_ms * 1e-3) / 1e12;
-  printf("{\"device\":\"%s\",\"layout\":\"dense\",\"heads\":%d,\"kv_heads\":%d,\"seq\":%lld,"
-         "\"head_dim\":%d,\"dtype\":\"%s\",\"causal\":%d,\"time_ms\":%.4f,\"tflops\":%.1f,"
-         "\"items\":%lld}\n",
-         bsa_ctx_device_name(ctx), H, Hkv, (long long)S, D, bsa_dtype_name(dt), causal, dense_ms,
-         dense_tf, (long long)di.num_work_items);
+  printf(
+      "{\"device\":\"%s\",\"layout\":\"dense\",\"heads\":%d,\"kv_heads\":%d,\"seq\":%lld,"
+      "\"head_dim\":%d,\"dtype\":\"%s\",\"causal\":%d,\"time_ms\":%.4f,\"tflops\":%.1f,"
+      "\"items\":%lld}\n",
+      bsa_ctx_device_name(ctx), H, Hkv, (long long)S, D, bsa_dtype_name(dt), causal, dense_ms,
+      dense_tf, (long long)di.num_work_items);
   if (plan) {
     bsa_plan_get_info(plan, &si);
     const double tf = bsa_plan_flops(plan) / (ms * 1e-3) / 1e12;
-    printf("{\"device\":\"%s\",\"layout\":\"%s\",\"heads\":%d,\"kv_heads\":%d,\"seq\":%lld,"
-           "\"head_dim\":%d,\"dtype\":\"%s\",\"causal\":%d,\"block\":%lld,\"blocks\":\"%dx%d\","
-           "\"density_req\":%.3f,\"density\":%.4f,\"time_ms\":%.4f,\"dense_time_ms\":%.4f,"
-           "\"speedup\":%.2f,\"tflops_effective\":%.1f,\"vs_dense\":%.3f,\"plan_ms\":%.3f,\"plan_cpu_ms\":%.3f,"
-           "\"items\":%lld,\"segments\":%lld}\n",
-           bsa_ctx_device_name(ctx), layout, H, Hkv, (long long)S, D, bsa_dtype_name(dt), causal,
-           (long long)B, mb, nb, density, si.density, ms, dense_ms, dense_ms / ms, tf,
-           tf / dense_tf, plan_ms, plan_cpu_ms, (long long)si.num_work_items, (long long)si.num_segments);
+    printf(
+        "{\"device\":\"%s\",\"layout\":\"%s\",\"heads\":%d,\"kv_heads\":%d,\"seq\":%lld,"
+        "\"head_dim\":%d,\"dtype\":\"%s\",\"causal\":%d,\"block\":%lld,\"blocks\":\"%dx%d\","
+        "\"density_req\":%.3f,\"density\":%.4f,\"time_ms\":%.4f,\"dense_time_ms\":%.4f,"
+        "\"speedup\":%.2f,\"tflops_effective\":%.1f,\"vs_dense\":%.3f,\"plan_ms\":%.3f,\"plan_cpu_"
+        "ms\":%.3f,"
+        "\"items\":%lld,\"segments\":%lld}\n",
+        bsa_ctx_device_name(ctx), layout, H, Hkv, (long long)S, D, bsa_dtype_name(dt), causal,
+        (long long)B, mb, nb, density, si.density, ms, dense_ms, dense_ms / ms, tf, tf / dense_tf,
+        plan_ms, plan_cpu_ms, (long long)si.num_work_items, (long long)si.num_segments);
   }
   bsa_plan_destroy(plan);
   bsa_plan_destroy(dense);

@@ -8,12 +8,14 @@
 # `make tests/gpu/check_gpu bench/attn_dev tools/bsa`, flat or in their
 # build-tree places.  OUT_DIR (default $OUT, else ./gpu-out) receives
 # nvidia-smi.txt, check_gpu.log, bench.jsonl, bsa_bench.jsonl, peers.jsonl
-# and summary.txt.  STEPS (default "check bench peers") picks the steps.
+# and peers.txt.  STEPS (default "check dev bsa peers") picks the steps:
+# check = tests/gpu/check_gpu, dev = bench/attn_dev at the target shapes,
+# bsa = `bsa bench --device cuda` at the target shapes, peers = peers.py.
 # Exit status: 1 when the checks fail, else 0.
 set -u
 BIN=${1:?usage: gpu_bench.sh BIN_DIR [OUT_DIR] [STEPS]}
 OUTD=${2:-${OUT:-./gpu-out}}
-STEPS=${3:-check bench peers}
+STEPS=${3:-check dev bsa peers}
 HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$OUTD"
 
@@ -46,7 +48,7 @@ case " $STEPS " in *" check "*)
   fi;;
 esac
 
-case " $STEPS " in *" bench "*)
+case " $STEPS " in *" dev "*)
   if [ -n "$DEV" ]; then
     echo "== attn_dev"
     : > "$OUTD/bench.jsonl"
@@ -60,15 +62,19 @@ case " $STEPS " in *" bench "*)
     run --layout var --seq 32768 --blocks 100x100 --density 0.3 --reps 10
     run --layout var --heads 24 --seq 75600 --blocks 400x1000 --density 0.1 --reps 5
     cat "$OUTD/bench.jsonl"
-  fi
+  fi;;
+esac
+
+case " $STEPS " in *" bsa "*)
   if [ -n "$BSA" ]; then
     echo "== bsa bench --device cuda"
     : > "$OUTD/bsa_bench.jsonl"
     B() { timeout 180 "$BSA" --no-log bench --device cuda --dtype bf16 --json "$@" >> "$OUTD/bsa_bench.jsonl" 2>> "$OUTD/bsa_bench.err" || echo "bsa bench $* failed" >&2; }
     B --layout bsr --heads 32 --seq 8192 --head-dim 128 --block 128 --density 0.5,0.25,0.1,0.05
     B --layout dense --heads 32 --seq 8192 --head-dim 64
-    B --layout var --heads 32 --seq 32768 --head-dim 128 --blocks 100x100 --density 0.1
-    B --layout var --heads 24 --seq 75600 --head-dim 128 --blocks 400x1000 --density 0.1 --reps 5
+    B --layout var --heads 32 --seq 32768 --head-dim 128 --blocks 100x100 --density 0.1,0.3 --reps 20
+    B --layout dense --heads 32 --kv-heads 8 --seq 8192 --head-dim 128 --causal
+    B --layout var --heads 24 --seq 75600 --head-dim 128 --blocks 400x1000 --density 0.1 --reps 5 --warmup 2
     cat "$OUTD/bsa_bench.jsonl"
   fi;;
 esac

@@ -5,16 +5,17 @@ Runs, in one process and on one GPU, PyTorch SDPA with the flash (FA2) and
 cuDNN backends and FlexAttention (torch.compile) on:
 
   dense      H q heads / Hkv kv heads, S tokens, D head dim (SDPA flash, cuDNN, Flex)
-  bsr        fixed B x B blocks, a random block map per kv head with the
-             diagonal kept (Flex BlockMask whose kept blocks are all full, so
-             no mask_mod runs inside them)
+  bsr        fixed B x B blocks, a random block map per kv head: each block
+             row keeps its diagonal block and round(density * NB) - 1 others
+             (Flex BlockMask whose kept blocks are all full, so no mask_mod
+             runs inside them)
   var        variable blocks: random partitions of S into MB row / NB column
-             clusters per head (uniform cut points), a random cluster map;
-             Flex through a mask_mod on cluster ids (the way FlexAttention
-             expresses variable blocks)
+             clusters per head (distinct uniform cut points) and
+             round(density * NB) random blocks per row; Flex through a
+             mask_mod on cluster ids (the way FlexAttention expresses
+             variable blocks)
 
-The masks follow the same recipe as bench/attn_dev.c and `bsa bench`
-(random per head, density = probability a block is kept).  Effective
+The masks follow the recipe of `bsa bench` (tools/bench_random.c).  Effective
 TFLOP/s counts only the visible (query, key) pairs: 4 * D * pairs / time.
 Times: triton.testing.do_bench medians (warm-up first, L2 flushed between
 repetitions).
@@ -65,14 +66,25 @@ def qkv(h, hkv, s, d, dtype, seed):
     return mk(h), mk(hkv), mk(hkv)
 
 
+def keep_rows(heads, mb, nb, dens, g, diagonal):
+    """[heads, mb, nb] bool: round(dens * nb) kept blocks per row (at least
+    one), the diagonal among them when asked."""
+    k = min(max(1, round(dens * nb)), nb)
+    score = torch.rand((heads, mb, nb), generator=g)
+    if diagonal:
+        idx = torch.arange(min(mb, nb))
+        score[:, idx, idx] = 2.0  # always among the top k
+    top = torch.topk(score, k, dim=-1).indices
+    keep = torch.zeros((heads, mb, nb), dtype=torch.bool)
+    keep.scatter_(-1, top, True)
+    return keep
+
+
 def partition(n, total, g):
-    """Random partition of total into n positive parts (uniform cut points)."""
-    while True:
-        cuts = torch.sort(torch.randint(1, total, (n - 1,), generator=g)).values
-        cuts = torch.cat([torch.tensor([0]), cuts, torch.tensor([total])])
-        sz = cuts[1:] - cuts[:-1]
-        if bool((sz > 0).all()):
-            return sz
+    """Random partition of total into n positive parts (distinct cut points)."""
+    cuts = torch.sort(torch.randperm(total - 1, generator=g)[: n - 1] + 1).values
+    cuts = torch.cat([torch.tensor([0]), cuts, torch.tensor([total])])
+    return cuts[1:] - cuts[:-1]
 
 
 def row(peer, layout, a, ms, flops, dense_ref_ms=None, extra=None):
@@ -114,8 +126,7 @@ def run_bsr(a, q, k, v, dense_ms):
     g = torch.Generator().manual_seed(a.seed)
     out = []
     for dens in a.densities:
-        keep = torch.rand((a.kv_heads, nb, nb), generator=g) < dens
-        keep |= torch.eye(nb, dtype=torch.bool)[None]
+        keep = keep_rows(a.kv_heads, nb, nb, dens, g, diagonal=True)
         keep_q = keep.repeat_interleave(a.heads // a.kv_heads, dim=0)  # per query head
         # Visible pairs: kept blocks times their real sizes (last block may be partial).
         bs = torch.full((nb,), B)
@@ -149,7 +160,7 @@ def run_var(a, q, k, v, dense_ms):
     for dens in a.densities:
         rs = torch.stack([partition(a.mb, a.seq, g) for _ in range(a.kv_heads)])
         cs = torch.stack([partition(a.nb, a.seq, g) for _ in range(a.kv_heads)])
-        keep = torch.rand((a.kv_heads, a.mb, a.nb), generator=g) < dens
+        keep = keep_rows(a.kv_heads, a.mb, a.nb, dens, g, diagonal=False)
         pairs = float((keep.float() * rs[:, :, None].float() * cs[:, None, :].float()).sum())
         pairs *= a.heads // a.kv_heads
         flops = 4.0 * a.head_dim * pairs

@@ -71,20 +71,20 @@ typedef struct bsa__attn_args {
   int64_t o_st, o_sh;    /* of o */
   const bsa__gpu_item *items;
   const bsa__gpu_seg *segs;
-  const uint8_t *mask;   /* BSR per-element masks or NULL */
-  int64_t mask_C;        /* columns of a mask block */
-  const float *slopes;   /* ALiBi slopes * log2(e) per query head, or NULL */
-  float *part_o;         /* split workspace: [slots, BM, D] float32 */
-  float *part_lse;       /* [slots, BM] float32, log2 units */
+  const uint8_t *mask; /* BSR per-element masks or NULL */
+  int64_t mask_C;      /* columns of a mask block */
+  const float *slopes; /* ALiBi slopes * log2(e) per query head, or NULL */
+  float *part_o;       /* split workspace: [slots, BM, D] float32 */
+  float *part_lse;     /* [slots, BM] float32, log2 units */
   int32_t num_items;
-  int32_t grid_y;        /* CTAs per item along packed rows */
-  int32_t group;         /* Hq / Hkv */
+  int32_t grid_y; /* CTAs per item along packed rows */
+  int32_t group;  /* Hq / Hkv */
   int32_t num_qo_heads;
-  int32_t causal_off;    /* kv_len - qo_len */
+  int32_t causal_off; /* kv_len - qo_len */
   int32_t causal;
-  float scale_log2;      /* sm_scale * log2(e) */
-  float cap;             /* soft cap (0 = off) */
-  float cap_in;          /* sm_scale / cap */
+  float scale_log2; /* sm_scale * log2(e) */
+  float cap;        /* soft cap (0 = off) */
+  float cap_in;     /* sm_scale / cap */
   int32_t o_dtype;
 } bsa__attn_args;
 
@@ -95,22 +95,19 @@ typedef struct bsa__attn_args {
 int bsa__attn_prepare(int head_dim, int dtype, int *smem_bytes);
 
 /* Enqueues the attention kernel: grid (num_items, grid_y). */
-int bsa__attn_launch(int head_dim, int dtype, const bsa__attn_args *args,
-                     void *stream);
+int bsa__attn_launch(int head_dim, int dtype, const bsa__attn_args *args, void *stream);
 
 /* Enqueues the split-KV merge: for each of num_merge merges, combines the
  * partials into o (and lse). */
-int bsa__attn_merge_launch(int head_dim, const bsa__attn_args *args,
-                           const bsa__gpu_merge *merges, int32_t num_merge,
-                           void *stream);
+int bsa__attn_merge_launch(int head_dim, const bsa__attn_args *args, const bsa__gpu_merge *merges,
+                           int32_t num_merge, void *stream);
 
 /* Enqueues RoPE (llama, rotate-half) of x [len, heads, D] (strides st, sh)
  * into y with the same strides: position of token t is t + pos_offset,
  * angle = pos / rope_scale * theta^(-2i/D). */
-int bsa__rope_launch(int dtype, const void *x, void *y, int64_t len,
-                     int32_t heads, int32_t head_dim, int64_t st, int64_t sh,
-                     int64_t pos_offset, float rope_scale, float rope_theta,
-                     void *stream);
+int bsa__rope_launch(int dtype, const void *x, void *y, int64_t len, int32_t heads,
+                     int32_t head_dim, int64_t st, int64_t sh, int64_t pos_offset, float rope_scale,
+                     float rope_theta, void *stream);
 
 #ifdef __cplusplus
 }

@@ -27,3 +27,11 @@ noinst_PROGRAMS += bench/attn_dev
 bench_attn_dev_SOURCES = bench/attn_dev.c
 bench_attn_dev_LDADD = $(BSA_LIBS)
 endif
+
+# The .cu suffix rule has no automatic header dependencies in the tree's
+# Makefile; name them here so header edits rebuild the kernels.
+if HAVE_CUDA
+kernels/attn_d64.$(OBJEXT) kernels/attn_d128.$(OBJEXT) kernels/attn_d256.$(OBJEXT): \
+	$(srcdir)/kernels/attn_fwd.cuh $(srcdir)/kernels/kernels.h
+kernels/attn_aux.$(OBJEXT): $(srcdir)/kernels/kernels.h
+endif

@@ -171,8 +171,8 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
     int64_t nk = 0;
     for (int32_t k = 0; k < w->num_segments; k++) {
       const bsa__segment *sg = &plan->segs[w->seg_offset + k];
-      nsegs += 1 + ((sg->flags & BSA__SEG_CAUSAL) && vis_all > sg->kv_begin &&
-                    vis_all < sg->kv_end);
+      nsegs +=
+          1 + ((sg->flags & BSA__SEG_CAUSAL) && vis_all > sg->kv_begin && vis_all < sg->kv_end);
       nk += sg->kv_end - sg->kv_begin;
     }
     item_keys[i] = nk;
@@ -241,8 +241,7 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
       const bsa__segment *sg = &plan->segs[w->seg_offset + k];
       const int32_t mflag = sg->flags & BSA__SEG_ELEMASK;
       const int32_t mbase =
-          mflag ? (int32_t)(sg->mask_offset + (int64_t)sg->mask_row0 * plan->C - sg->kv_begin)
-                : 0;
+          mflag ? (int32_t)(sg->mask_offset + (int64_t)sg->mask_row0 * plan->C - sg->kv_begin) : 0;
       int64_t kb = sg->kv_begin;
       const int64_t ke = sg->kv_end;
       if ((sg->flags & BSA__SEG_CAUSAL) && vis_all > kb && vis_all < ke) {
@@ -257,16 +256,22 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
     int64_t np = nk > split_len ? (nk + split_len - 1) / split_len : 1;
     if (np == 1) {
       bkt[ns] = cost_bucket(rows * nk);
-      tmp[ns++] = (bsa__gpu_item){w->kv_head, (int32_t)rows, (int32_t)w->q_begin, (int32_t)nk,
-                                  (int32_t)s0, (int32_t)nseg, 0, -1};
+      tmp[ns++] = (bsa__gpu_item){w->kv_head,
+                                  (int32_t)rows,
+                                  (int32_t)w->q_begin,
+                                  (int32_t)nk,
+                                  (int32_t)s0,
+                                  (int32_t)nseg,
+                                  0,
+                                  -1};
       continue;
     }
     /* Pieces of about nk / np keys, rounded to 64-key tiles. */
     int64_t chunk = (nk + np - 1) / np;
     chunk = (chunk + 63) / 64 * 64;
     np = (nk + chunk - 1) / chunk;
-    merges[nm++] = (bsa__gpu_merge){w->kv_head, (int32_t)rows, (int32_t)w->q_begin,
-                                    (int32_t)part, (int32_t)np, 0};
+    merges[nm++] = (bsa__gpu_merge){w->kv_head,    (int32_t)rows, (int32_t)w->q_begin,
+                                    (int32_t)part, (int32_t)np,   0};
     int64_t s = s0, seg_start = 0; /* virtual start of segment s */
     for (int64_t pi = 0; pi < np; pi++) {
       const int64_t v0 = pi * chunk;
@@ -275,10 +280,14 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
       int64_t s_end = s, e_start = seg_start;
       while (e_start + segs[s_end].len < v1) e_start += segs[s_end++].len;
       bkt[ns] = cost_bucket(rows * (v1 - v0));
-      tmp[ns++] = (bsa__gpu_item){w->kv_head,         (int32_t)rows,
-                                  (int32_t)w->q_begin, (int32_t)(v1 - v0),
-                                  (int32_t)s,          (int32_t)(s_end - s + 1),
-                                  (int32_t)(v0 - seg_start), (int32_t)(part + pi)};
+      tmp[ns++] = (bsa__gpu_item){w->kv_head,
+                                  (int32_t)rows,
+                                  (int32_t)w->q_begin,
+                                  (int32_t)(v1 - v0),
+                                  (int32_t)s,
+                                  (int32_t)(s_end - s + 1),
+                                  (int32_t)(v0 - seg_start),
+                                  (int32_t)(part + pi)};
     }
     part += np;
   }
@@ -315,8 +324,8 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
   cp->stream = ctx->cuda_stream;
   if ((e = cudaMallocAsync(&cp->blob, total, (cudaStream_t)cp->stream)) != cudaSuccess) {
     free(cp);
-    return bsa__fail(ctx, BSA_ERR_NOMEM, "plan: cudaMallocAsync of %zu bytes failed: %s",
-                     total, cudaGetErrorString(e));
+    return bsa__fail(ctx, BSA_ERR_NOMEM, "plan: cudaMallocAsync of %zu bytes failed: %s", total,
+                     cudaGetErrorString(e));
   }
   e = cudaMemcpyAsync(cp->blob, host, upload, cudaMemcpyHostToDevice, (cudaStream_t)cp->stream);
   if (e != cudaSuccess) {
@@ -393,8 +402,8 @@ bsa_status bsa__cuda_run(bsa_plan *plan, const void *q, const void *k, const voi
                                       p->rope_scale, p->rope_theta, stream);
     if (e != cudaSuccess) return cuda_fail(ctx, e, "RoPE kernel (q)");
     e = (cudaError_t)bsa__rope_launch((int)p->kv_dtype, k, cp->k_rope, p->kv_len, (int32_t)Hkv,
-                                      (int32_t)D, a.k_st, a.k_sh, 0, p->rope_scale,
-                                      p->rope_theta, stream);
+                                      (int32_t)D, a.k_st, a.k_sh, 0, p->rope_scale, p->rope_theta,
+                                      stream);
     if (e != cudaSuccess) return cuda_fail(ctx, e, "RoPE kernel (k)");
     a.q = cp->q_rope;
     a.k = cp->k_rope;
@@ -416,8 +425,8 @@ bsa_status bsa__cuda_alloc(bsa_ctx *ctx, size_t bytes, void **ptr) {
   e = cudaMalloc(ptr, bytes ? bytes : 1);
   if (e != cudaSuccess) {
     *ptr = NULL;
-    return bsa__fail(ctx, BSA_ERR_NOMEM, "bsa_ctx_alloc: cudaMalloc of %zu bytes failed: %s",
-                     bytes, cudaGetErrorString(e));
+    return bsa__fail(ctx, BSA_ERR_NOMEM, "bsa_ctx_alloc: cudaMalloc of %zu bytes failed: %s", bytes,
+                     cudaGetErrorString(e));
   }
   return BSA_OK;
 }
@@ -427,8 +436,7 @@ void bsa__cuda_free(bsa_ctx *ctx, void *ptr) {
   cudaFree(ptr);
 }
 
-bsa_status bsa__cuda_copy(bsa_ctx *ctx, void *dst, const void *src, size_t bytes,
-                          int to_device) {
+bsa_status bsa__cuda_copy(bsa_ctx *ctx, void *dst, const void *src, size_t bytes, int to_device) {
   if (!bytes) return BSA_OK;
   cudaStream_t st = (cudaStream_t)ctx->cuda_stream;
   cudaError_t e = cudaMemcpyAsync(dst, src, bytes,
@@ -451,8 +459,7 @@ static int cmp_float(const void *a, const void *b) {
 }
 
 bsa_status bsa__cuda_time(bsa_plan *plan, const void *q, const void *k, const void *v, void *o,
-                          float *lse, int warmup, int reps, double *median_ms,
-                          double *min_ms) {
+                          float *lse, int warmup, int reps, double *median_ms, double *min_ms) {
   bsa_ctx *ctx = plan->ctx;
   cudaStream_t st = (cudaStream_t)ctx->cuda_stream;
   bsa_status bs;

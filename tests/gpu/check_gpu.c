@@ -39,7 +39,9 @@ static uint64_t rnd_u64(uint64_t *s) {
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   return z ^ (z >> 31);
 }
-static double rnd_unit(uint64_t *s) { return (double)(rnd_u64(s) >> 11) * (1.0 / 9007199254740992.0); }
+static double rnd_unit(uint64_t *s) {
+  return (double)(rnd_u64(s) >> 11) * (1.0 / 9007199254740992.0);
+}
 static double rnd_normal(uint64_t *s) {
   double u = rnd_unit(s), v = rnd_unit(s);
   if (u < 1e-300) u = 1e-300;
@@ -238,8 +240,8 @@ static void compare(const gcase *c, const bsa_attn_params *p, const void *o_gpu,
   }
   const double tol = p->o_dtype == BSA_DTYPE_F16 ? 4e-3 : 1e-2;
   if (den > 0)
-    ck_assert_msg(sqrt(num / den) < tol, "%s: rel L2 = %.3g >= %.1g (%s)", what,
-                  sqrt(num / den), tol, desc);
+    ck_assert_msg(sqrt(num / den) < tol, "%s: rel L2 = %.3g >= %.1g (%s)", what, sqrt(num / den),
+                  tol, desc);
   else
     ck_assert_msg(num == 0, "%s: every row is empty but O is not zero (%s)", what, desc);
   const double ltol =
@@ -249,8 +251,8 @@ static void compare(const gcase *c, const bsa_attn_params *p, const void *o_gpu,
     for (int h = 0; h < c->Hq; h++) {
       const float lr = lse_ref[t * c->Hq + h];
       if (lr == -INFINITY) {
-        int64_t ob = c->layout == BSA_LAYOUT_NHD ? (t * c->Hq + h) * c->D
-                                                 : ((int64_t)h * c->M + t) * c->D;
+        int64_t ob =
+            c->layout == BSA_LAYOUT_NHD ? (t * c->Hq + h) * c->D : ((int64_t)h * c->M + t) * c->D;
         for (int d = 0; d < c->D; d++)
           ck_assert_msg(of[ob + d] == 0.0f, "%s: empty row %lld head %d: o = %g (%s)", what,
                         (long long)t, h, (double)of[ob + d], desc);
@@ -258,12 +260,12 @@ static void compare(const gcase *c, const bsa_attn_params *p, const void *o_gpu,
       if (!lse_gpu) continue;
       const float lv = lse_gpu[t * c->Hq + h];
       if (lr == -INFINITY)
-        ck_assert_msg(lv == -INFINITY, "%s: lse[%lld,%d] = %g, want -inf (%s)", what,
-                      (long long)t, h, (double)lv, desc);
+        ck_assert_msg(lv == -INFINITY, "%s: lse[%lld,%d] = %g, want -inf (%s)", what, (long long)t,
+                      h, (double)lv, desc);
       else
         ck_assert_msg(fabs((double)lv - lr) < ltol * (1 + fabs(lr)),
-                      "%s: lse[%lld,%d] = %.7g, want %.7g (%s)", what, (long long)t, h,
-                      (double)lv, (double)lr, desc);
+                      "%s: lse[%lld,%d] = %.7g, want %.7g (%s)", what, (long long)t, h, (double)lv,
+                      (double)lr, desc);
     }
   free(of);
 }
@@ -567,8 +569,10 @@ static int have_device(void) {
     bsa_ctx_options opt = {0};
     opt.device = BSA_DEVICE_CUDA;
     bsa_status st = bsa_ctx_create(&opt, &ctx);
-    if (st != BSA_OK) fprintf(stderr, "check_gpu: skipped: %s\n", bsa_last_error());
-    else fprintf(stderr, "check_gpu: device %s\n", bsa_ctx_device_name(ctx));
+    if (st != BSA_OK)
+      fprintf(stderr, "check_gpu: skipped: %s\n", bsa_last_error());
+    else
+      fprintf(stderr, "check_gpu: device %s\n", bsa_ctx_device_name(ctx));
     bsa_ctx_destroy(ctx);
     _exit(st == BSA_OK ? 0 : 1);
   }
