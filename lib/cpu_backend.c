@@ -99,6 +99,15 @@ static inline void load_row(float *dst, const void *base, bsa_dtype t, int64_t s
   for (int32_t d = 0; d < D; d++) dst[d] = load_elem(base, t, src + d);
 }
 
+/* Converts D float32 values to dtype t at element dst of base. */
+static inline void store_row(void *base, bsa_dtype t, int64_t dst, const float *src, int32_t D) {
+  if (t == BSA_DTYPE_F32) {
+    memcpy((float *)base + dst, src, sizeof(float) * (size_t)D);
+    return;
+  }
+  for (int32_t d = 0; d < D; d++) store_elem(base, t, dst + d, src[d]);
+}
+
 /* exp(x) for x <= 0 (softmax after max subtraction) in a form compilers
  * vectorise: 2^(x log2 e) split into 2^n * 2^f with |f| <= 1/2, 2^f by a
  * degree-7 polynomial (relative error < 1e-7).  Inputs below -87 (and -inf)
@@ -435,14 +444,16 @@ static void run_item(run_job *j, const bsa__work_item *it, float *scratch) {
     const int64_t t = it->q_begin + r / g;
     const int32_t qh = it->kv_head * g + (int32_t)(r % g);
     const int64_t dst = bsa__tok_offset(p->layout, M, Hq, D, t, qh);
+    float *orow = w.O + r * Dp;
     if (w.l[r] > 0.0f) {
       const float inv = 1.0f / w.l[r];
-      for (int32_t d = 0; d < D; d++) store_elem(j->o, p->o_dtype, dst + d, w.O[r * Dp + d] * inv);
+      for (int32_t d = 0; d < D; d++) orow[d] *= inv;
       if (j->lse) j->lse[t * Hq + qh] = w.m[r] + logf(w.l[r]);
     } else {
-      for (int32_t d = 0; d < D; d++) store_elem(j->o, p->o_dtype, dst + d, 0.0f);
+      memset(orow, 0, sizeof(float) * (size_t)D);
       if (j->lse) j->lse[t * Hq + qh] = -INFINITY;
     }
+    store_row(j->o, p->o_dtype, dst, orow, D);
   }
 }
 
