@@ -88,6 +88,34 @@ static void emit_rows(builder *b, int32_t kv_head, int64_t r0, int64_t r1, int64
                       const colrange *cols, int64_t ncols, int64_t tile_q) {
   const bsa_attn_params *p = &b->plan->p;
   const int64_t off = p->kv_len - p->qo_len;
+  int shared = !p->causal;
+  for (int64_t c = 0; c < ncols && shared; c++) shared = cols[c].mask_offset < 0;
+  if (shared) {
+    /* Without causal clipping or element masks every tile of the block row
+     * sees the same segments: store them once and let the items share them. */
+    const int64_t seg_offset = b->n_segs;
+    int32_t nseg = 0;
+    int64_t keys = 0;
+    for (int64_t c = 0; c < ncols;) {
+      int64_t kb = cols[c].begin, ke = cols[c].end;
+      for (c++; c < ncols && cols[c].begin == ke; c++) ke = cols[c].end;
+      if (ke <= kb) continue;
+      bsa__segment *sg = seg_push(b);
+      if (!sg) return;
+      *sg = (bsa__segment){kb, ke, 0, 0, 0};
+      nseg++;
+      keys += ke - kb;
+    }
+    for (int64_t q0 = r0; q0 < r1; q0 += tile_q) {
+      const int64_t q1 = q0 + tile_q < r1 ? q0 + tile_q : r1;
+      bsa__work_item *it = item_push(b);
+      if (!it) return;
+      *it = (bsa__work_item){kv_head, nseg, q0, q1, seg_offset, (q1 - q0) * keys};
+      if (q1 - q0 > b->max_rows) b->max_rows = q1 - q0;
+      b->visible += (q1 - q0) * keys;
+    }
+    return;
+  }
   for (int64_t q0 = r0; q0 < r1; q0 += tile_q) {
     int64_t q1 = q0 + tile_q < r1 ? q0 + tile_q : r1;
     bsa__work_item *it = item_push(b);
@@ -144,11 +172,38 @@ static void emit_rows(builder *b, int32_t kv_head, int64_t r0, int64_t r1, int64
   }
 }
 
-static int cmp_items(const void *pa, const void *pb) {
-  const bsa__work_item *a = pa, *b = pb;
-  if (a->cost != b->cost) return a->cost > b->cost ? -1 : 1;
-  if (a->kv_head != b->kv_head) return a->kv_head < b->kv_head ? -1 : 1;
-  return (a->q_begin > b->q_begin) - (a->q_begin < b->q_begin);
+/* Orders items longest first (cost descending), ties in the order they
+ * were made (kv head, then rows): a stable LSD radix sort on the cost, three
+ * passes of 11 bits, costs above 2^33 - 1 counted as equal (they are far
+ * longer than anything else anyway).  qsort costs more than the rest of the
+ * build for plans of ~10^4 items.  Returns 0 when out of memory. */
+static int sort_items(builder *b) {
+  const int64_t n = b->n_items;
+  if (n < 2) return 1;
+  bsa__work_item *tmp = malloc(sizeof *tmp * (size_t)n);
+  if (!tmp) return 0;
+  const uint64_t cap = ((uint64_t)1 << 33) - 1;
+  bsa__work_item *src = b->items, *dst = tmp;
+  for (int pass = 0; pass < 3; pass++) {
+    int64_t count[2049] = {0};
+    const int shift = 11 * pass;
+    for (int64_t i = 0; i < n; i++) {
+      uint64_t c = (uint64_t)src[i].cost > cap ? cap : (uint64_t)src[i].cost;
+      count[((cap - c) >> shift & 2047) + 1]++;
+    }
+    for (int k = 0; k < 2048; k++) count[k + 1] += count[k];
+    for (int64_t i = 0; i < n; i++) {
+      uint64_t c = (uint64_t)src[i].cost > cap ? cap : (uint64_t)src[i].cost;
+      dst[count[(cap - c) >> shift & 2047]++] = src[i];
+    }
+    bsa__work_item *t = src;
+    src = dst;
+    dst = t;
+  }
+  /* Three passes: the result is in tmp. */
+  free(b->items);
+  b->items = src;
+  return 1;
 }
 
 static int cmp_colrange(const void *pa, const void *pb) {
@@ -165,6 +220,7 @@ bsa_status bsa__worklist_build(bsa_plan *plan, const bsa_bsr_desc *bsr, const bs
   if (tile_q < 1) tile_q = BSA__CPU_TILE_Q;
   const int64_t M = p->qo_len, N = p->kv_len;
   colrange *cols = NULL;
+  int64_t *cstart = NULL; /* variable blocks: first key of each column block */
 
   if (!bsr && !var) {
     colrange all = {0, N, -1};
@@ -187,7 +243,7 @@ bsa_status bsa__worklist_build(bsa_plan *plan, const bsa_bsr_desc *bsr, const bs
           cols[n].mask_offset = bsr->mask ? e * R * C : -1;
           n++;
         }
-        qsort(cols, (size_t)n, sizeof *cols, cmp_colrange);
+        if (n > 1) qsort(cols, (size_t)n, sizeof *cols, cmp_colrange);
         int64_t r0 = i * R, r1 = (i + 1) * R < M ? (i + 1) * R : M;
         emit_rows(&b, h, r0, r1, r0, cols, n, tile_q);
       }
@@ -195,23 +251,28 @@ bsa_status bsa__worklist_build(bsa_plan *plan, const bsa_bsr_desc *bsr, const bs
   } else {
     const int64_t MB = var->num_block_rows, NB = var->num_block_cols;
     cols = malloc(sizeof *cols * (size_t)NB);
-    if (!cols) b.oom = 1;
+    cstart = malloc(sizeof *cstart * (size_t)(NB + 1));
+    if (!cols || !cstart) b.oom = 1;
     for (int32_t h = 0; h < p->num_kv_heads && !b.oom; h++) {
       const int32_t *rs = var->block_row_sz + (int64_t)h * MB;
       const int32_t *cs = var->block_col_sz + (int64_t)h * NB;
+      cstart[0] = 0;
+      for (int64_t j = 0; j < NB; j++) cstart[j + 1] = cstart[j] + cs[j];
       int64_t r0 = 0;
       for (int64_t i = 0; i < MB && !b.oom; i++) {
         const uint8_t *mrow = var->block_mask_map + ((int64_t)h * MB + i) * NB;
-        int64_t n = 0, kpos = 0;
-        for (int64_t j = 0; j < NB; j++) {
-          int64_t w = cs[j];
-          if (mrow[j] && w > 0) {
-            cols[n].begin = kpos;
-            cols[n].end = kpos + w;
-            cols[n].mask_offset = -1;
-            n++;
+        int64_t n = 0;
+        for (int64_t j = 0; j < NB;) {
+          if (j + 8 <= NB) { /* skip eight dropped blocks at a time */
+            uint64_t word;
+            memcpy(&word, mrow + j, 8);
+            if (!word) {
+              j += 8;
+              continue;
+            }
           }
-          kpos += w;
+          if (mrow[j] && cs[j] > 0) cols[n++] = (colrange){cstart[j], cstart[j + 1], -1};
+          j++;
         }
         int64_t r1 = r0 + rs[i];
         if (r1 > r0) emit_rows(&b, h, r0, r1, r0, cols, n, tile_q);
@@ -220,12 +281,12 @@ bsa_status bsa__worklist_build(bsa_plan *plan, const bsa_bsr_desc *bsr, const bs
     }
   }
   free(cols);
-  if (b.oom) {
+  free(cstart);
+  if (b.oom || !sort_items(&b)) {
     free(b.items);
     free(b.segs);
     return bsa__fail(plan->ctx, BSA_ERR_NOMEM, "plan: out of memory building the work list");
   }
-  qsort(b.items, (size_t)b.n_items, sizeof *b.items, cmp_items);
   plan->items = b.items;
   plan->num_items = b.n_items;
   plan->segs = b.segs;
