@@ -221,6 +221,7 @@ bsa_status bsa__worklist_build(bsa_plan *plan, const bsa_bsr_desc *bsr, const bs
   const int64_t M = p->qo_len, N = p->kv_len;
   colrange *cols = NULL;
   int64_t *cstart = NULL; /* variable blocks: first key of each column block */
+  int32_t *kept = NULL;   /* variable blocks: kept column blocks of a row */
 
   if (!bsr && !var) {
     colrange all = {0, N, -1};
@@ -252,7 +253,8 @@ bsa_status bsa__worklist_build(bsa_plan *plan, const bsa_bsr_desc *bsr, const bs
     const int64_t MB = var->num_block_rows, NB = var->num_block_cols;
     cols = malloc(sizeof *cols * (size_t)NB);
     cstart = malloc(sizeof *cstart * (size_t)(NB + 1));
-    if (!cols || !cstart) b.oom = 1;
+    kept = malloc(sizeof *kept * (size_t)NB);
+    if (!cols || !cstart || !kept) b.oom = 1;
     for (int32_t h = 0; h < p->num_kv_heads && !b.oom; h++) {
       const int32_t *rs = var->block_row_sz + (int64_t)h * MB;
       const int32_t *cs = var->block_col_sz + (int64_t)h * NB;
@@ -262,18 +264,14 @@ bsa_status bsa__worklist_build(bsa_plan *plan, const bsa_bsr_desc *bsr, const bs
       for (int64_t i = 0; i < MB && !b.oom; i++) {
         const uint8_t *mrow = var->block_mask_map + ((int64_t)h * MB + i) * NB;
         int64_t n = 0;
-        for (int64_t j = 0; j < NB;) {
-          if (j + 8 <= NB) { /* skip eight dropped blocks at a time */
-            uint64_t word;
-            memcpy(&word, mrow + j, 8);
-            if (!word) {
-              j += 8;
-              continue;
-            }
-          }
-          if (mrow[j] && cs[j] > 0) cols[n++] = (colrange){cstart[j], cstart[j + 1], -1};
-          j++;
+        /* Branch-free: every column index is written, only kept ones
+         * advance n (random maps make a branch unpredictable, 4x slower). */
+        for (int64_t j = 0; j < NB; j++) {
+          kept[n] = (int32_t)j;
+          n += (mrow[j] != 0) & (cs[j] > 0);
         }
+        for (int64_t k = 0; k < n; k++)
+          cols[k] = (colrange){cstart[kept[k]], cstart[kept[k] + 1], -1};
         int64_t r1 = r0 + rs[i];
         if (r1 > r0) emit_rows(&b, h, r0, r1, r0, cols, n, tile_q);
         r0 = r1;
@@ -282,6 +280,7 @@ bsa_status bsa__worklist_build(bsa_plan *plan, const bsa_bsr_desc *bsr, const bs
   }
   free(cols);
   free(cstart);
+  free(kept);
   if (b.oom || !sort_items(&b)) {
     free(b.items);
     free(b.segs);
