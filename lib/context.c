@@ -76,6 +76,8 @@ int bsa_ctx_num_threads(const bsa_ctx *ctx) { return ctx ? ctx->num_threads : 0;
 
 const char *bsa_ctx_device_name(const bsa_ctx *ctx) { return ctx ? ctx->device_name : ""; }
 
+const char *bsa_ctx_device_driver(const bsa_ctx *ctx) { return ctx ? ctx->driver : ""; }
+
 bsa_status bsa_ctx_alloc(bsa_ctx *ctx, size_t bytes, void **ptr) {
   if (!ctx || !ptr)
     return bsa__fail(ctx, BSA_ERR_INVALID_ARG, "bsa_ctx_alloc: %s is NULL", !ctx ? "ctx" : "ptr");

@@ -31,6 +31,7 @@ struct bsa_ctx {
   int num_threads;
   void *cuda_stream;
   char device_name[256];
+  char driver[96]; /* CUDA: driver/runtime versions; "" on the CPU */
   char msg[BSA__MSG_LEN];
   int sm_count; /* CUDA: multiprocessors */
   int cc_major, cc_minor;

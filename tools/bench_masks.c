@@ -166,7 +166,7 @@ int bench_masks(bsa_cli *cli, const bench_opts *o) {
   if (bsa_ctx_create(&co, &ctx) != BSA_OK)
     rc = cli_error(cli, BSA_EXIT_FAIL, "%s", bsa_last_error());
   else
-    cli_device(cli, bsa_ctx_device_name(ctx), NULL);
+    cli_device(cli, bsa_ctx_device_name(ctx), bsa_ctx_device_driver(ctx));
   if (!rc) bench_print_header(o);
   int64_t done = 0;
   for (int64_t i = 0; !rc && i < bsa_masks_num_records(masks); i++) {

@@ -70,7 +70,7 @@ int bench_random(bsa_cli *cli, const bench_opts *o) {
   bsa_ctx *ctx = NULL;
   if (bsa_ctx_create(&co, &ctx) != BSA_OK)
     return cli_error(cli, BSA_EXIT_FAIL, "%s", bsa_last_error());
-  cli_device(cli, bsa_ctx_device_name(ctx), NULL);
+  cli_device(cli, bsa_ctx_device_name(ctx), bsa_ctx_device_driver(ctx));
 
   bsa_attn_params p;
   memset(&p, 0, sizeof p);

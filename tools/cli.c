@@ -86,6 +86,7 @@ void cli_metric(bsa_cli *cli, const char *name, double value, const char *record
 }
 
 void cli_device(bsa_cli *cli, const char *name, const char *driver) {
+  if (driver && !*driver) driver = NULL;
   if (cli->run && bsa_run_device(cli->run, name, driver) != BSA_OK) record_failed(cli);
 }
 

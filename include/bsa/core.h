@@ -115,6 +115,9 @@ int bsa_ctx_num_threads(const bsa_ctx *ctx);
 /* Name of the device: "cpu (N threads)" or the CUDA device name. */
 const char *bsa_ctx_device_name(const bsa_ctx *ctx);
 
+/* CUDA: "CUDA driver X.Y, runtime X.Y, sm_XY"; "" for a CPU context. */
+const char *bsa_ctx_device_driver(const bsa_ctx *ctx);
+
 /* ------------------------------------------------------------------------
  * Attention parameters.  A zero-initialised struct plus the shape fields is
  * valid: f32 NHD, sm_scale = 1/sqrt(head_dim), no cap, not causal, no
