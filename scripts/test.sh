@@ -11,11 +11,14 @@ for f in $(find tests -name '*.log' ! -name test-suite.log | sort); do
   line=$(grep -h "^[0-9]*%: Checks:" "$f" | tail -1 || true)
   [ -n "$line" ] && printf '%-32s %s\n' "$f" "$line"
 done
-count() { grep -l "^:test-result: $1" $(find tests -name '*.trs') 2>/dev/null | wc -l; }
+count() { { grep -l "^:test-result: $1" $(find tests -name '*.trs') 2>/dev/null || true; } | wc -l; }
 pass=$(count PASS); fail=$(( $(count FAIL) + $(count ERROR) )); skip=$(count SKIP)
 if [ "$status" -ne 0 ]; then
   for f in $(find tests -name '*.log' ! -name test-suite.log); do
-    grep -qE "^(FAIL|ERROR)|Failures: [1-9]|Errors: [1-9]" "$f" && { echo "== $f"; tail -40 "$f"; }
+    if grep -qE "^(FAIL|ERROR)|Failures: [1-9]|Errors: [1-9]" "$f"; then
+      echo "== $f"
+      tail -40 "$f"
+    fi
   done
 fi
 echo "tests: $pass passed, $fail failed, $skip skipped"
