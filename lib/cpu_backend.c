@@ -2,10 +2,12 @@
  * lib/cpu_backend.c - exact block-sparse attention on the CPU.
  *
  * A run has two phases:
- *  1. Staging: q, k, v are converted to float32, RoPE is applied, q is
+ *  1. Staging: q, k, v are converted to float32, RoPE is applied, K is
  *     multiplied by sm_scale, and the data is laid out so that the rows of
  *     one work item are contiguous: q as [Hkv, M, group, D] (the query heads
- *     of a GQA group interleaved per token), k and v as [Hkv, N, D].
+ *     of a GQA group interleaved per token; float32 MHA q without RoPE is
+ *     used in place), K transposed as [Hkv, D, N] so any key range is a
+ *     column range, V as [Hkv, N, D] (float32 HND V is used in place).
  *  2. Work items (longest first) are taken by worker threads.  For an item
  *     with R = rows * group query rows, each KV segment is visited in
  *     chunks of KC keys (short segments gathered into one chunk):
@@ -44,6 +46,11 @@ typedef struct cpu_state {
    * head h starts at base + h * hstride + j * ld. */
   const float *vbase;
   int64_t ld, hstride;
+  /* Where the query rows of item (kv head h, first token t) start:
+   * qbase + h * q_hstride + t * q_tstride, rows q_ld floats apart; the
+   * staged copy, or the caller's q for float32 MHA without RoPE. */
+  const float *qbase;
+  int64_t q_hstride, q_tstride, q_ld;
   /* K transposed, [Hkv, D, np_k] with np_k = kv_len rounded up to 32 plus
    * 32 zero columns, so a chunk of keys is a column range read in place. */
   float *kt;
@@ -173,7 +180,6 @@ static void stage_tokens(stage_job *j, int64_t t0, int64_t t1) {
         int64_t src = bsa__tok_offset(p->layout, M, Hq, D, t, qh);
         load_row(dst, j->q, p->q_dtype, src, D);
         if (rope) rope_apply(dst, D, (double)(t + off), p);
-        for (int32_t d = 0; d < D; d++) dst[d] *= p->sm_scale;
       }
     } else if (j->which == 2) {
       for (int32_t h = 0; h < Hkv; h++) {
@@ -187,6 +193,7 @@ static void stage_tokens(stage_job *j, int64_t t0, int64_t t1) {
   /* K: a block of tokens is loaded row by row, then written transposed so
    * that each of the D rows of kt gets one contiguous run. */
   float tmp[4096];
+  const float scale = p->sm_scale; /* folded into K: (s q).k = q.(s k) */
   const int64_t tb = (int64_t)(sizeof tmp / sizeof tmp[0]) / D;
   for (int32_t h = 0; h < Hkv; h++)
     for (int64_t t = t0; t < t1; t += tb) {
@@ -198,7 +205,7 @@ static void stage_tokens(stage_job *j, int64_t t0, int64_t t1) {
       }
       for (int32_t d = 0; d < D; d++) {
         float *row = s->kt + ((int64_t)h * D + d) * s->np_k + t;
-        for (int64_t i = 0; i < n; i++) row[i] = tmp[i * D + d];
+        for (int64_t i = 0; i < n; i++) row[i] = tmp[i * D + d] * scale;
       }
     }
 }
@@ -324,7 +331,8 @@ static void run_chunk(run_job *j, const bsa__work_item *it, const piece *pc, int
   const int64_t Dp = ROUND32(D), NP = ROUND32(nkeys);
   const int64_t M = p->qo_len, off = p->kv_len - M;
   const int64_t R = (it->q_end - it->q_begin) * g;
-  const float *Q = s->q + ((int64_t)it->kv_head * M + it->q_begin) * g * D;
+  const float *Q = s->qbase + (int64_t)it->kv_head * s->q_hstride + it->q_begin * s->q_tstride;
+  const int64_t lda = s->q_ld;
   const int64_t ld = s->ld;
   const float *KT = s->kt + (int64_t)it->kv_head * D * s->np_k;
   const float *V = s->vbase + (int64_t)it->kv_head * s->hstride;
@@ -340,7 +348,7 @@ static void run_chunk(run_job *j, const bsa__work_item *it, const piece *pc, int
   int64_t c0 = 0;
   if (inplace) {
     for (int i = 0; i < np; i++) {
-      bsa__gemm(R, ROUND32(pc[i].n), D, Q, D, KT + pc[i].kb, s->np_k, w->S + c0, SLD, 0);
+      bsa__gemm(R, ROUND32(pc[i].n), D, Q, lda, KT + pc[i].kb, s->np_k, w->S + c0, SLD, 0);
       c0 += pc[i].n;
     }
   } else {
@@ -360,7 +368,7 @@ static void run_chunk(run_job *j, const bsa__work_item *it, const piece *pc, int
         memcpy(w->Vp + c0 * Dp, V + (pc[i].kb + r) * ld, sizeof(float) * (size_t)D);
         if (Dp > D) memset(w->Vp + c0 * Dp + D, 0, sizeof(float) * (size_t)(Dp - D));
       }
-    bsa__gemm(R, NP, D, Q, D, w->Kt, KC, w->S, SLD, 0);
+    bsa__gemm(R, NP, D, Q, lda, w->Kt, KC, w->S, SLD, 0);
   }
 
   for (int64_t r = 0; r < R; r++) {
@@ -485,6 +493,13 @@ static bsa_status parallel(bsa_ctx *ctx, int n, void *(*fn)(void *), void *arg) 
   return BSA_OK;
 }
 
+/* The caller's q can be used in place: float32, no RoPE, and one query
+ * head per kv head (so the rows of an item are evenly spaced). */
+static int q_direct(const bsa_plan *plan) {
+  const bsa_attn_params *p = &plan->p;
+  return p->q_dtype == BSA_DTYPE_F32 && p->pos_encoding != BSA_POS_ROPE_LLAMA && plan->group == 1;
+}
+
 static bsa_status ensure_state(bsa_plan *plan, cpu_state **out) {
   cpu_state *s = plan->backend;
   if (s) {
@@ -503,7 +518,8 @@ static bsa_status ensure_state(bsa_plan *plan, cpu_state **out) {
   s->scratch_per_thread =
       Rmax * SLD + Rmax * Dp + 2 * Rmax + (size_t)KC * p->head_dim + (size_t)KC * Dp + 16;
   s->scratch_per_thread = (s->scratch_per_thread + 15) & ~(size_t)15;
-  s->q = bsa__aligned_alloc(s->q_elems * sizeof(float));
+  const int need_q = !q_direct(plan);
+  if (need_q) s->q = bsa__aligned_alloc(s->q_elems * sizeof(float));
   const int need_v = !(p->kv_dtype == BSA_DTYPE_F32 && p->layout == BSA_LAYOUT_HND);
   if (need_v) s->v = bsa__aligned_alloc(s->kv_elems * sizeof(float));
   s->np_k = ROUND32(p->kv_len) + 32;
@@ -514,7 +530,7 @@ static bsa_status ensure_state(bsa_plan *plan, cpu_state **out) {
   s->slopes = malloc(sizeof(float) * (size_t)p->num_qo_heads);
   plan->backend = s;
   plan->backend_free = cpu_state_free;
-  if (!s->q || !s->kt || (need_v && !s->v) || !s->scratch || !s->slopes) {
+  if ((need_q && !s->q) || !s->kt || (need_v && !s->v) || !s->scratch || !s->slopes) {
     size_t total = (s->q_elems + 2 * s->kv_elems) * sizeof(float);
     cpu_state_free(plan);
     return bsa__fail(plan->ctx, BSA_ERR_NOMEM,
@@ -537,7 +553,20 @@ bsa_status bsa__cpu_run(bsa_plan *plan, const void *q, const void *k, const void
   s->vbase = direct ? v : s->v;
   s->ld = p->head_dim;
   s->hstride = p->kv_len * p->head_dim;
-  for (int w = 0; w < (direct ? 2 : 3); w++) {
+  const int64_t D = p->head_dim, M = p->qo_len;
+  if (q_direct(plan)) {
+    const int nhd = p->layout == BSA_LAYOUT_NHD;
+    s->qbase = q;
+    s->q_hstride = nhd ? D : M * D;
+    s->q_tstride = nhd ? (int64_t)p->num_qo_heads * D : D;
+    s->q_ld = s->q_tstride;
+  } else {
+    s->qbase = s->q;
+    s->q_hstride = M * plan->group * D;
+    s->q_tstride = plan->group * D;
+    s->q_ld = D;
+  }
+  for (int w = q_direct(plan) ? 1 : 0; w < (direct ? 2 : 3); w++) {
     stage_job sj;
     memset(&sj, 0, sizeof sj);
     sj.plan = plan;
