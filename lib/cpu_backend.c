@@ -322,8 +322,10 @@ typedef struct item_scratch {
 
 #define ROUND32(x) (((x) + 31) & ~(int64_t)31)
 
+/* first: this is the item's first chunk, so O holds nothing yet and the
+ * first product overwrites it instead of accumulating. */
 static void run_chunk(run_job *j, const bsa__work_item *it, const piece *pc, int np, int64_t nkeys,
-                      const item_scratch *w) {
+                      const item_scratch *w, int first) {
   bsa_plan *plan = j->plan;
   const bsa_attn_params *p = &plan->p;
   cpu_state *s = j->s;
@@ -388,7 +390,7 @@ static void run_chunk(run_job *j, const bsa__work_item *it, const piece *pc, int
       c0 += pc[i].n;
     }
     float alpha = row_softmax(srow, nkeys, &w->m[r], &w->l[r]);
-    if (alpha != 1.0f) {
+    if (alpha != 1.0f && !first) {
       float *orow = w->O + r * Dp;
       for (int64_t d = 0; d < Dp; d++) orow[d] *= alpha;
     }
@@ -396,11 +398,11 @@ static void run_chunk(run_job *j, const bsa__work_item *it, const piece *pc, int
   if (inplace) {
     c0 = 0;
     for (int i = 0; i < np; i++) {
-      bsa__gemm(R, Dp, pc[i].n, w->S + c0, SLD, V + pc[i].kb * ld, ld, w->O, Dp, 1);
+      bsa__gemm(R, Dp, pc[i].n, w->S + c0, SLD, V + pc[i].kb * ld, ld, w->O, Dp, !first || i > 0);
       c0 += pc[i].n;
     }
   } else {
-    bsa__gemm(R, Dp, nkeys, w->S, SLD, w->Vp, Dp, w->O, Dp, 1);
+    bsa__gemm(R, Dp, nkeys, w->S, SLD, w->Vp, Dp, w->O, Dp, !first);
   }
 }
 
@@ -420,7 +422,7 @@ static void run_item(run_job *j, const bsa__work_item *it, float *scratch) {
   w.Kt = w.l + Rmax;
   w.Vp = w.Kt + (int64_t)KC * D;
 
-  memset(w.O, 0, sizeof(float) * (size_t)(R * Dp));
+  int first = 1; /* O is written by the first chunk's product */
   for (int64_t r = 0; r < R; r++) {
     w.m[r] = -INFINITY;
     w.l[r] = 0.0f;
@@ -440,13 +442,18 @@ static void run_item(run_job *j, const bsa__work_item *it, float *scratch) {
       nkeys += n;
       kb += n;
       if (nkeys == KC) {
-        run_chunk(j, it, pc, np, nkeys, &w);
+        run_chunk(j, it, pc, np, nkeys, &w, first);
+        first = 0;
         np = 0;
         nkeys = 0;
       }
     }
   }
-  if (nkeys > 0) run_chunk(j, it, pc, np, nkeys, &w);
+  if (nkeys > 0) {
+    run_chunk(j, it, pc, np, nkeys, &w, first);
+    first = 0;
+  }
+  if (first) memset(w.O, 0, sizeof(float) * (size_t)(R * Dp)); /* no keys at all */
 
   for (int64_t r = 0; r < R; r++) {
     const int64_t t = it->q_begin + r / g;

@@ -20,6 +20,7 @@ typedef struct bench_opts {
   int reps, warmup;
   uint64_t seed;
   int json;
+  bsa_layout qkv_layout; /* NHD (default) or HND for q, k, v and o */
   int do_bsr, do_var;
   const char *masks_path, *trace_path, *records_glob;
 } bench_opts;
@@ -34,8 +35,9 @@ typedef struct bench_row {
   int heads, kv_heads, head_dim;
   const char *dtype;
   int causal;
-  double density_target; /* NAN when not applicable */
-  double density;        /* measured from the plan */
+  const char *qkv_layout; /* "nhd" or "hnd" */
+  double density_target;  /* NAN when not applicable */
+  double density;         /* measured from the plan */
   double time_ms, dense_time_ms;
   double tflops_effective;
   int64_t block;    /* BSR block, 0 otherwise */

@@ -28,6 +28,7 @@ void bench_emit(bsa_cli *cli, const bench_opts *o, const bench_row *r) {
         "\"causal\":%s,",
         (long long)r->seq, r->heads, r->kv_heads, r->head_dim, r->dtype,
         r->causal ? "true" : "false");
+    if (r->qkv_layout) printf("\"qkv_layout\":\"%s\",", r->qkv_layout);
     if (isnan(r->density_target))
       printf("\"density_target\":null,");
     else
@@ -63,6 +64,8 @@ void bench_emit(bsa_cli *cli, const bench_opts *o, const bench_row *r) {
                   r->density_target);
   if (r->block)
     n += snprintf(labels + n, sizeof labels - (size_t)n, ",\"block\":%lld", (long long)r->block);
+  if (r->qkv_layout)
+    n += snprintf(labels + n, sizeof labels - (size_t)n, ",\"qkv_layout\":\"%s\"", r->qkv_layout);
   if (r->grid) n += snprintf(labels + n, sizeof labels - (size_t)n, ",\"blocks\":\"%s\"", r->grid);
   if (r->method)
     n += snprintf(labels + n, sizeof labels - (size_t)n, ",\"method\":\"%s\"", r->method);

@@ -126,6 +126,7 @@ static int bench_record(bsa_cli *cli, const bench_opts *o, bsa_ctx *ctx, const c
     r.head_dim = (int)D;
     r.dtype = bsa_dtype_name(o->dtype);
     r.causal = p.causal;
+    r.qkv_layout = "hnd";
     r.density_target = NAN;
     r.density = info.density;
     r.time_ms = ms;

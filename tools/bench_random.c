@@ -80,6 +80,7 @@ int bench_random(bsa_cli *cli, const bench_opts *o) {
   p.qo_len = p.kv_len = o->seq;
   p.q_dtype = p.kv_dtype = p.o_dtype = o->dtype;
   p.causal = o->causal;
+  p.layout = o->qkv_layout;
   const char *dev = o->device == BSA_DEVICE_CUDA ? "cuda" : "cpu";
 
   /* Random normal inputs, generated on the host in the chosen dtype. */
@@ -141,6 +142,7 @@ int bench_random(bsa_cli *cli, const bench_opts *o) {
     r.head_dim = o->head_dim;
     r.dtype = bsa_dtype_name(o->dtype);
     r.causal = o->causal;
+    r.qkv_layout = o->qkv_layout == BSA_LAYOUT_HND ? "hnd" : "nhd";
     r.density_target = NAN;
     r.density = 1.0;
     r.time_ms = r.dense_time_ms = dense_ms;
@@ -229,6 +231,7 @@ int bench_random(bsa_cli *cli, const bench_opts *o) {
         r.head_dim = o->head_dim;
         r.dtype = bsa_dtype_name(o->dtype);
         r.causal = o->causal;
+        r.qkv_layout = o->qkv_layout == BSA_LAYOUT_HND ? "hnd" : "nhd";
         r.density_target = dens;
         r.density = info.density;
         r.time_ms = ms;

@@ -36,6 +36,8 @@ static void usage(FILE *f) {
           "  --blocks      variable-block grid, e.g. 64x64 (default)\n"
           "  --density     comma-separated densities in (0, 1] (default 0.05,0.1,0.25,0.5)\n"
           "  --causal      global causal mask on top of the block map\n"
+          "  --qkv-layout  memory layout of q, k, v and o: nhd [len, heads, dim] (default)\n"
+          "                or hnd [heads, len, dim]\n"
           "  --dtype       f32 (CPU default), f16, bf16 (CUDA default)\n"
           "  --reps        timed repetitions, median reported (default 5 CPU, 50 CUDA)\n"
           "  --warmup      untimed runs first (default 1 CPU, 10 CUDA)\n"
@@ -76,17 +78,27 @@ int cmd_bench(bsa_cli *cli, int argc, char **argv) {
   const char *layout = "all";
   const char *density = "0.05,0.1,0.25,0.5";
 
-  static const struct option longopts[] = {
-      {"device", required_argument, 0, 'd'},   {"layout", required_argument, 0, 'l'},
-      {"seq", required_argument, 0, 's'},      {"heads", required_argument, 0, 'H'},
-      {"kv-heads", required_argument, 0, 'K'}, {"head-dim", required_argument, 0, 'D'},
-      {"block", required_argument, 0, 'b'},    {"blocks", required_argument, 0, 'B'},
-      {"density", required_argument, 0, 'p'},  {"causal", no_argument, 0, 'c'},
-      {"dtype", required_argument, 0, 't'},    {"reps", required_argument, 0, 'r'},
-      {"warmup", required_argument, 0, 'w'},   {"seed", required_argument, 0, 'S'},
-      {"masks", required_argument, 0, 'm'},    {"trace", required_argument, 0, 'T'},
-      {"records", required_argument, 0, 'R'},  {"json", no_argument, 0, 'j'},
-      {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+  static const struct option longopts[] = {{"device", required_argument, 0, 'd'},
+                                           {"layout", required_argument, 0, 'l'},
+                                           {"seq", required_argument, 0, 's'},
+                                           {"heads", required_argument, 0, 'H'},
+                                           {"kv-heads", required_argument, 0, 'K'},
+                                           {"head-dim", required_argument, 0, 'D'},
+                                           {"block", required_argument, 0, 'b'},
+                                           {"blocks", required_argument, 0, 'B'},
+                                           {"density", required_argument, 0, 'p'},
+                                           {"causal", no_argument, 0, 'c'},
+                                           {"dtype", required_argument, 0, 't'},
+                                           {"reps", required_argument, 0, 'r'},
+                                           {"warmup", required_argument, 0, 'w'},
+                                           {"seed", required_argument, 0, 'S'},
+                                           {"qkv-layout", required_argument, 0, 'L'},
+                                           {"masks", required_argument, 0, 'm'},
+                                           {"trace", required_argument, 0, 'T'},
+                                           {"records", required_argument, 0, 'R'},
+                                           {"json", no_argument, 0, 'j'},
+                                           {"help", no_argument, 0, 'h'},
+                                           {0, 0, 0, 0}};
   optind = 1;
   opterr = 0;
   int ch;
@@ -149,6 +161,15 @@ int cmd_bench(bsa_cli *cli, int argc, char **argv) {
       case 'w':
         if (cli_parse_i64(cli, "--warmup", optarg, 0, 100000, &v)) return BSA_EXIT_USAGE;
         o.warmup = (int)v;
+        break;
+      case 'L':
+        if (!strcmp(optarg, "nhd"))
+          o.qkv_layout = BSA_LAYOUT_NHD;
+        else if (!strcmp(optarg, "hnd"))
+          o.qkv_layout = BSA_LAYOUT_HND;
+        else
+          return cli_error(cli, BSA_EXIT_USAGE, "--qkv-layout must be nhd or hnd, got '%s'",
+                           optarg);
         break;
       case 'S':
         if (cli_parse_i64(cli, "--seed", optarg, 0, INT64_MAX, &v)) return BSA_EXIT_USAGE;
@@ -216,6 +237,7 @@ int cmd_bench(bsa_cli *cli, int argc, char **argv) {
     cli_param(cli, "blocks", "%lldx%lld", (long long)o.mb, (long long)o.nb);
     cli_param(cli, "density", "%s", density);
     cli_param(cli, "seed", "%llu", (unsigned long long)o.seed);
+    cli_param(cli, "qkv_layout", "%s", o.qkv_layout == BSA_LAYOUT_HND ? "hnd" : "nhd");
     rc = bench_random(cli, &o);
   }
   free(o.densities);
