@@ -14,8 +14,9 @@ bsa() { "$BSA" --db "$DB" "$@"; }
 section() { printf '\n== %s\n' "$*"; }
 DEMO_START=$(date -u +%Y-%m-%dT%H:%M:%S)
 
-section "1. CPU attention: dense vs fixed-block (BSR 128x128) vs variable blocks (64x64)"
-bsa bench --device cpu --seq 2048 --heads 8 --head-dim 128 --density 0.05,0.1,0.25,0.5 --reps 3
+section "1. CPU attention: dense vs fixed-block (BSR 128x128) vs variable blocks (64x64), f32, HND"
+bsa bench --device cpu --seq 4096 --heads 8 --head-dim 128 --qkv-layout hnd \
+  --density 0.05,0.1,0.25,0.5 --reps 3
 
 section "2. CUDA attention"
 if "$BSA" bench --help >/dev/null && command -v nvidia-smi >/dev/null 2>&1 &&
