@@ -17,5 +17,11 @@ elif grep -q -m1 -w avx2 /proc/cpuinfo; then best=Haswell; fi
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
 env -u OPENBLAS_CORETYPE "$B/bench/sgemm_rate" --heads $H --seq $S --head-dim $D --reps 3
 [ -n "$best" ] && OPENBLAS_CORETYPE=$best "$B/bench/sgemm_rate" --heads $H --seq $S --head-dim $D --reps 3
-"$B/tools/bsa" --no-log bench --device cpu --seq $S --heads $H --head-dim $D \
-  --density 0.1 --reps 3 --json
+# Three runs per layout: this machine's timings move by 10-20% from run to
+# run, so compare the best of them.
+for lay in nhd hnd; do
+  for i in 1 2 3; do
+    "$B/tools/bsa" --no-log bench --device cpu --seq $S --heads $H --head-dim $D \
+      --density 0.05,0.1,0.25,0.5 --reps 5 --qkv-layout $lay --json
+  done
+done
