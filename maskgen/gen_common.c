@@ -196,6 +196,14 @@ bsa_status bsa_maskgen_params_check(bsa_maskgen_method method, const bsa_maskgen
   return BSA_OK;
 }
 
+/* 1 when v prints exactly with 15 significant digits (so 0.9 is written as
+ * 0.9, not 0.90000000000000002). */
+static int exact_at_15(double v) {
+  char buf[64];
+  snprintf(buf, sizeof buf, "%.15g", v);
+  return strtod(buf, NULL) == v;
+}
+
 char *bsa_maskgen_params_json(bsa_maskgen_method method, const bsa_maskgen_params *p) {
   json_t *o = json_object();
   if (!o) return NULL;
@@ -222,7 +230,10 @@ char *bsa_maskgen_params_json(bsa_maskgen_method method, const bsa_maskgen_param
     json_object_set_new(o, "sink_blocks", json_integer(p->sink_blocks));
     json_object_set_new(o, "local_blocks", json_integer(p->local_blocks));
   }
-  char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+  /* Shortest exact form: 15 digits when every real survives it, else 17. */
+  const int prec =
+      exact_at_15(p->top_p) && exact_at_15(p->min_kc_ratio) && exact_at_15(p->threshold) ? 15 : 17;
+  char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(prec));
   json_decref(o);
   return s;
 }
