@@ -62,8 +62,8 @@ bsa_status bsa__cuda_ctx_init(bsa_ctx *ctx) {
   int drv = 0, rt = 0;
   if (cudaDriverGetVersion(&drv) != cudaSuccess) drv = 0; /* reported as 0.0 */
   if (cudaRuntimeGetVersion(&rt) != cudaSuccess) rt = 0;
-  snprintf(ctx->driver, sizeof ctx->driver, "CUDA driver %d.%d, runtime %d.%d, sm_%d%d",
-           drv / 1000, (drv % 1000) / 10, rt / 1000, (rt % 1000) / 10, prop.major, prop.minor);
+  snprintf(ctx->driver, sizeof ctx->driver, "CUDA driver %d.%d, runtime %d.%d, sm_%d%d", drv / 1000,
+           (drv % 1000) / 10, rt / 1000, (rt % 1000) / 10, prop.major, prop.minor);
   ctx->sm_count = prop.multiProcessorCount;
   ctx->cc_major = prop.major;
   ctx->cc_minor = prop.minor;
