@@ -35,3 +35,6 @@ kernels/attn_d64.$(OBJEXT) kernels/attn_d128.$(OBJEXT) kernels/attn_d256.$(OBJEX
 	$(srcdir)/kernels/attn_fwd.cuh $(srcdir)/kernels/kernels.h
 kernels/attn_aux.$(OBJEXT): $(srcdir)/kernels/kernels.h
 endif
+
+# nvcc's dependency files (-MMD -MF in the .cu rule of Makefile.am).
+MOSTLYCLEANFILES += kernels/*.d
