@@ -30,6 +30,23 @@ typedef struct builder {
   int oom;
 } builder;
 
+/* Allocates room for at least n_items items and n_segs segments. */
+static int reserve(builder *b, int64_t n_items, int64_t n_segs) {
+  if (n_items > b->cap_items) {
+    bsa__work_item *it = realloc(b->items, sizeof *it * (size_t)n_items);
+    if (!it) return 0;
+    b->items = it;
+    b->cap_items = n_items;
+  }
+  if (n_segs > b->cap_segs) {
+    bsa__segment *sg = realloc(b->segs, sizeof *sg * (size_t)n_segs);
+    if (!sg) return 0;
+    b->segs = sg;
+    b->cap_segs = n_segs;
+  }
+  return 1;
+}
+
 static bsa__segment *seg_push(builder *b) {
   if (b->n_segs == b->cap_segs) {
     int64_t cap = b->cap_segs ? b->cap_segs * 2 : 1024;
@@ -255,6 +272,16 @@ bsa_status bsa__worklist_build(bsa_plan *plan, const bsa_bsr_desc *bsr, const bs
     cstart = malloc(sizeof *cstart * (size_t)(NB + 1));
     kept = malloc(sizeof *kept * (size_t)NB);
     if (!cols || !cstart || !kept) b.oom = 1;
+    /* Size the arrays once: items exactly, segments by the kept blocks
+     * (an upper bound when nothing is clipped per tile).  Growing them by
+     * doubling copied and faulted in large plans twice. */
+    int64_t n_items = 0, n_kept = 0;
+    for (int64_t h = 0; h < p->num_kv_heads; h++)
+      for (int64_t i = 0; i < MB; i++)
+        n_items += (var->block_row_sz[h * MB + i] + tile_q - 1) / tile_q;
+    const int64_t map_len = (int64_t)p->num_kv_heads * MB * NB;
+    for (int64_t e = 0; e < map_len; e++) n_kept += var->block_mask_map[e] != 0;
+    if (!b.oom && !reserve(&b, n_items, p->causal ? 2 * n_kept : n_kept)) b.oom = 1;
     for (int32_t h = 0; h < p->num_kv_heads && !b.oom; h++) {
       const int32_t *rs = var->block_row_sz + (int64_t)h * MB;
       const int32_t *cs = var->block_col_sz + (int64_t)h * NB;
