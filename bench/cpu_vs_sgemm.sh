@@ -20,7 +20,7 @@ env -u OPENBLAS_CORETYPE "$B/bench/sgemm_rate" --heads $H --seq $S --head-dim $D
 # Three runs per layout: this machine's timings move by 10-20% from run to
 # run, so compare the best of them.
 for lay in nhd hnd; do
-  for i in 1 2 3; do
+  for _ in 1 2 3; do
     "$B/tools/bsa" --no-log bench --device cpu --seq $S --heads $H --head-dim $D \
       --density 0.05,0.1,0.25,0.5 --reps 5 --qkv-layout $lay --json
   done

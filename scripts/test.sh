@@ -7,14 +7,14 @@ cd "$BSA_BUILD"
 status=0
 make -j"$(nproc)" check || status=$?
 # The Check suites' own summaries, then one closing line over all programs.
-for f in $(find tests -name '*.log' ! -name test-suite.log | sort); do
+find tests -name '*.log' ! -name test-suite.log | sort | while read -r f; do
   line=$(grep -h "^[0-9]*%: Checks:" "$f" | tail -1 || true)
-  [ -n "$line" ] && printf '%-32s %s\n' "$f" "$line"
+  if [ -n "$line" ]; then printf '%-32s %s\n' "$f" "$line"; fi
 done
-count() { { grep -l "^:test-result: $1" $(find tests -name '*.trs') 2>/dev/null || true; } | wc -l; }
+count() { { find tests -name '*.trs' -exec grep -l "^:test-result: $1" {} + || true; } | wc -l; }
 pass=$(count PASS); fail=$(( $(count FAIL) + $(count ERROR) )); skip=$(count SKIP)
 if [ "$status" -ne 0 ]; then
-  for f in $(find tests -name '*.log' ! -name test-suite.log); do
+  find tests -name '*.log' ! -name test-suite.log | while read -r f; do
     if grep -qE "^(FAIL|ERROR)|Failures: [1-9]|Errors: [1-9]" "$f"; then
       echo "== $f"
       tail -40 "$f"
