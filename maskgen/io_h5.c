@@ -789,6 +789,62 @@ void bsa__h5_discard_temp(hid_t file, const char *tmp_path) {
   if (tmp_path) unlink(tmp_path);
 }
 
+bsa_status bsa__h5_out_begin(bsa__h5_out *o, const char *path, const char *format) {
+  memset(o, 0, sizeof *o);
+  o->file = o->records = -1;
+  if (!(o->path = strdup(path))) return bsa__fail(NULL, BSA_ERR_NOMEM, "%s: out of memory", path);
+  bsa_status s = bsa__h5_create_temp(path, &o->file, &o->tmp);
+  if (s == BSA_OK) s = bsa__h5_write_attr_string(o->file, "format", format, path);
+  if (s == BSA_OK) s = bsa__h5_write_attr_int(o->file, "format_version", 1, path);
+  if (s == BSA_OK) {
+    o->records = bsa__h5_group_create(o->file, "records");
+    if (o->records < 0)
+      s = bsa__fail(NULL, BSA_ERR_IO, "%s: cannot create /records (HDF5: %s)", path,
+                    bsa__h5_detail());
+  }
+  if (s != BSA_OK) bsa__h5_out_discard(o);
+  return s;
+}
+
+bsa_status bsa__h5_out_record(bsa__h5_out *o, const char *name, hid_t *grp) {
+  *grp = bsa__h5_group_create(o->records, name);
+  if (*grp >= 0) return BSA_OK;
+  o->spoiled = 1;
+  return bsa__fail(NULL, BSA_ERR_IO, "%s: record '%s': cannot create the group (HDF5: %s)", o->path,
+                   name, bsa__h5_detail());
+}
+
+bsa_status bsa__h5_out_commit(bsa__h5_out *o) {
+  if (o->spoiled) {
+    bsa_status s = bsa__fail(NULL, BSA_ERR_IO,
+                             "%s: an earlier write failed; the file was not written", o->path);
+    bsa__h5_out_discard(o);
+    return s;
+  }
+  H5Gclose(o->records);
+  o->records = -1;
+  bsa_status s = bsa__h5_commit_temp(o->file, o->tmp, o->path);
+  o->file = -1; /* closed (and on failure removed) by the commit */
+  free(o->tmp);
+  o->tmp = NULL;
+  bsa__h5_out_discard(o);
+  return s;
+}
+
+void bsa__h5_out_discard(bsa__h5_out *o) {
+  if (o->records >= 0) H5Gclose(o->records);
+  bsa__h5_discard_temp(o->file, o->tmp);
+  free(o->tmp);
+  free(o->path);
+  memset(o, 0, sizeof *o);
+  o->file = o->records = -1;
+}
+
+void *bsa__h5_alloc_elems(int64_t n, size_t esize) {
+  if (n <= 0 || (uint64_t)n > SIZE_MAX / esize) return NULL;
+  return malloc((size_t)n * esize);
+}
+
 bsa_status bsa__h5_check_record_name(const char *name, const char *path) {
   if (!name || !*name)
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "%s: record name is empty", path);

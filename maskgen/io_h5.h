@@ -129,6 +129,32 @@ hid_t bsa__h5_group_create(hid_t loc, const char *name);
 /* Closes the file (if >= 0) and removes tmp_path. */
 void bsa__h5_discard_temp(hid_t file, const char *tmp_path);
 
+/* ---- output files -------------------------------------------------------
+ * What the trace and masks writers share: a temporary file beside path with
+ * the root attributes format and format_version = 1 and an open /records
+ * group; each record is a group under it; commit renames the file over
+ * path.  A write that fails part-way marks the output spoiled, and commit
+ * then refuses.  Call with the HDF5 lock held (bsa__h5_enter). */
+typedef struct bsa__h5_out {
+  char *path;
+  char *tmp;
+  hid_t file;
+  hid_t records;
+  int spoiled;
+} bsa__h5_out;
+
+/* Starts the output; on failure nothing is left on disk or in *o. */
+bsa_status bsa__h5_out_begin(bsa__h5_out *o, const char *path, const char *format);
+/* Creates the group of record name; on failure the output is spoiled. */
+bsa_status bsa__h5_out_record(bsa__h5_out *o, const char *name, hid_t *grp);
+/* Renames the finished file over path, unless spoiled; releases o always. */
+bsa_status bsa__h5_out_commit(bsa__h5_out *o);
+/* Removes the temporary file and releases o. */
+void bsa__h5_out_discard(bsa__h5_out *o);
+
+/* malloc of n elements of esize bytes; NULL when n <= 0 or on overflow. */
+void *bsa__h5_alloc_elems(int64_t n, size_t esize);
+
 /* Checks that a record name can be a group name: non-empty, no '/', not "."
  * and at most 255 bytes. */
 bsa_status bsa__h5_check_record_name(const char *name, const char *path);

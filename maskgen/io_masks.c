@@ -176,11 +176,6 @@ static bsa_status check_perm(const char *F, const char *N, const char *ds, const
   return BSA_OK;
 }
 
-static void *alloc_elems(int64_t n, size_t esize) {
-  if (n <= 0 || (uint64_t)n > SIZE_MAX / esize) return NULL;
-  return malloc((size_t)n * esize);
-}
-
 /* Reads an integer dataset of the given shape as int64 (rank 2 or 3). */
 static bsa_status read_ints(hid_t grp, const char *ds, int required, const bsa__h5_where *w,
                             int rank, const char *doc, const int64_t *want, int64_t **out,
@@ -216,7 +211,7 @@ static bsa_status read_ints(hid_t grp, const char *ds, int required, const bsa__
                   w->record, ds);
   int64_t *buf = NULL;
   if (s == BSA_OK) {
-    buf = alloc_elems(n, sizeof(int64_t));
+    buf = bsa__h5_alloc_elems(n, sizeof(int64_t));
     if (!buf)
       s = bsa__fail(NULL, BSA_ERR_NOMEM, "%s: record '%s': out of memory for '%s'", w->file,
                     w->record, ds);
@@ -232,7 +227,7 @@ static bsa_status read_ints(hid_t grp, const char *ds, int required, const bsa__
 }
 
 static int32_t *narrow(const int64_t *x, int64_t n) {
-  int32_t *y = alloc_elems(n, sizeof(int32_t));
+  int32_t *y = bsa__h5_alloc_elems(n, sizeof(int32_t));
   if (y)
     for (int64_t i = 0; i < n; i++) y[i] = (int32_t)x[i];
   return y;
@@ -300,7 +295,7 @@ bsa_status bsa_masks_read_record(bsa_masks *m, const char *name, bsa_mask_record
   r->kv_len = Sk;
   r->num_block_rows = MB;
   r->num_block_cols = NB;
-  r->block_mask_map = alloc_elems(H * MB * NB, 1);
+  r->block_mask_map = bsa__h5_alloc_elems(H * MB * NB, 1);
   if (r->block_mask_map)
     for (int64_t i = 0; i < H * MB * NB; i++) r->block_mask_map[i] = map[i] != 0;
   r->block_row_sz = narrow(rs, H * MB);
@@ -325,7 +320,7 @@ bsa_status bsa_masks_read_record(bsa_masks *m, const char *name, bsa_mask_record
                     F, N, (long long)sdims[0], (long long)sdims[1], (long long)sdims[2],
                     (long long)H, (long long)MB, (long long)NB);
     if (s == BSA_OK) {
-      r->block_scores = alloc_elems(H * MB * NB, sizeof(float));
+      r->block_scores = bsa__h5_alloc_elems(H * MB * NB, sizeof(float));
       if (!r->block_scores)
         s = bsa__fail(NULL, BSA_ERR_NOMEM, "%s: record '%s': out of memory", F, N);
     }
@@ -359,21 +354,8 @@ done:
 /* ---- writer -------------------------------------------------------------- */
 
 struct bsa_masks_writer {
-  char *path;
-  char *tmp;
-  hid_t file;
-  hid_t records;
-  int spoiled;
+  bsa__h5_out out;
 };
-
-static void writer_free(bsa_masks_writer *w) {
-  if (!w) return;
-  if (w->records >= 0) H5Gclose(w->records);
-  bsa__h5_discard_temp(w->file, w->tmp);
-  free(w->tmp);
-  free(w->path);
-  free(w);
-}
 
 bsa_status bsa_masks_writer_create(const char *path, const char *method, const char *params_json,
                                    const char *trace_path, const char *trace_sha256,
@@ -386,29 +368,20 @@ bsa_status bsa_masks_writer_create(const char *path, const char *method, const c
   bsa__h5_enter(&g);
   bsa_status s = BSA_OK;
   bsa_masks_writer *w = calloc(1, sizeof *w);
-  if (!w || !(w->path = strdup(path))) {
-    free(w);
-    w = NULL;
+  if (!w) {
     s = bsa__fail(NULL, BSA_ERR_NOMEM, "%s: out of memory", path);
     goto done;
   }
-  w->file = w->records = -1;
-  s = bsa__h5_create_temp(path, &w->file, &w->tmp);
-  if (s == BSA_OK) s = bsa__h5_write_attr_string(w->file, "format", "bsa-masks", path);
-  if (s == BSA_OK) s = bsa__h5_write_attr_int(w->file, "format_version", 1, path);
-  if (s == BSA_OK) s = bsa__h5_write_attr_string(w->file, "method", method, path);
+  s = bsa__h5_out_begin(&w->out, path, "bsa-masks");
+  hid_t f = w->out.file;
+  if (s == BSA_OK) s = bsa__h5_write_attr_string(f, "method", method, path);
   if (s == BSA_OK)
-    s = bsa__h5_write_attr_string(w->file, "params", params_json ? params_json : "{}", path);
-  if (s == BSA_OK) s = bsa__h5_write_attr_string(w->file, "trace", trace_path, path);
-  if (s == BSA_OK) s = bsa__h5_write_attr_string(w->file, "trace_sha256", trace_sha256, path);
-  if (s == BSA_OK) {
-    w->records = bsa__h5_group_create(w->file, "records");
-    if (w->records < 0)
-      s = bsa__fail(NULL, BSA_ERR_IO, "%s: cannot create /records (HDF5: %s)", path,
-                    bsa__h5_detail());
-  }
+    s = bsa__h5_write_attr_string(f, "params", params_json ? params_json : "{}", path);
+  if (s == BSA_OK) s = bsa__h5_write_attr_string(f, "trace", trace_path, path);
+  if (s == BSA_OK) s = bsa__h5_write_attr_string(f, "trace_sha256", trace_sha256, path);
   if (s != BSA_OK) {
-    writer_free(w);
+    bsa__h5_out_discard(&w->out);
+    free(w);
     w = NULL;
   }
 done:
@@ -418,12 +391,12 @@ done:
 }
 
 static bsa_status check_mask_record(const bsa_masks_writer *w, const bsa_mask_record *r) {
-  const char *P = w->path;
+  const char *P = w->out.path;
   bsa_status s = bsa__h5_check_record_name(r->name, P);
   if (s != BSA_OK) return s;
   const char *N = r->name;
   const bsa_status E = BSA_ERR_INVALID_ARG;
-  if (H5Lexists(w->records, N, H5P_DEFAULT) > 0)
+  if (H5Lexists(w->out.records, N, H5P_DEFAULT) > 0)
     return bsa__fail(NULL, E, "%s: record '%s' was already added", P, N);
   if (r->num_kv_heads < 1 || r->num_block_rows < 1 || r->num_block_cols < 1 || r->qo_len < 1 ||
       r->kv_len < 1)
@@ -448,7 +421,7 @@ static bsa_status check_mask_record(const bsa_masks_writer *w, const bsa_mask_re
   int64_t n = H * (MB > NB ? MB : NB);
   int64_t sl = r->qo_len > r->kv_len ? r->qo_len : r->kv_len;
   if (H * sl > n) n = H * sl;
-  int64_t *tmp = alloc_elems(n, sizeof(int64_t));
+  int64_t *tmp = bsa__h5_alloc_elems(n, sizeof(int64_t));
   if (!tmp) return bsa__fail(NULL, BSA_ERR_NOMEM, "%s: record '%s': out of memory", P, N);
   int64_t total;
   for (int64_t i = 0; i < H * MB; i++) tmp[i] = r->block_row_sz[i];
@@ -479,21 +452,16 @@ bsa_status bsa_masks_writer_add(bsa_masks_writer *w, const bsa_mask_record *r) {
   if (!w || !r)
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
                      "bsa_masks_writer_add: writer and record must not be NULL");
-  if (w->spoiled)
+  if (w->out.spoiled)
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "%s: an earlier write failed; abort this writer",
-                     w->path);
+                     w->out.path);
   bsa__h5_guard g;
   bsa__h5_enter(&g);
   bsa_status s = check_mask_record(w, r);
   if (s != BSA_OK) goto done;
-  bsa__h5_where wh = {w->path, r->name};
-  hid_t grp = bsa__h5_group_create(w->records, r->name);
-  if (grp < 0) {
-    s = bsa__fail(NULL, BSA_ERR_IO, "%s: record '%s': cannot create the group (HDF5: %s)", w->path,
-                  r->name, bsa__h5_detail());
-    w->spoiled = 1;
-    goto done;
-  }
+  bsa__h5_where wh = {w->out.path, r->name};
+  hid_t grp;
+  if ((s = bsa__h5_out_record(&w->out, r->name, &grp)) != BSA_OK) goto done;
   int64_t H = r->num_kv_heads;
   int64_t md[3] = {H, r->num_block_rows, r->num_block_cols};
   int64_t rd[2] = {H, r->num_block_rows}, cd[2] = {H, r->num_block_cols};
@@ -509,14 +477,14 @@ bsa_status bsa_masks_writer_add(bsa_masks_writer *w, const bsa_mask_record *r) {
     s = bsa__h5_write_dataset(grp, "k_perm", 2, kd, BSA__H5_STORE_I32, r->k_perm, &wh);
   if (s == BSA_OK && r->block_scores)
     s = bsa__h5_write_dataset(grp, "block_scores", 3, md, BSA__H5_STORE_F32, r->block_scores, &wh);
-  if (s == BSA_OK) s = bsa__h5_write_attr_int(grp, "qo_len", r->qo_len, w->path);
-  if (s == BSA_OK) s = bsa__h5_write_attr_int(grp, "kv_len", r->kv_len, w->path);
+  if (s == BSA_OK) s = bsa__h5_write_attr_int(grp, "qo_len", r->qo_len, w->out.path);
+  if (s == BSA_OK) s = bsa__h5_write_attr_int(grp, "kv_len", r->kv_len, w->out.path);
   if (s == BSA_OK && !isnan(r->density))
-    s = bsa__h5_write_attr_double(grp, "density", r->density, w->path);
+    s = bsa__h5_write_attr_double(grp, "density", r->density, w->out.path);
   if (s == BSA_OK && !isnan(r->recall))
-    s = bsa__h5_write_attr_double(grp, "recall", r->recall, w->path);
+    s = bsa__h5_write_attr_double(grp, "recall", r->recall, w->out.path);
   H5Gclose(grp);
-  if (s != BSA_OK) w->spoiled = 1;
+  if (s != BSA_OK) w->out.spoiled = 1;
 done:
   bsa__h5_leave(&g);
   return s;
@@ -526,19 +494,8 @@ bsa_status bsa_masks_writer_commit(bsa_masks_writer *w) {
   if (!w) return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "bsa_masks_writer_commit: writer is NULL");
   bsa__h5_guard g;
   bsa__h5_enter(&g);
-  bsa_status s;
-  if (w->spoiled) {
-    s = bsa__fail(NULL, BSA_ERR_IO, "%s: an earlier write failed; the file was not written",
-                  w->path);
-  } else {
-    H5Gclose(w->records);
-    w->records = -1;
-    s = bsa__h5_commit_temp(w->file, w->tmp, w->path);
-    w->file = -1;
-    free(w->tmp);
-    w->tmp = NULL;
-  }
-  writer_free(w);
+  bsa_status s = bsa__h5_out_commit(&w->out);
+  free(w);
   bsa__h5_leave(&g);
   return s;
 }
@@ -547,6 +504,7 @@ void bsa_masks_writer_abort(bsa_masks_writer *w) {
   if (!w) return;
   bsa__h5_guard g;
   bsa__h5_enter(&g);
-  writer_free(w);
+  bsa__h5_out_discard(&w->out);
+  free(w);
   bsa__h5_leave(&g);
 }

@@ -244,11 +244,6 @@ bsa_status bsa_trace_get_record_info(bsa_trace *t, const char *name, bsa_trace_r
   return s;
 }
 
-static void *alloc_elems(int64_t n, size_t esize) {
-  if (n <= 0 || (uint64_t)n > SIZE_MAX / esize) return NULL;
-  return malloc((size_t)n * esize);
-}
-
 bsa_status bsa_trace_read_record(bsa_trace *t, const char *name, bsa_trace_record **out) {
   if (out) *out = NULL;
   if (!t || !name || !out)
@@ -267,9 +262,9 @@ bsa_status bsa_trace_read_record(bsa_trace *t, const char *name, bsa_trace_recor
   int64_t nq = p.qd[0] * p.qd[1] * p.qd[2], nk = p.kd[0] * p.kd[1] * p.kd[2];
   if (r) {
     r->name = strdup(name);
-    r->q = alloc_elems(nq, sizeof(float));
-    r->k = alloc_elems(nk, sizeof(float));
-    if (p.v >= 0) r->v = alloc_elems(nk, sizeof(float));
+    r->q = bsa__h5_alloc_elems(nq, sizeof(float));
+    r->k = bsa__h5_alloc_elems(nk, sizeof(float));
+    if (p.v >= 0) r->v = bsa__h5_alloc_elems(nk, sizeof(float));
   }
   if (!r || !r->name || !r->q || !r->k || (p.v >= 0 && !r->v)) {
     s = bsa__fail(NULL, BSA_ERR_NOMEM, "%s: record '%s': out of memory for q/k/v (%lld floats)",
@@ -290,8 +285,8 @@ bsa_status bsa_trace_read_record(bsa_trace *t, const char *name, bsa_trace_recor
   if (s == BSA_OK && p.v >= 0) s = bsa__h5_dataset_read_f32(p.v, "v", &w, r->v);
   if (s == BSA_OK && p.cid >= 0) {
     int64_t n = p.cd[0] * p.cd[1];
-    ids = alloc_elems(n, sizeof(int64_t));
-    r->cluster_id = alloc_elems(n, sizeof(int32_t));
+    ids = bsa__h5_alloc_elems(n, sizeof(int64_t));
+    r->cluster_id = bsa__h5_alloc_elems(n, sizeof(int32_t));
     if (!ids || !r->cluster_id) {
       s = bsa__fail(NULL, BSA_ERR_NOMEM, "%s: record '%s': out of memory", t->path, name);
       goto done;
@@ -341,22 +336,9 @@ done:
 /* ---- writer -------------------------------------------------------------- */
 
 struct bsa_trace_writer {
-  char *path;
-  char *tmp;
-  hid_t file;
-  hid_t records;
+  bsa__h5_out out;
   bsa__h5_store store;
-  int spoiled; /* a write failed half-way: commit refuses */
 };
-
-static void writer_free(bsa_trace_writer *w) {
-  if (!w) return;
-  if (w->records >= 0) H5Gclose(w->records);
-  bsa__h5_discard_temp(w->file, w->tmp);
-  free(w->tmp);
-  free(w->path);
-  free(w);
-}
 
 bsa_status bsa_trace_writer_create(const char *path, bsa_dtype dtype, const char *model,
                                    const char *source, bsa_trace_writer **out) {
@@ -372,27 +354,17 @@ bsa_status bsa_trace_writer_create(const char *path, bsa_dtype dtype, const char
   bsa__h5_enter(&g);
   bsa_status s = BSA_OK;
   bsa_trace_writer *w = calloc(1, sizeof *w);
-  if (!w || !(w->path = strdup(path))) {
-    free(w);
-    w = NULL;
+  if (!w) {
     s = bsa__fail(NULL, BSA_ERR_NOMEM, "%s: out of memory", path);
     goto done;
   }
-  w->file = w->records = -1;
   w->store = dtype == BSA_DTYPE_F16 ? BSA__H5_STORE_F16 : BSA__H5_STORE_F32;
-  s = bsa__h5_create_temp(path, &w->file, &w->tmp);
-  if (s == BSA_OK) s = bsa__h5_write_attr_string(w->file, "format", "bsa-trace", path);
-  if (s == BSA_OK) s = bsa__h5_write_attr_int(w->file, "format_version", 1, path);
-  if (s == BSA_OK && model) s = bsa__h5_write_attr_string(w->file, "model", model, path);
-  if (s == BSA_OK && source) s = bsa__h5_write_attr_string(w->file, "source", source, path);
-  if (s == BSA_OK) {
-    w->records = bsa__h5_group_create(w->file, "records");
-    if (w->records < 0)
-      s = bsa__fail(NULL, BSA_ERR_IO, "%s: cannot create /records (HDF5: %s)", path,
-                    bsa__h5_detail());
-  }
+  s = bsa__h5_out_begin(&w->out, path, "bsa-trace");
+  if (s == BSA_OK && model) s = bsa__h5_write_attr_string(w->out.file, "model", model, path);
+  if (s == BSA_OK && source) s = bsa__h5_write_attr_string(w->out.file, "source", source, path);
   if (s != BSA_OK) {
-    writer_free(w);
+    bsa__h5_out_discard(&w->out);
+    free(w);
     w = NULL;
   }
 done:
@@ -422,11 +394,11 @@ bsa_status bsa__check_floats(const char *path, const char *rec, const char *ds, 
 }
 
 static bsa_status check_trace_record(const bsa_trace_writer *w, const bsa_trace_record *r) {
-  const char *P = w->path;
+  const char *P = w->out.path;
   bsa_status s = bsa__h5_check_record_name(r->name, P);
   if (s != BSA_OK) return s;
   const char *N = r->name;
-  if (H5Lexists(w->records, N, H5P_DEFAULT) > 0)
+  if (H5Lexists(w->out.records, N, H5P_DEFAULT) > 0)
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "%s: record '%s' was already added", P, N);
   if (r->num_qo_heads < 1 || r->num_kv_heads < 1 || r->head_dim < 1 || r->qo_len < 1 ||
       r->kv_len < 1)
@@ -479,21 +451,16 @@ bsa_status bsa_trace_writer_add(bsa_trace_writer *w, const bsa_trace_record *r) 
   if (!w || !r)
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG,
                      "bsa_trace_writer_add: writer and record must not be NULL");
-  if (w->spoiled)
+  if (w->out.spoiled)
     return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "%s: an earlier write failed; abort this writer",
-                     w->path);
+                     w->out.path);
   bsa__h5_guard g;
   bsa__h5_enter(&g);
   bsa_status s = check_trace_record(w, r);
   if (s != BSA_OK) goto done;
-  bsa__h5_where wh = {w->path, r->name};
-  hid_t grp = bsa__h5_group_create(w->records, r->name);
-  if (grp < 0) {
-    s = bsa__fail(NULL, BSA_ERR_IO, "%s: record '%s': cannot create the group (HDF5: %s)", w->path,
-                  r->name, bsa__h5_detail());
-    w->spoiled = 1;
-    goto done;
-  }
+  bsa__h5_where wh = {w->out.path, r->name};
+  hid_t grp;
+  if ((s = bsa__h5_out_record(&w->out, r->name, &grp)) != BSA_OK) goto done;
   int64_t qd[3] = {r->num_qo_heads, r->qo_len, r->head_dim};
   int64_t kd[3] = {r->num_kv_heads, r->kv_len, r->head_dim};
   s = bsa__h5_write_dataset(grp, "q", 3, qd, w->store, r->q, &wh);
@@ -502,15 +469,15 @@ bsa_status bsa_trace_writer_add(bsa_trace_writer *w, const bsa_trace_record *r) 
   if (s == BSA_OK && r->cluster_id) {
     s = bsa__h5_write_dataset(grp, "cluster_id", 2, kd, BSA__H5_STORE_I32, r->cluster_id, &wh);
     if (s == BSA_OK && r->num_clusters > 0)
-      s = bsa__h5_write_attr_int(grp, "num_clusters", r->num_clusters, w->path);
+      s = bsa__h5_write_attr_int(grp, "num_clusters", r->num_clusters, w->out.path);
   }
-  if (s == BSA_OK) s = bsa__h5_write_attr_int(grp, "layer", r->layer, w->path);
-  if (s == BSA_OK) s = bsa__h5_write_attr_int(grp, "step", r->step, w->path);
-  if (s == BSA_OK) s = bsa__h5_write_attr_int(grp, "causal", r->causal, w->path);
+  if (s == BSA_OK) s = bsa__h5_write_attr_int(grp, "layer", r->layer, w->out.path);
+  if (s == BSA_OK) s = bsa__h5_write_attr_int(grp, "step", r->step, w->out.path);
+  if (s == BSA_OK) s = bsa__h5_write_attr_int(grp, "causal", r->causal, w->out.path);
   if (s == BSA_OK && r->sm_scale != 0)
-    s = bsa__h5_write_attr_double(grp, "sm_scale", r->sm_scale, w->path);
+    s = bsa__h5_write_attr_double(grp, "sm_scale", r->sm_scale, w->out.path);
   H5Gclose(grp);
-  if (s != BSA_OK) w->spoiled = 1;
+  if (s != BSA_OK) w->out.spoiled = 1;
 done:
   bsa__h5_leave(&g);
   return s;
@@ -520,20 +487,8 @@ bsa_status bsa_trace_writer_commit(bsa_trace_writer *w) {
   if (!w) return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "bsa_trace_writer_commit: writer is NULL");
   bsa__h5_guard g;
   bsa__h5_enter(&g);
-  bsa_status s;
-  if (w->spoiled) {
-    s = bsa__fail(NULL, BSA_ERR_IO, "%s: an earlier write failed; the file was not written",
-                  w->path);
-    writer_free(w);
-  } else {
-    H5Gclose(w->records);
-    w->records = -1;
-    s = bsa__h5_commit_temp(w->file, w->tmp, w->path);
-    w->file = -1; /* closed (and on failure removed) by the commit */
-    free(w->tmp);
-    w->tmp = NULL;
-    writer_free(w);
-  }
+  bsa_status s = bsa__h5_out_commit(&w->out);
+  free(w);
   bsa__h5_leave(&g);
   return s;
 }
@@ -542,6 +497,7 @@ void bsa_trace_writer_abort(bsa_trace_writer *w) {
   if (!w) return;
   bsa__h5_guard g;
   bsa__h5_enter(&g);
-  writer_free(w);
+  bsa__h5_out_discard(&w->out);
+  free(w);
   bsa__h5_leave(&g);
 }
