@@ -94,34 +94,30 @@ uint16_t bsa_f32_to_bf16(float x) {
 
 float bsa_bf16_to_f32(uint16_t h) { return bits_f32((uint32_t)h << 16); }
 
+/* One loop per (source, destination) pair: the dtype tests stay out of the
+ * element loop (the CPU backend converts every row through here). */
 void bsa_convert(void *dst, bsa_dtype dst_t, const void *src, bsa_dtype src_t, size_t n) {
   if (dst_t == src_t) {
     memmove(dst, src, n * bsa_dtype_size(src_t));
     return;
   }
-  for (size_t i = 0; i < n; i++) {
-    float x;
-    switch (src_t) {
-      case BSA_DTYPE_F32:
-        x = ((const float *)src)[i];
-        break;
-      case BSA_DTYPE_F16:
-        x = bsa_f16_to_f32(((const uint16_t *)src)[i]);
-        break;
-      default:
-        x = bsa_bf16_to_f32(((const uint16_t *)src)[i]);
-        break;
-    }
-    switch (dst_t) {
-      case BSA_DTYPE_F32:
-        ((float *)dst)[i] = x;
-        break;
-      case BSA_DTYPE_F16:
-        ((uint16_t *)dst)[i] = bsa_f32_to_f16(x);
-        break;
-      default:
-        ((uint16_t *)dst)[i] = bsa_f32_to_bf16(x);
-        break;
-    }
+  const uint16_t *sh = src;
+  uint16_t *dh = dst;
+  if (dst_t == BSA_DTYPE_F32) {
+    float *d = dst;
+    if (src_t == BSA_DTYPE_F16)
+      for (size_t i = 0; i < n; i++) d[i] = bsa_f16_to_f32(sh[i]);
+    else
+      for (size_t i = 0; i < n; i++) d[i] = bsa_bf16_to_f32(sh[i]);
+  } else if (src_t == BSA_DTYPE_F32) {
+    const float *s = src;
+    if (dst_t == BSA_DTYPE_F16)
+      for (size_t i = 0; i < n; i++) dh[i] = bsa_f32_to_f16(s[i]);
+    else
+      for (size_t i = 0; i < n; i++) dh[i] = bsa_f32_to_bf16(s[i]);
+  } else if (src_t == BSA_DTYPE_F16) { /* to bf16 */
+    for (size_t i = 0; i < n; i++) dh[i] = bsa_f32_to_bf16(bsa_f16_to_f32(sh[i]));
+  } else { /* bf16 to f16 */
+    for (size_t i = 0; i < n; i++) dh[i] = bsa_f32_to_f16(bsa_bf16_to_f32(sh[i]));
   }
 }

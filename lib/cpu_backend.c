@@ -72,47 +72,19 @@ static void cpu_state_free(bsa_plan *plan) {
 
 /* ---------------------------------------------------------------- helpers */
 
-static inline float load_elem(const void *base, bsa_dtype t, int64_t i) {
-  switch (t) {
-    case BSA_DTYPE_F32:
-      return ((const float *)base)[i];
-    case BSA_DTYPE_F16:
-      return bsa_f16_to_f32(((const uint16_t *)base)[i]);
-    default:
-      return bsa_bf16_to_f32(((const uint16_t *)base)[i]);
-  }
-}
-
-static inline void store_elem(void *base, bsa_dtype t, int64_t i, float x) {
-  switch (t) {
-    case BSA_DTYPE_F32:
-      ((float *)base)[i] = x;
-      break;
-    case BSA_DTYPE_F16:
-      ((uint16_t *)base)[i] = bsa_f32_to_f16(x);
-      break;
-    default:
-      ((uint16_t *)base)[i] = bsa_f32_to_bf16(x);
-      break;
-  }
+/* Element i of base in dtype t, as a byte address. */
+static inline const void *elem_at(const void *base, bsa_dtype t, int64_t i) {
+  return (const char *)base + (size_t)i * bsa_dtype_size(t);
 }
 
 /* Converts D elements starting at element src of base to float32. */
 static inline void load_row(float *dst, const void *base, bsa_dtype t, int64_t src, int32_t D) {
-  if (t == BSA_DTYPE_F32) {
-    memcpy(dst, (const float *)base + src, sizeof(float) * (size_t)D);
-    return;
-  }
-  for (int32_t d = 0; d < D; d++) dst[d] = load_elem(base, t, src + d);
+  bsa_convert(dst, BSA_DTYPE_F32, elem_at(base, t, src), t, (size_t)D);
 }
 
 /* Converts D float32 values to dtype t at element dst of base. */
 static inline void store_row(void *base, bsa_dtype t, int64_t dst, const float *src, int32_t D) {
-  if (t == BSA_DTYPE_F32) {
-    memcpy((float *)base + dst, src, sizeof(float) * (size_t)D);
-    return;
-  }
-  for (int32_t d = 0; d < D; d++) store_elem(base, t, dst + d, src[d]);
+  bsa_convert((void *)elem_at(base, t, dst), t, src, BSA_DTYPE_F32, (size_t)D);
 }
 
 /* exp(x) for x <= 0 (softmax after max subtraction) in a form compilers
