@@ -43,9 +43,6 @@ int cli_run_end(bsa_cli *cli, int exit_code) {
       fprintf(stderr, "bsa %s: experiment log: %s\n", cli->verb, bsa_runlog_last_error(cli->log));
   }
   if (cli->log) {
-    if (exit_code == 0 && !cli->quiet && isatty(STDERR_FILENO)) {
-      /* Nothing: the run id is printed by verbs that want it. */
-    }
     bsa_runlog_close(cli->log);
     cli->log = NULL;
   }
