@@ -6,9 +6,47 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include <time.h>
 
+#include <jansson.h>
+
 #include "bench.h"
+
+/* v as a JSON string literal, quotes and escapes included (record names and
+ * methods come from files).  The result lives until the next call with the
+ * same slot. */
+static const char *jstr(int slot, const char *v) {
+  static char *buf[2];
+  json_t *js = json_string(v ? v : "");
+  free(buf[slot]);
+  buf[slot] = js ? json_dumps(js, JSON_ENCODE_ANY) : NULL;
+  json_decref(js);
+  return buf[slot] ? buf[slot] : "\"\"";
+}
+
+/* The labels that place a result: the same object goes into every metric of
+ * the row in the experiment log. */
+static char *row_labels(const bench_row *r) {
+  json_t *o = json_object();
+  json_object_set_new(o, "device", json_string(r->device));
+  json_object_set_new(o, "layout", json_string(r->layout));
+  json_object_set_new(o, "seq", json_integer(r->seq));
+  json_object_set_new(o, "heads", json_integer(r->heads));
+  json_object_set_new(o, "kv_heads", json_integer(r->kv_heads));
+  json_object_set_new(o, "head_dim", json_integer(r->head_dim));
+  json_object_set_new(o, "dtype", json_string(r->dtype));
+  json_object_set_new(o, "causal", json_integer(r->causal));
+  if (!isnan(r->density_target))
+    json_object_set_new(o, "density_target", json_real(r->density_target));
+  if (r->block) json_object_set_new(o, "block", json_integer(r->block));
+  if (r->qkv_layout) json_object_set_new(o, "qkv_layout", json_string(r->qkv_layout));
+  if (r->grid) json_object_set_new(o, "blocks", json_string(r->grid));
+  if (r->method) json_object_set_new(o, "method", json_string(r->method));
+  char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+  json_decref(o);
+  return text;
+}
 
 void bench_print_header(const bench_opts *o) {
   if (o->json) return;
@@ -21,8 +59,7 @@ void bench_emit(bsa_cli *cli, const bench_opts *o, const bench_row *r) {
   double speedup = r->time_ms > 0 ? r->dense_time_ms / r->time_ms : 0;
   if (o->json) {
     printf("{\"device\":\"%s\",\"layout\":\"%s\",", r->device, r->layout);
-    if (r->record)
-      printf("\"record\":\"%s\",\"method\":\"%s\",", r->record, r->method ? r->method : "");
+    if (r->record) printf("\"record\":%s,\"method\":%s,", jstr(0, r->record), jstr(1, r->method));
     printf(
         "\"seq\":%lld,\"heads\":%d,\"kv_heads\":%d,\"head_dim\":%d,\"dtype\":\"%s\","
         "\"causal\":%s,",
@@ -53,28 +90,13 @@ void bench_emit(bsa_cli *cli, const bench_opts *o, const bench_row *r) {
   }
   fflush(stdout);
 
-  char labels[512];
-  int n = snprintf(labels, sizeof labels,
-                   "{\"device\":\"%s\",\"layout\":\"%s\",\"seq\":%lld,\"heads\":%d,"
-                   "\"kv_heads\":%d,\"head_dim\":%d,\"dtype\":\"%s\",\"causal\":%d",
-                   r->device, r->layout, (long long)r->seq, r->heads, r->kv_heads, r->head_dim,
-                   r->dtype, r->causal);
-  if (!isnan(r->density_target))
-    n += snprintf(labels + n, sizeof labels - (size_t)n, ",\"density_target\":%.6g",
-                  r->density_target);
-  if (r->block)
-    n += snprintf(labels + n, sizeof labels - (size_t)n, ",\"block\":%lld", (long long)r->block);
-  if (r->qkv_layout)
-    n += snprintf(labels + n, sizeof labels - (size_t)n, ",\"qkv_layout\":\"%s\"", r->qkv_layout);
-  if (r->grid) n += snprintf(labels + n, sizeof labels - (size_t)n, ",\"blocks\":\"%s\"", r->grid);
-  if (r->method)
-    n += snprintf(labels + n, sizeof labels - (size_t)n, ",\"method\":\"%s\"", r->method);
-  snprintf(labels + n, sizeof labels - (size_t)n, "}");
+  char *labels = row_labels(r);
   cli_metric(cli, "density", r->density, r->record, -1, labels);
   cli_metric(cli, "time_ms", r->time_ms, r->record, -1, labels);
   cli_metric(cli, "dense_time_ms", r->dense_time_ms, r->record, -1, labels);
   cli_metric(cli, "speedup", speedup, r->record, -1, labels);
   cli_metric(cli, "tflops_effective", r->tflops_effective, r->record, -1, labels);
+  free(labels);
 }
 
 int bench_time_plan(bsa_cli *cli, bsa_plan *plan, const bench_opts *o, const void *q, const void *k,
