@@ -45,6 +45,10 @@ typedef struct bench_row {
 } bench_row;
 
 void bench_print_header(const bench_opts *o);
+/* Fills r for plan, timed at ms against dense_ms, with the shape of p and
+ * the density measured by the plan; density_target NAN, the rest zero. */
+void bench_row_init(bench_row *r, const bench_opts *o, const char *layout, const bsa_attn_params *p,
+                    const bsa_plan *plan, double ms, double dense_ms);
 void bench_emit(bsa_cli *cli, const bench_opts *o, const bench_row *r);
 
 /* Time a plan on the given device buffers: median of reps after warmup. */

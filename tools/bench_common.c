@@ -55,6 +55,27 @@ void bench_print_header(const bench_opts *o) {
          "speedup", "TFLOP/s");
 }
 
+void bench_row_init(bench_row *r, const bench_opts *o, const char *layout, const bsa_attn_params *p,
+                    const bsa_plan *plan, double ms, double dense_ms) {
+  memset(r, 0, sizeof *r);
+  bsa_plan_info info;
+  bsa_plan_get_info(plan, &info);
+  r->device = o->device == BSA_DEVICE_CUDA ? "cuda" : "cpu";
+  r->layout = layout;
+  r->seq = p->kv_len;
+  r->heads = p->num_qo_heads;
+  r->kv_heads = p->num_kv_heads;
+  r->head_dim = p->head_dim;
+  r->dtype = bsa_dtype_name(p->q_dtype);
+  r->causal = p->causal;
+  r->qkv_layout = p->layout == BSA_LAYOUT_HND ? "hnd" : "nhd";
+  r->density_target = NAN;
+  r->density = info.density;
+  r->time_ms = ms;
+  r->dense_time_ms = dense_ms;
+  r->tflops_effective = bsa_plan_flops(plan) / (ms * 1e-3) / 1e12;
+}
+
 void bench_emit(bsa_cli *cli, const bench_opts *o, const bench_row *r) {
   double speedup = r->time_ms > 0 ? r->dense_time_ms / r->time_ms : 0;
   if (o->json) {

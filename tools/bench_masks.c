@@ -47,7 +47,6 @@ static int upload(bsa_cli *cli, bsa_ctx *ctx, const float *src, size_t n, bsa_dt
 
 static int bench_record(bsa_cli *cli, const bench_opts *o, bsa_ctx *ctx, const char *method,
                         const bsa_trace_record *tr, const bsa_mask_record *mr) {
-  const char *dev = o->device == BSA_DEVICE_CUDA ? "cuda" : "cpu";
   if (mr->num_kv_heads != tr->num_kv_heads || mr->qo_len != tr->qo_len || mr->kv_len != tr->kv_len)
     return cli_error(cli, BSA_EXIT_FAIL,
                      "record %s: masks are for Hkv=%d, Sq=%lld, Sk=%lld but the trace has "
@@ -109,29 +108,13 @@ static int bench_record(bsa_cli *cli, const bench_opts *o, bsa_ctx *ctx, const c
     rc = bench_time_plan(cli, plan, o, dq, dk, dv, dout, &ms);
   }
   if (!rc) {
-    bsa_plan_info info;
-    bsa_plan_get_info(plan, &info);
     char grid[64];
     snprintf(grid, sizeof grid, "%lldx%lld", (long long)mr->num_block_rows,
              (long long)mr->num_block_cols);
     bench_row r;
-    memset(&r, 0, sizeof r);
-    r.device = dev;
-    r.layout = "masks";
+    bench_row_init(&r, o, "masks", &p, plan, ms, dense_ms);
     r.record = tr->name;
     r.method = method;
-    r.seq = tr->kv_len;
-    r.heads = (int)Hq;
-    r.kv_heads = (int)Hkv;
-    r.head_dim = (int)D;
-    r.dtype = bsa_dtype_name(o->dtype);
-    r.causal = p.causal;
-    r.qkv_layout = "hnd";
-    r.density_target = NAN;
-    r.density = info.density;
-    r.time_ms = ms;
-    r.dense_time_ms = dense_ms;
-    r.tflops_effective = bsa_plan_flops(plan) / (ms * 1e-3) / 1e12;
     r.grid = grid;
     bench_emit(cli, o, &r);
   }

@@ -81,7 +81,6 @@ int bench_random(bsa_cli *cli, const bench_opts *o) {
   p.q_dtype = p.kv_dtype = p.o_dtype = o->dtype;
   p.causal = o->causal;
   p.layout = o->qkv_layout;
-  const char *dev = o->device == BSA_DEVICE_CUDA ? "cuda" : "cpu";
 
   /* Random normal inputs, generated on the host in the chosen dtype. */
   const size_t nq = (size_t)o->seq * (size_t)o->heads * (size_t)o->head_dim;
@@ -133,23 +132,7 @@ int bench_random(bsa_cli *cli, const bench_opts *o) {
   bench_print_header(o);
   if (rc == 0) {
     bench_row r;
-    memset(&r, 0, sizeof r);
-    r.device = dev;
-    r.layout = "dense";
-    r.seq = o->seq;
-    r.heads = o->heads;
-    r.kv_heads = o->kv_heads;
-    r.head_dim = o->head_dim;
-    r.dtype = bsa_dtype_name(o->dtype);
-    r.causal = o->causal;
-    r.qkv_layout = o->qkv_layout == BSA_LAYOUT_HND ? "hnd" : "nhd";
-    r.density_target = NAN;
-    r.density = 1.0;
-    r.time_ms = r.dense_time_ms = dense_ms;
-    r.tflops_effective = bsa_plan_flops(dense) / (dense_ms * 1e-3) / 1e12;
-    bsa_plan_info info;
-    bsa_plan_get_info(dense, &info);
-    r.density = info.density;
+    bench_row_init(&r, o, "dense", &p, dense, dense_ms, dense_ms);
     bench_emit(cli, o, &r);
   }
   bsa_plan_destroy(dense);
@@ -219,24 +202,9 @@ int bench_random(bsa_cli *cli, const bench_opts *o) {
       double ms = 0;
       rc = bench_time_plan(cli, plan, o, dq, dk, dv, dout, &ms);
       if (rc == 0) {
-        bsa_plan_info info;
-        bsa_plan_get_info(plan, &info);
         bench_row r;
-        memset(&r, 0, sizeof r);
-        r.device = dev;
-        r.layout = li ? "var" : "bsr";
-        r.seq = o->seq;
-        r.heads = o->heads;
-        r.kv_heads = o->kv_heads;
-        r.head_dim = o->head_dim;
-        r.dtype = bsa_dtype_name(o->dtype);
-        r.causal = o->causal;
-        r.qkv_layout = o->qkv_layout == BSA_LAYOUT_HND ? "hnd" : "nhd";
+        bench_row_init(&r, o, li ? "var" : "bsr", &p, plan, ms, dense_ms);
         r.density_target = dens;
-        r.density = info.density;
-        r.time_ms = ms;
-        r.dense_time_ms = dense_ms;
-        r.tflops_effective = bsa_plan_flops(plan) / (ms * 1e-3) / 1e12;
         r.block = li ? 0 : o->block;
         r.grid = li ? grid : NULL;
         bench_emit(cli, o, &r);
