@@ -40,7 +40,8 @@ typedef struct cpu_state {
   float *scratch; /* per thread: S [Rmax, KC], O [Rmax, D], m, l [Rmax] */
   size_t scratch_per_thread;
   int threads;
-  float *slopes; /* [Hq] ALiBi slopes */
+  float *slopes;     /* [Hq] ALiBi slopes */
+  double *rope_freq; /* [D/2] RoPE: theta^(-2i/D) / rope_scale */
   /* Where a run reads K and V: the staged copies, or the caller's float32
    * tensors in place when no conversion or RoPE is needed.  Key j of kv
    * head h starts at base + h * hstride + j * ld. */
@@ -65,6 +66,7 @@ static void cpu_state_free(bsa_plan *plan) {
   free(s->v);
   free(s->scratch);
   free(s->slopes);
+  free(s->rope_freq);
   free(s);
   plan->backend = NULL;
   plan->backend_free = NULL;
@@ -115,81 +117,120 @@ static inline float exp_neg(float x) {
 
 /* ------------------------------------------------------------- staging */
 
+/* Staging is one parallel pass over chunks of STAGE_CHUNK tokens: first
+ * the chunks of q, then of K, then of V (each only when it is staged). */
+#define STAGE_CHUNK 64
+
 typedef struct stage_job {
   bsa_plan *plan;
   cpu_state *s;
   const void *q, *k, *v;
-  int which; /* 0 q, 1 k, 2 v */
+  int64_t nq, nk, nv; /* chunks of q, K and V to stage (0: read in place) */
   atomic_long next;
-  int64_t total; /* tokens */
 } stage_job;
 
-/* Rotates x[0..D) in place by RoPE (rotate-half pairs (i, i + D/2)) at pos. */
-static void rope_apply(float *x, int32_t D, double pos, const bsa_attn_params *p) {
-  const int32_t half = D / 2;
-  for (int32_t i = 0; i < half; i++) {
-    double freq = pow((double)p->rope_theta, -2.0 * i / D) / p->rope_scale;
-    double a = pos * freq;
-    double c = cos(a), sn = sin(a);
-    float x1 = x[i], x2 = x[i + half];
-    x[i] = (float)(x1 * c - x2 * sn);
-    x[i + half] = (float)(x2 * c + x1 * sn);
+/* cos and sin of the RoPE angles of position pos, [D/2] each.  The
+ * frequencies are the plan's (s->rope_freq); the angles depend on the
+ * position only, so all heads of a token share them. */
+static void rope_angles(const cpu_state *s, int32_t D, double pos, double *c, double *sn) {
+  for (int32_t i = 0; i < D / 2; i++) {
+    const double a = pos * s->rope_freq[i];
+    c[i] = cos(a);
+    sn[i] = sin(a);
   }
 }
 
-static void stage_tokens(stage_job *j, int64_t t0, int64_t t1) {
+/* Rotates x[0..D) in place: rotate-half pairs (i, i + D/2). */
+static void rope_rotate(float *x, int32_t D, const double *c, const double *sn) {
+  const int32_t half = D / 2;
+  for (int32_t i = 0; i < half; i++) {
+    const float x1 = x[i], x2 = x[i + half];
+    x[i] = (float)(x1 * c[i] - x2 * sn[i]);
+    x[i + half] = (float)(x2 * c[i] + x1 * sn[i]);
+  }
+}
+
+/* q tokens [t0, t1) into the group layout [Hkv, M, group, D], rotated at
+ * position t + kv_len - qo_len. */
+static void stage_q(stage_job *j, int64_t t0, int64_t t1) {
   const bsa_attn_params *p = &j->plan->p;
   cpu_state *s = j->s;
-  const int32_t D = p->head_dim, Hq = p->num_qo_heads, Hkv = p->num_kv_heads;
-  const int32_t g = j->plan->group;
-  const int64_t M = p->qo_len, N = p->kv_len, off = N - M;
+  const int32_t D = p->head_dim, Hq = p->num_qo_heads, g = j->plan->group;
+  const int64_t M = p->qo_len, off = p->kv_len - M;
   const int rope = p->pos_encoding == BSA_POS_ROPE_LLAMA;
+  double c[512], sn[512];
   for (int64_t t = t0; t < t1; t++) {
-    if (j->which == 0) {
-      for (int32_t qh = 0; qh < Hq; qh++) {
-        int32_t h = qh / g, gh = qh % g;
-        float *dst = s->q + (((int64_t)h * M + t) * g + gh) * D;
-        int64_t src = bsa__tok_offset(p->layout, M, Hq, D, t, qh);
-        load_row(dst, j->q, p->q_dtype, src, D);
-        if (rope) rope_apply(dst, D, (double)(t + off), p);
-      }
-    } else if (j->which == 2) {
-      for (int32_t h = 0; h < Hkv; h++) {
-        float *dst = s->v + ((int64_t)h * N + t) * D;
-        int64_t src = bsa__tok_offset(p->layout, N, Hkv, D, t, h);
-        load_row(dst, j->v, p->kv_dtype, src, D);
-      }
+    if (rope) rope_angles(s, D, (double)(t + off), c, sn);
+    for (int32_t qh = 0; qh < Hq; qh++) {
+      float *dst = s->q + (((int64_t)(qh / g) * M + t) * g + qh % g) * D;
+      load_row(dst, j->q, p->q_dtype, bsa__tok_offset(p->layout, M, Hq, D, t, qh), D);
+      if (rope) rope_rotate(dst, D, c, sn);
     }
   }
-  if (j->which != 1) return;
-  /* K: a block of tokens is loaded row by row, then written transposed so
-   * that each of the D rows of kt gets one contiguous run. */
-  float tmp[4096];
+}
+
+/* K tokens [t0, t1) into kt [Hkv, D, np_k], rotated and scaled: blocks of
+ * tokens are loaded row by row, then written transposed so that each of the
+ * D rows of kt gets one contiguous run. */
+static void stage_k(stage_job *j, int64_t t0, int64_t t1) {
+  const bsa_attn_params *p = &j->plan->p;
+  cpu_state *s = j->s;
+  const int32_t D = p->head_dim, Hkv = p->num_kv_heads;
+  const int64_t N = p->kv_len;
+  const int rope = p->pos_encoding == BSA_POS_ROPE_LLAMA;
   const float scale = p->sm_scale; /* folded into K: (s q).k = q.(s k) */
+  float tmp[4096];
+  double c[4096 / 2], sn[4096 / 2]; /* angles of the block's tokens */
   const int64_t tb = (int64_t)(sizeof tmp / sizeof tmp[0]) / D;
-  for (int32_t h = 0; h < Hkv; h++)
-    for (int64_t t = t0; t < t1; t += tb) {
-      const int64_t n = t1 - t < tb ? t1 - t : tb;
+  for (int64_t t = t0; t < t1; t += tb) {
+    const int64_t n = t1 - t < tb ? t1 - t : tb;
+    if (rope)
+      for (int64_t i = 0; i < n; i++)
+        rope_angles(s, D, (double)(t + i), c + i * (D / 2), sn + i * (D / 2));
+    for (int32_t h = 0; h < Hkv; h++) {
       for (int64_t i = 0; i < n; i++) {
-        int64_t src = bsa__tok_offset(p->layout, N, Hkv, D, t + i, h);
-        load_row(tmp + i * D, j->k, p->kv_dtype, src, D);
-        if (rope) rope_apply(tmp + i * D, D, (double)(t + i), p);
+        load_row(tmp + i * D, j->k, p->kv_dtype, bsa__tok_offset(p->layout, N, Hkv, D, t + i, h),
+                 D);
+        if (rope) rope_rotate(tmp + i * D, D, c + i * (D / 2), sn + i * (D / 2));
       }
       for (int32_t d = 0; d < D; d++) {
         float *row = s->kt + ((int64_t)h * D + d) * s->np_k + t;
         for (int64_t i = 0; i < n; i++) row[i] = tmp[i * D + d] * scale;
       }
     }
+  }
+}
+
+/* V tokens [t0, t1) into [Hkv, N, D]. */
+static void stage_v(stage_job *j, int64_t t0, int64_t t1) {
+  const bsa_attn_params *p = &j->plan->p;
+  const int32_t D = p->head_dim, Hkv = p->num_kv_heads;
+  const int64_t N = p->kv_len;
+  for (int64_t t = t0; t < t1; t++)
+    for (int32_t h = 0; h < Hkv; h++)
+      load_row(j->s->v + ((int64_t)h * N + t) * D, j->v, p->kv_dtype,
+               bsa__tok_offset(p->layout, N, Hkv, D, t, h), D);
 }
 
 static void *stage_worker(void *arg) {
   stage_job *j = arg;
-  const int64_t chunk = 64;
+  const int64_t M = j->plan->p.qo_len, N = j->plan->p.kv_len;
   for (;;) {
-    int64_t t0 = atomic_fetch_add(&j->next, chunk);
-    if (t0 >= j->total) break;
-    int64_t t1 = t0 + chunk < j->total ? t0 + chunk : j->total;
-    stage_tokens(j, t0, t1);
+    int64_t u = atomic_fetch_add(&j->next, 1);
+    void (*fn)(stage_job *, int64_t, int64_t) = stage_q;
+    int64_t len = M;
+    if (u >= j->nq) {
+      u -= j->nq;
+      fn = stage_k;
+      len = N;
+      if (u >= j->nk) {
+        u -= j->nk;
+        fn = stage_v;
+        if (u >= j->nv) break;
+      }
+    }
+    const int64_t t0 = u * STAGE_CHUNK;
+    fn(j, t0, t0 + STAGE_CHUNK < len ? t0 + STAGE_CHUNK : len);
   }
   return NULL;
 }
@@ -459,7 +500,7 @@ static void *run_worker(void *arg) {
 }
 
 /* Runs fn(arg) on n threads (the caller is one of them). */
-static bsa_status parallel(bsa_ctx *ctx, int n, void *(*fn)(void *), void *arg) {
+static void parallel(int n, void *(*fn)(void *), void *arg) {
   pthread_t th[1024];
   int started = 0;
   for (int i = 1; i < n; i++) {
@@ -468,8 +509,6 @@ static bsa_status parallel(bsa_ctx *ctx, int n, void *(*fn)(void *), void *arg) 
   }
   fn(arg);
   for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
-  (void)ctx;
-  return BSA_OK;
 }
 
 /* The caller's q can be used in place: float32, no RoPE, and one query
@@ -507,15 +546,20 @@ static bsa_status ensure_state(bsa_plan *plan, cpu_state **out) {
   if (s->kt) memset(s->kt, 0, kt_elems * sizeof(float)); /* the padding stays zero */
   s->scratch = bsa__aligned_alloc(s->scratch_per_thread * (size_t)s->threads * sizeof(float));
   s->slopes = malloc(sizeof(float) * (size_t)p->num_qo_heads);
+  const int rope = p->pos_encoding == BSA_POS_ROPE_LLAMA;
+  if (rope) s->rope_freq = malloc(sizeof(double) * (size_t)(p->head_dim / 2 + 1));
   plan->backend = s;
   plan->backend_free = cpu_state_free;
-  if ((need_q && !s->q) || !s->kt || (need_v && !s->v) || !s->scratch || !s->slopes) {
+  if ((need_q && !s->q) || !s->kt || (need_v && !s->v) || !s->scratch || !s->slopes ||
+      (rope && !s->rope_freq)) {
     size_t total = (s->q_elems + 2 * s->kv_elems) * sizeof(float);
     cpu_state_free(plan);
     return bsa__fail(plan->ctx, BSA_ERR_NOMEM,
                      "cpu run: out of memory for %zu bytes of staged inputs", total);
   }
   for (int32_t h = 0; h < p->num_qo_heads; h++) s->slopes[h] = bsa_alibi_slope(h, p->num_qo_heads);
+  for (int32_t i = 0; rope && i < p->head_dim / 2; i++)
+    s->rope_freq[i] = pow((double)p->rope_theta, -2.0 * i / p->head_dim) / p->rope_scale;
   *out = s;
   return BSA_OK;
 }
@@ -545,19 +589,20 @@ bsa_status bsa__cpu_run(bsa_plan *plan, const void *q, const void *k, const void
     s->q_tstride = plan->group * D;
     s->q_ld = D;
   }
-  for (int w = q_direct(plan) ? 1 : 0; w < (direct ? 2 : 3); w++) {
-    stage_job sj;
-    memset(&sj, 0, sizeof sj);
-    sj.plan = plan;
-    sj.s = s;
-    sj.q = q;
-    sj.k = k;
-    sj.v = v;
-    sj.which = w;
-    atomic_init(&sj.next, 0);
-    sj.total = w == 0 ? p->qo_len : p->kv_len;
-    parallel(plan->ctx, plan->ctx->num_threads, stage_worker, &sj);
-  }
+  stage_job sj;
+  memset(&sj, 0, sizeof sj);
+  sj.plan = plan;
+  sj.s = s;
+  sj.q = q;
+  sj.k = k;
+  sj.v = v;
+  const int64_t mc = (M + STAGE_CHUNK - 1) / STAGE_CHUNK;
+  const int64_t nc = (p->kv_len + STAGE_CHUNK - 1) / STAGE_CHUNK;
+  sj.nq = q_direct(plan) ? 0 : mc;
+  sj.nk = nc;
+  sj.nv = direct ? 0 : nc;
+  atomic_init(&sj.next, 0);
+  parallel(plan->ctx->num_threads, stage_worker, &sj);
   run_job rj;
   memset(&rj, 0, sizeof rj);
   rj.plan = plan;
@@ -566,7 +611,7 @@ bsa_status bsa__cpu_run(bsa_plan *plan, const void *q, const void *k, const void
   rj.lse = lse;
   atomic_init(&rj.next, 0);
   pthread_mutex_init(&rj.lock, NULL);
-  parallel(plan->ctx, s->threads, run_worker, &rj);
+  parallel(s->threads, run_worker, &rj);
   pthread_mutex_destroy(&rj.lock);
   return BSA_OK;
 }
