@@ -101,85 +101,86 @@ typedef struct colrange {
 
 /* Emits the items of rows [r0, r1) that all see the column ranges cols[]
  * (sorted by begin).  Ranges without element masks that touch are merged. */
+/* Merges adjacent ranges without element masks in place (a masked block
+ * stays a segment of its own) and drops empty ones; returns the count. */
+static int64_t merge_cols(colrange *cols, int64_t n) {
+  int64_t m = 0;
+  for (int64_t c = 0; c < n; c++) {
+    if (cols[c].end <= cols[c].begin) continue;
+    if (m > 0 && cols[c].mask_offset < 0 && cols[m - 1].mask_offset < 0 &&
+        cols[m - 1].end == cols[c].begin)
+      cols[m - 1].end = cols[c].end;
+    else
+      cols[m++] = cols[c];
+  }
+  return m;
+}
+
+/* Emits the items of rows [r0, r1) of one block row, which all see the
+ * column ranges cols[] (sorted by begin; merged here, in place). */
 static void emit_rows(builder *b, int32_t kv_head, int64_t r0, int64_t r1, int64_t block_row0,
-                      const colrange *cols, int64_t ncols, int64_t tile_q) {
+                      colrange *cols, int64_t ncols, int64_t tile_q) {
   const bsa_attn_params *p = &b->plan->p;
   const int64_t off = p->kv_len - p->qo_len;
+  ncols = merge_cols(cols, ncols);
   int shared = !p->causal;
   for (int64_t c = 0; c < ncols && shared; c++) shared = cols[c].mask_offset < 0;
   if (shared) {
     /* Without causal clipping or element masks every tile of the block row
      * sees the same segments: store them once and let the items share them. */
     const int64_t seg_offset = b->n_segs;
-    int32_t nseg = 0;
     int64_t keys = 0;
-    for (int64_t c = 0; c < ncols;) {
-      int64_t kb = cols[c].begin, ke = cols[c].end;
-      for (c++; c < ncols && cols[c].begin == ke; c++) ke = cols[c].end;
-      if (ke <= kb) continue;
+    for (int64_t c = 0; c < ncols; c++) {
       bsa__segment *sg = seg_push(b);
       if (!sg) return;
-      *sg = (bsa__segment){kb, ke, 0, 0, 0};
-      nseg++;
-      keys += ke - kb;
+      *sg = (bsa__segment){cols[c].begin, cols[c].end, 0, 0, 0};
+      keys += cols[c].end - cols[c].begin;
     }
     for (int64_t q0 = r0; q0 < r1; q0 += tile_q) {
       const int64_t q1 = q0 + tile_q < r1 ? q0 + tile_q : r1;
       bsa__work_item *it = item_push(b);
       if (!it) return;
-      *it = (bsa__work_item){kv_head, nseg, q0, q1, seg_offset, (q1 - q0) * keys};
+      *it = (bsa__work_item){kv_head, (int32_t)ncols, q0, q1, seg_offset, (q1 - q0) * keys};
       if (q1 - q0 > b->max_rows) b->max_rows = q1 - q0;
       b->visible += (q1 - q0) * keys;
     }
     return;
   }
+  /* Otherwise each tile clips the ranges to its causal bound and flags the
+   * segments whose elements need masking. */
   for (int64_t q0 = r0; q0 < r1; q0 += tile_q) {
-    int64_t q1 = q0 + tile_q < r1 ? q0 + tile_q : r1;
+    const int64_t q1 = q0 + tile_q < r1 ? q0 + tile_q : r1;
+    const int64_t rows = q1 - q0;
     bsa__work_item *it = item_push(b);
     if (!it) return;
-    it->kv_head = kv_head;
-    it->q_begin = q0;
-    it->q_end = q1;
-    it->seg_offset = b->n_segs;
-    it->num_segments = 0;
-    it->cost = 0;
-    int64_t rows = q1 - q0;
+    *it = (bsa__work_item){kv_head, 0, q0, q1, b->n_segs, 0};
     if (rows > b->max_rows) b->max_rows = rows;
-    for (int64_t c = 0; c < ncols;) {
-      int64_t kb = cols[c].begin, ke = cols[c].end;
-      int64_t moff = cols[c].mask_offset;
-      c++;
-      if (moff < 0)
-        while (c < ncols && cols[c].mask_offset < 0 && cols[c].begin == ke) ke = cols[c++].end;
-      if (ke <= kb) continue;
+    for (int64_t c = 0; c < ncols; c++) {
+      const int64_t kb = cols[c].begin, moff = cols[c].mask_offset;
+      int64_t ke = cols[c].end;
       int32_t flags = 0;
       if (p->causal) {
-        int64_t lim = q1 + off; /* keys < lim are visible to the last row */
+        const int64_t lim = q1 + off; /* keys < lim are visible to the last row */
         if (lim < ke) ke = lim;
         if (ke <= kb) continue;
         if (ke > q0 + off + 1) flags |= BSA__SEG_CAUSAL;
       }
       if (moff >= 0) flags |= BSA__SEG_ELEMASK;
-      bsa__segment *s = seg_push(b);
-      if (!s) return;
-      s->kv_begin = kb;
-      s->kv_end = ke;
-      s->flags = flags;
-      s->mask_offset = moff >= 0 ? moff : 0;
-      s->mask_row0 = (int32_t)(q0 - block_row0);
-      it = &b->items[b->n_items - 1]; /* item_push may not move, seg_push can't */
-      it->num_segments++;
-      int64_t pairs =
-          (flags & BSA__SEG_CAUSAL) ? causal_pairs(q0, q1, kb, ke, off) : rows * (ke - kb);
+      bsa__segment *sg = seg_push(b);
+      if (!sg) return;
+      *sg = (bsa__segment){kb, ke, moff >= 0 ? moff : 0, flags, (int32_t)(q0 - block_row0)};
+      it->num_segments++; /* seg_push never moves the items */
       it->cost += rows * (ke - kb);
       if (flags) b->masked++;
+      int64_t pairs =
+          (flags & BSA__SEG_CAUSAL) ? causal_pairs(q0, q1, kb, ke, off) : rows * (ke - kb);
       if (moff >= 0) {
         /* Count kept elements exactly (per-element mask, plus causal). */
         const uint8_t *m = b->plan->mask + moff;
-        int64_t C = b->plan->C;
+        const int64_t C = b->plan->C;
         pairs = 0;
         for (int64_t r = q0; r < q1; r++) {
-          const uint8_t *mr = m + (s->mask_row0 + (r - q0)) * C;
+          const uint8_t *mr = m + (sg->mask_row0 + (r - q0)) * C;
           for (int64_t j = kb; j < ke; j++)
             if (mr[j - kb] && (!p->causal || j <= r + off)) pairs++;
         }
