@@ -143,6 +143,21 @@ bsa_status bsa__validate_bsr(bsa_ctx *ctx, const bsa_attn_params *p, const bsa_b
   return BSA_OK;
 }
 
+/* Block sizes sz[0..n) of kv head h: none negative, summing to total. */
+static bsa_status check_sizes(bsa_ctx *ctx, const char *name, const int32_t *sz, int64_t h,
+                              int64_t n, int64_t total, const char *total_name) {
+  int64_t sum = 0;
+  for (int64_t i = 0; i < n; i++) {
+    if (sz[i] < 0)
+      return FAIL("var.%s[%lld, %lld] = %d is negative", name, (long long)h, (long long)i, sz[i]);
+    sum += sz[i];
+  }
+  if (sum != total)
+    return FAIL("var.%s[%lld, :] sums to %lld but %s = %lld", name, (long long)h, (long long)sum,
+                total_name, (long long)total);
+  return BSA_OK;
+}
+
 bsa_status bsa__validate_var(bsa_ctx *ctx, const bsa_attn_params *p, const bsa_var_desc *v) {
   if (!v) return FAIL("var is NULL");
   if (v->num_block_rows < 1)
@@ -153,27 +168,11 @@ bsa_status bsa__validate_var(bsa_ctx *ctx, const bsa_attn_params *p, const bsa_v
   if (!v->block_row_sz) return FAIL("var.block_row_sz is NULL");
   if (!v->block_col_sz) return FAIL("var.block_col_sz is NULL");
   const int64_t MB = v->num_block_rows, NB = v->num_block_cols;
-  for (int64_t h = 0; h < p->num_kv_heads; h++) {
-    int64_t sum = 0;
-    for (int64_t i = 0; i < MB; i++) {
-      int32_t s = v->block_row_sz[h * MB + i];
-      if (s < 0)
-        return FAIL("var.block_row_sz[%lld, %lld] = %d is negative", (long long)h, (long long)i, s);
-      sum += s;
-    }
-    if (sum != p->qo_len)
-      return FAIL("var.block_row_sz[%lld, :] sums to %lld but qo_len = %lld", (long long)h,
-                  (long long)sum, (long long)p->qo_len);
-    sum = 0;
-    for (int64_t j = 0; j < NB; j++) {
-      int32_t s = v->block_col_sz[h * NB + j];
-      if (s < 0)
-        return FAIL("var.block_col_sz[%lld, %lld] = %d is negative", (long long)h, (long long)j, s);
-      sum += s;
-    }
-    if (sum != p->kv_len)
-      return FAIL("var.block_col_sz[%lld, :] sums to %lld but kv_len = %lld", (long long)h,
-                  (long long)sum, (long long)p->kv_len);
+  bsa_status st = BSA_OK;
+  for (int64_t h = 0; h < p->num_kv_heads && st == BSA_OK; h++) {
+    st = check_sizes(ctx, "block_row_sz", v->block_row_sz + h * MB, h, MB, p->qo_len, "qo_len");
+    if (st == BSA_OK)
+      st = check_sizes(ctx, "block_col_sz", v->block_col_sz + h * NB, h, NB, p->kv_len, "kv_len");
   }
-  return BSA_OK;
+  return st;
 }
