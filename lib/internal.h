@@ -72,15 +72,8 @@ typedef struct bsa__work_item {
   int64_t cost;       /* rows * keys visited, for ordering */
 } bsa__work_item;
 
-typedef enum bsa__plan_kind {
-  BSA__PLAN_DENSE = 0,
-  BSA__PLAN_BSR = 1,
-  BSA__PLAN_VAR = 2
-} bsa__plan_kind;
-
 struct bsa_plan {
   bsa_ctx *ctx;
-  bsa__plan_kind kind;
   bsa_attn_params p; /* with defaults resolved (sm_scale, rope) */
   int32_t group;     /* Hq / Hkv */
 

@@ -28,7 +28,6 @@ static bsa_status plan_create(bsa_ctx *ctx, const bsa_attn_params *params, const
   plan->ctx = ctx;
   plan->p = p;
   plan->group = p.num_qo_heads / p.num_kv_heads;
-  plan->kind = bsr ? BSA__PLAN_BSR : var ? BSA__PLAN_VAR : BSA__PLAN_DENSE;
   if (bsr) {
     plan->R = bsr->R;
     plan->C = bsr->C;
