@@ -18,30 +18,57 @@
 
 #include "kernels/kernels.h"
 
-extern "C" int bsa__attn_prepare_d64(int dtype, int *smem);
-extern "C" int bsa__attn_prepare_d128(int dtype, int *smem);
-extern "C" int bsa__attn_prepare_d256(int dtype, int *smem);
-extern "C" int bsa__attn_launch_d64(int dtype, const bsa__attn_args *args, void *stream);
-extern "C" int bsa__attn_launch_d128(int dtype, const bsa__attn_args *args, void *stream);
-extern "C" int bsa__attn_launch_d256(int dtype, const bsa__attn_args *args, void *stream);
+extern "C" int bsa__attn_prepare_d64(int dtype, int hopper, int *smem);
+extern "C" int bsa__attn_prepare_d128(int dtype, int hopper, int *smem);
+extern "C" int bsa__attn_prepare_d256(int dtype, int hopper, int *smem);
+extern "C" int bsa__attn_launch_d64(int dtype, int hopper, const bsa__attn_args *args,
+                                    void *stream);
+extern "C" int bsa__attn_launch_d128(int dtype, int hopper, const bsa__attn_args *args,
+                                     void *stream);
+extern "C" int bsa__attn_launch_d256(int dtype, int hopper, const bsa__attn_args *args,
+                                     void *stream);
 
-extern "C" int bsa__attn_prepare(int head_dim, int dtype, int *smem_bytes) {
-  if (dtype != 1 && dtype != 2) return (int)cudaErrorInvalidValue;
+static int prepare_one(int head_dim, int dtype, int hopper, int *smem) {
   switch (head_dim) {
-  case 64: return bsa__attn_prepare_d64(dtype, smem_bytes);
-  case 128: return bsa__attn_prepare_d128(dtype, smem_bytes);
-  case 256: return bsa__attn_prepare_d256(dtype, smem_bytes);
+  case 64: return bsa__attn_prepare_d64(dtype, hopper, smem);
+  case 128: return bsa__attn_prepare_d128(dtype, hopper, smem);
+  case 256: return bsa__attn_prepare_d256(dtype, hopper, smem);
   default: return (int)cudaErrorInvalidValue;
   }
 }
 
-extern "C" int bsa__attn_launch(int head_dim, int dtype, const bsa__attn_args *args,
+extern "C" int bsa__attn_prepare(int head_dim, int dtype, int cc_major, int allow_hopper,
+                                 bsa__attn_kernel *kernel) {
+  if (dtype != 1 && dtype != 2) return (int)cudaErrorInvalidValue;
+  kernel->hopper = 0;
+  if (cc_major == 9 && allow_hopper) {
+    int smem = 0;
+    const int e = prepare_one(head_dim, dtype, 1, &smem);
+    if (e == (int)cudaSuccess) {
+      kernel->hopper = 1;
+      kernel->smem = smem;
+      kernel->ctas_per_sm = 1;
+      return e;
+    }
+    /* No sm_90a image in this binary: the mma.sync kernel serves. */
+    if (e != (int)cudaErrorNoKernelImageForDevice && e != (int)cudaErrorInvalidDeviceFunction)
+      return e;
+    (void)cudaGetLastError();
+  }
+  int smem = 0;
+  const int e = prepare_one(head_dim, dtype, 0, &smem);
+  kernel->smem = smem;
+  kernel->ctas_per_sm = head_dim == 256 ? 1 : 2;
+  return e;
+}
+
+extern "C" int bsa__attn_launch(int head_dim, int dtype, int hopper, const bsa__attn_args *args,
                                 void *stream) {
   if (args->num_items <= 0) return 0;
   switch (head_dim) {
-  case 64: return bsa__attn_launch_d64(dtype, args, stream);
-  case 128: return bsa__attn_launch_d128(dtype, args, stream);
-  case 256: return bsa__attn_launch_d256(dtype, args, stream);
+  case 64: return bsa__attn_launch_d64(dtype, hopper, args, stream);
+  case 128: return bsa__attn_launch_d128(dtype, hopper, args, stream);
+  case 256: return bsa__attn_launch_d256(dtype, hopper, args, stream);
   default: return (int)cudaErrorInvalidValue;
   }
 }

@@ -1,24 +1,26 @@
 /*
- * kernels/attn_d128.cu - the attention kernel for head_dim 128 (f16 and bf16).
- * Configuration: 32 rows per warp (K fragments reused over two m16 tiles), Q re-read from shared memory, 2 stages of 32 KB, two CTAs per SM.
- * See attn_fwd.cuh for the algorithm.
+ * kernels/attn_d128.cu - the attention kernels for head_dim 128 (f16 and bf16).
+ * mma.sync (attn_fwd.cuh): 32 rows per warp (K fragments reused over two m16 tiles), Q re-read from shared memory, 2 stages of 32 KB, two CTAs per SM.
+ * wgmma, sm_90a (attn_fwd_sm90.cuh): 128 keys per tile, 2 stages (163 KB).
  */
-#include "kernels/attn_fwd.cuh"
+#include "kernels/attn_fwd_sm90.cuh"
 
 namespace {
-#ifndef BSA_CFG_D128 /* development override, see docs/kernels.md */
+/* Development overrides, see docs/kernels.md. */
+#ifndef BSA_CFG_D128
 #define BSA_CFG_D128 128, 2, 4, 64, 2, false, 2
 #endif
-typedef bsak::Cfg<BSA_CFG_D128> C128;
+#ifndef BSA_HCFG_D128
+#define BSA_HCFG_D128 128, 128, 2
+#endif
+typedef bsak::Dispatch<bsak::Cfg<BSA_CFG_D128>, bsak::HCfg<BSA_HCFG_D128> > K;
+} // namespace
+
+extern "C" int bsa__attn_prepare_d128(int dtype, int hopper, int *smem) {
+  return K::prepare(dtype, hopper, smem);
 }
 
-extern "C" int bsa__attn_prepare_d128(int dtype, int *smem) {
-  return dtype == 2 ? bsak::Launch<C128, __nv_bfloat16>::prepare(smem)
-                    : bsak::Launch<C128, __half>::prepare(smem);
-}
-
-extern "C" int bsa__attn_launch_d128(int dtype, const bsa__attn_args *args, void *stream) {
-  cudaStream_t st = static_cast<cudaStream_t>(stream);
-  return dtype == 2 ? bsak::Launch<C128, __nv_bfloat16>::launch(args, st)
-                    : bsak::Launch<C128, __half>::launch(args, st);
+extern "C" int bsa__attn_launch_d128(int dtype, int hopper, const bsa__attn_args *args,
+                                     void *stream) {
+  return K::launch(dtype, hopper, args, stream);
 }

@@ -1,24 +1,26 @@
 /*
- * kernels/attn_d256.cu - the attention kernel for head_dim 256 (f16 and bf16).
- * Configuration: 8 warps of 16 rows (O alone is 128 registers), 2 stages of 32 KB.
- * See attn_fwd.cuh for the algorithm.
+ * kernels/attn_d256.cu - the attention kernels for head_dim 256 (f16 and bf16).
+ * mma.sync (attn_fwd.cuh): 8 warps of 16 rows (O alone is 128 registers), 2 stages of 32 KB.
+ * wgmma, sm_90a (attn_fwd_sm90.cuh): 64 keys per tile, 2 stages (194 KB).
  */
-#include "kernels/attn_fwd.cuh"
+#include "kernels/attn_fwd_sm90.cuh"
 
 namespace {
-#ifndef BSA_CFG_D256 /* development override, see docs/kernels.md */
+/* Development overrides, see docs/kernels.md. */
+#ifndef BSA_CFG_D256
 #define BSA_CFG_D256 256, 1, 8, 32, 2, false, 1
 #endif
-typedef bsak::Cfg<BSA_CFG_D256> C256;
+#ifndef BSA_HCFG_D256
+#define BSA_HCFG_D256 256, 64, 2
+#endif
+typedef bsak::Dispatch<bsak::Cfg<BSA_CFG_D256>, bsak::HCfg<BSA_HCFG_D256> > K;
+} // namespace
+
+extern "C" int bsa__attn_prepare_d256(int dtype, int hopper, int *smem) {
+  return K::prepare(dtype, hopper, smem);
 }
 
-extern "C" int bsa__attn_prepare_d256(int dtype, int *smem) {
-  return dtype == 2 ? bsak::Launch<C256, __nv_bfloat16>::prepare(smem)
-                    : bsak::Launch<C256, __half>::prepare(smem);
-}
-
-extern "C" int bsa__attn_launch_d256(int dtype, const bsa__attn_args *args, void *stream) {
-  cudaStream_t st = static_cast<cudaStream_t>(stream);
-  return dtype == 2 ? bsak::Launch<C256, __nv_bfloat16>::launch(args, st)
-                    : bsak::Launch<C256, __half>::launch(args, st);
+extern "C" int bsa__attn_launch_d256(int dtype, int hopper, const bsa__attn_args *args,
+                                     void *stream) {
+  return K::launch(dtype, hopper, args, stream);
 }

@@ -1,24 +1,26 @@
 /*
- * kernels/attn_d64.cu - the attention kernel for head_dim 64 (f16 and bf16).
- * Configuration: 32 rows per warp, Q fragments held in registers (32 regs), 3 stages of 16 KB.
- * See attn_fwd.cuh for the algorithm.
+ * kernels/attn_d64.cu - the attention kernels for head_dim 64 (f16 and bf16).
+ * mma.sync (attn_fwd.cuh): 32 rows per warp, Q fragments held in registers (32 regs), 3 stages of 16 KB.
+ * wgmma, sm_90a (attn_fwd_sm90.cuh): 128 keys per tile, 3 stages (115 KB).
  */
-#include "kernels/attn_fwd.cuh"
+#include "kernels/attn_fwd_sm90.cuh"
 
 namespace {
-#ifndef BSA_CFG_D64 /* development override, see docs/kernels.md */
+/* Development overrides, see docs/kernels.md. */
+#ifndef BSA_CFG_D64
 #define BSA_CFG_D64 64, 2, 4, 64, 3, true, 2
 #endif
-typedef bsak::Cfg<BSA_CFG_D64> C64;
+#ifndef BSA_HCFG_D64
+#define BSA_HCFG_D64 64, 128, 3
+#endif
+typedef bsak::Dispatch<bsak::Cfg<BSA_CFG_D64>, bsak::HCfg<BSA_HCFG_D64> > K;
+} // namespace
+
+extern "C" int bsa__attn_prepare_d64(int dtype, int hopper, int *smem) {
+  return K::prepare(dtype, hopper, smem);
 }
 
-extern "C" int bsa__attn_prepare_d64(int dtype, int *smem) {
-  return dtype == 2 ? bsak::Launch<C64, __nv_bfloat16>::prepare(smem)
-                    : bsak::Launch<C64, __half>::prepare(smem);
-}
-
-extern "C" int bsa__attn_launch_d64(int dtype, const bsa__attn_args *args, void *stream) {
-  cudaStream_t st = static_cast<cudaStream_t>(stream);
-  return dtype == 2 ? bsak::Launch<C64, __nv_bfloat16>::launch(args, st)
-                    : bsak::Launch<C64, __half>::launch(args, st);
+extern "C" int bsa__attn_launch_d64(int dtype, int hopper, const bsa__attn_args *args,
+                                     void *stream) {
+  return K::launch(dtype, hopper, args, stream);
 }

@@ -34,14 +34,11 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
-#include "kernels/kernels.h"
+#include "kernels/attn_common.cuh"
 
 /* Development switches, measured in docs/kernels.md (defaults = chosen). */
 #ifndef BSA_MMA_VOLATILE
 #define BSA_MMA_VOLATILE 1
-#endif
-#ifndef BSA_SKIP_RESCALE
-#define BSA_SKIP_RESCALE 0
 #endif
 #if BSA_MMA_VOLATILE
 #define BSA_MMA_ASM asm volatile
@@ -81,10 +78,6 @@ template <> struct Mma<__nv_bfloat16> {
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
-  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<uint32_t *>(&h);
-  }
 };
 template <> struct Mma<__half> {
   static __device__ __forceinline__ void run(float (&c)[4], const uint32_t (&a)[4],
@@ -95,30 +88,7 @@ template <> struct Mma<__half> {
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
-  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-    __half2 h = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<uint32_t *>(&h);
-  }
 };
-
-__device__ __forceinline__ uint32_t smem_u32(const void *p) {
-  return (uint32_t)__cvta_generic_to_shared(p);
-}
-
-/* 16-byte asynchronous copy; with valid == false the destination is zero
- * filled and nothing is read. */
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, bool valid) {
-  int n = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-               "r"(n)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-template <int N> __device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
 
 __device__ __forceinline__ void ldsm4(uint32_t (&r)[4], uint32_t addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -131,17 +101,6 @@ __device__ __forceinline__ void ldsm4t(uint32_t (&r)[4], uint32_t addr) {
                : "r"(addr));
 }
 
-__device__ __forceinline__ float ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-__device__ __forceinline__ float tanh_fast(float x) {
-  float y;
-  asm("tanh.approx.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-
 /* Byte offset of 16-byte chunk c of row r in a [rows][D] tile: chunks are
  * XOR-swizzled by the row's low three bits so that the 8 rows an ldmatrix
  * phase reads fall in 8 different bank groups. */
@@ -149,107 +108,39 @@ template <int D> __device__ __forceinline__ uint32_t swz(int r, int c) {
   return (uint32_t)(r * (D * 2) + ((c ^ (r & 7)) << 4));
 }
 
-__device__ __forceinline__ void store_pair(void *o, int dtype, int64_t off, float a,
-                                           float b) {
-  if (dtype == 0) {
-    *reinterpret_cast<float2 *>(static_cast<float *>(o) + off) = make_float2(a, b);
-  } else if (dtype == 1) {
-    *reinterpret_cast<__half2 *>(static_cast<__half *>(o) + off) = __floats2half2_rn(a, b);
-  } else {
-    *reinterpret_cast<__nv_bfloat162 *>(static_cast<__nv_bfloat16 *>(o) + off) =
-        __floats2bfloat162_rn(a, b);
-  }
-}
-
 template <class C, typename T>
 __global__ void __launch_bounds__(C::NT, C::MINB) attn_fwd(const bsa__attn_args a) {
   constexpr int D = C::D, WM = C::WM, BN = C::BN, ST = C::ST, NT = C::NT;
-  constexpr int BM = C::BM, CPR = C::CPR, RP = C::RP, KP = C::KP;
+  constexpr int BM = C::BM;
   constexpr int NB8 = BN / 8, ND8 = D / 8;
   extern __shared__ __align__(128) unsigned char smem[];
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const bsa__gpu_item it = a.items[blockIdx.x];
-  const int group = a.group;
   const int prow0 = blockIdx.y * BM;
-  const int nprows = it.rows * group - prow0; /* valid packed rows here */
+  const int nprows = it.rows * a.group - prow0; /* valid packed rows here */
   if (nprows <= 0) return;
 
-  const T *__restrict__ q = static_cast<const T *>(a.q);
-  const T *__restrict__ kp = static_cast<const T *>(a.k);
-  const T *__restrict__ vp = static_cast<const T *>(a.v);
   const uint32_t sQ = smem_u32(smem);
   const uint32_t sKV = sQ + C::Q_BYTES;
   /* Per stage and tile column: {key token or -1, mask offset or -1}. */
   int *colinfo = reinterpret_cast<int *>(smem + C::Q_BYTES + ST * 2 * C::TILE);
+  auto off = [](int r, int c) { return swz<D>(r, c); };
 
-  /* Q tile: packed row r -> token q_begin + (prow0 + r) / group, head
-   * kv_head * group + (prow0 + r) % group. */
-  for (int idx = tid; idx < BM * CPR; idx += NT) {
-    const int r = idx / CPR, c = idx % CPR;
-    const bool valid = r < nprows;
-    const T *src = q;
-    if (valid) {
-      const int pr = prow0 + r;
-      const int64_t tok = it.q_begin + pr / group;
-      const int64_t h = (int64_t)it.kv_head * group + pr % group;
-      src = q + tok * a.q_st + h * a.q_sh + c * 8;
-    }
-    cp_async16(sQ + swz<D>(r, c), src, valid);
-  }
+  load_q<BM, D, NT, T>(a, it, prow0, nprows, tid,
+                       [&](int r, int c) { return sQ + swz<D>(r, c); });
   cp_async_commit();
 
-  /* Key cursor of this thread: its rows in a tile are r0 + p * RP, which
-   * grow monotonically over the whole item, so a forward-only walk over the
-   * segments maps virtual key v to token v + ckd.  The next segment is
-   * loaded one step ahead so that crossing a segment edge does not wait on
-   * memory. */
-  const int4 *__restrict__ segs = reinterpret_cast<const int4 *>(a.segs) + it.seg_begin;
+  SegCursor cur;
+  cur.init(a, it);
   const int64_t kv_head_off = (int64_t)it.kv_head * a.k_sh;
-  const int r0 = tid / CPR, cc = tid % CPR;
-  int cs = 0, cvend = 0, ckd = 0, cflags = 0, cmb = 0;
-  int4 nx = make_int4(0, 0, 0, 0);
-  if (it.nseg > 0) {
-    const int4 s0 = segs[0];
-    cvend = s0.y - it.skip;
-    ckd = s0.x + it.skip;
-    cflags = s0.z;
-    cmb = s0.w;
-    if (it.nseg > 1) nx = segs[1];
-  }
   const int nkeys = it.nkeys;
   const int ntiles = (nkeys + BN - 1) / BN;
-
   auto issue = [&](int t) -> int {
     const int stage = t % ST;
-    const uint32_t sK = sKV + stage * 2 * C::TILE, sV = sK + C::TILE;
-    int flag = 0;
-#pragma unroll
-    for (int p = 0; p < KP; ++p) {
-      const int r = r0 + p * RP;
-      const int vv = t * BN + r;
-      const bool valid = vv < nkeys;
-      if (valid) {
-        while (vv >= cvend) {
-          ++cs;
-          const int4 sg = nx;
-          if (cs + 1 < it.nseg) nx = segs[cs + 1];
-          ckd = sg.x - cvend;
-          cvend += sg.y;
-          cflags = sg.z;
-          cmb = sg.w;
-        }
-      }
-      const int key = vv + ckd;
-      flag |= (!valid) | (cflags != 0);
-      const int64_t off = valid ? (int64_t)key * a.k_st + kv_head_off + cc * 8 : 0;
-      cp_async16(sK + swz<D>(r, cc), kp + off, valid);
-      cp_async16(sV + swz<D>(r, cc), vp + off, valid);
-      if (cc == 0)
-        *reinterpret_cast<int2 *>(colinfo + (stage * BN + r) * 2) =
-            make_int2(valid ? key : -1, (valid && (cflags & 2)) ? cmb + key : -1);
-    }
-    return flag;
+    const uint32_t sK = sKV + stage * 2 * C::TILE;
+    return issue_kv<BN, D, NT, T>(a, cur, nkeys, t, sK, sK + C::TILE, colinfo + stage * BN * 2,
+                                  kv_head_off, tid, off);
   };
 
   int fbits = 0;
@@ -259,19 +150,10 @@ __global__ void __launch_bounds__(C::NT, C::MINB) attn_fwd(const bsa__attn_args 
     cp_async_commit();
   }
 
-  /* Per-row constants of the 2*WM rows this thread holds in the C layout. */
   const int wrow0 = warp * 16 * WM;
   const bool active = wrow0 < nprows;
-  /* Only the causal limit of each row stays in registers; the rarer ALiBi
-   * slope and mask row offset are recomputed on the tiles that need them. */
   int toklim[WM][2];
-#pragma unroll
-  for (int mt = 0; mt < WM; ++mt)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int pr = prow0 + wrow0 + mt * 16 + (lane >> 2) + 8 * h;
-      toklim[mt][h] = it.q_begin + pr / group + a.causal_off;
-    }
+  row_limits<WM>(toklim, a, it, prow0, wrow0, lane);
 
   cp_async_wait<ST - 1>(); /* the Q group */
   __syncthreads();
@@ -294,9 +176,6 @@ __global__ void __launch_bounds__(C::NT, C::MINB) attn_fwd(const bsa__attn_args 
     m[mt][0] = m[mt][1] = -INFINITY;
     l[mt][0] = l[mt][1] = 0.f;
   }
-  const bool has_cap = a.cap > 0.f;
-  const bool has_alibi = a.slopes != nullptr;
-  const float cap_out = a.cap * 1.4426950408889634f;
 
   for (int t = 0; t < ntiles; ++t) {
     cp_async_wait<ST - 2>();
@@ -345,100 +224,16 @@ __global__ void __launch_bounds__(C::NT, C::MINB) attn_fwd(const bsa__attn_args 
       }
     }
 
-    /* Scores to base-2 logits.  Plain tiles fold the scale into the
-     * exponent below; tiles with a cap, ALiBi or masks transform the scores
-     * first, column pair by column pair (the key index and mask offset of
-     * two adjacent columns are one 16-byte shared load, shared by all rows
-     * of the thread). */
-    float sc = a.scale_log2;
-    if (has_cap || has_alibi || need) {
-      sc = 1.f;
-      float slope[WM][2];
-      int mrow[WM][2];
-#pragma unroll
-      for (int mt = 0; mt < WM; ++mt)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int pr = prow0 + wrow0 + mt * 16 + (lane >> 2) + 8 * h;
-          slope[mt][h] =
-              has_alibi ? a.slopes[min(it.kv_head * group + pr % group, a.num_qo_heads - 1)]
-                        : 0.f;
-          mrow[mt][h] = (pr / group) * a.mask_C;
-        }
-#pragma unroll
-      for (int n = 0; n < NB8; ++n) {
-        const int4 ci = *reinterpret_cast<const int4 *>(colinfo + (stage * BN + n * 8 + 2 * (lane & 3)) * 2);
-        const int key[2] = {ci.x, ci.z};
-        const int mo[2] = {ci.y, ci.w};
-#pragma unroll
-        for (int mt = 0; mt < WM; ++mt)
-#pragma unroll
-          for (int h = 0; h < 2; ++h)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              float x = s[mt][n][2 * h + e];
-              x = has_cap ? cap_out * tanh_fast(x * a.cap_in) : x * a.scale_log2;
-              if (has_alibi) x += slope[mt][h] * (float)(key[e] - toklim[mt][h]);
-              if (need) {
-                bool vis = key[e] >= 0 && (!a.causal || key[e] <= toklim[mt][h]);
-                if (vis && mo[e] >= 0) vis = a.mask[(int64_t)mo[e] + mrow[mt][h]] != 0;
-                if (!vis) x = -INFINITY;
-              }
-              s[mt][n][2 * h + e] = x;
-            }
-      }
-    }
-
-    /* Online softmax in base 2. */
-#pragma unroll
-    for (int mt = 0; mt < WM; ++mt) {
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        float mx = -INFINITY;
-#pragma unroll
-        for (int n = 0; n < NB8; ++n)
-          mx = fmaxf(mx, fmaxf(s[mt][n][2 * h], s[mt][n][2 * h + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float mnew = fmaxf(m[mt][h], mx * sc);
-        const float muse = mnew == -INFINITY ? 0.f : mnew;
-        const float alpha = ex2(m[mt][h] - muse);
-        m[mt][h] = mnew;
-        float sum = 0.f;
-#pragma unroll
-        for (int n = 0; n < NB8; ++n) {
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const float p = ex2(fmaf(s[mt][n][2 * h + e], sc, -muse));
-            s[mt][n][2 * h + e] = p;
-            sum += p;
-          }
-        }
-        l[mt][h] = l[mt][h] * alpha + sum;
-#if BSA_SKIP_RESCALE
-        /* Once the running max settles, alpha is 1 for every row of the
-         * warp and the O rescale (ND8 * 2 multiplies) is skipped. */
-        if (__any_sync(0xffffffffu, alpha != 1.f))
-#endif
-#pragma unroll
-        for (int d = 0; d < ND8; ++d) {
-          o[mt][d][2 * h] *= alpha;
-          o[mt][d][2 * h + 1] *= alpha;
-        }
-      }
-    }
+    const float sc = transform_scores<WM, NB8>(s, a, it, colinfo + stage * BN * 2, toklim, prow0,
+                                               wrow0, lane, need != 0);
+    online_softmax<WM, NB8, ND8>(s, o, m, l, sc);
 
     /* O += P V. */
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk) {
       uint32_t pa[WM][4];
 #pragma unroll
-      for (int mt = 0; mt < WM; ++mt) {
-        pa[mt][0] = Mma<T>::pack(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-        pa[mt][1] = Mma<T>::pack(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-        pa[mt][2] = Mma<T>::pack(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-        pa[mt][3] = Mma<T>::pack(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
-      }
+      for (int mt = 0; mt < WM; ++mt) p_fragment<T, NB8>(pa[mt], s[mt], kk);
 #pragma unroll
       for (int dp = 0; dp < D / 16; ++dp) {
         uint32_t b[4];
@@ -455,40 +250,7 @@ __global__ void __launch_bounds__(C::NT, C::MINB) attn_fwd(const bsa__attn_args 
   cp_async_wait<0>();
 
   if (!active) return;
-  /* Epilogue: normalise and store O (and LSE) of the valid rows. */
-#pragma unroll
-  for (int mt = 0; mt < WM; ++mt) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float lsum = l[mt][h];
-      lsum += __shfl_xor_sync(0xffffffffu, lsum, 1);
-      lsum += __shfl_xor_sync(0xffffffffu, lsum, 2);
-      const int r = wrow0 + mt * 16 + (lane >> 2) + 8 * h;
-      if (r >= nprows) continue;
-      const int pr = prow0 + r;
-      const float inv = lsum > 0.f ? 1.f / lsum : 0.f;
-      const float lse2 = lsum > 0.f ? m[mt][h] + __log2f(lsum) : -INFINITY;
-      if (it.part < 0) {
-        const int64_t tok = it.q_begin + pr / group;
-        const int64_t head = (int64_t)it.kv_head * group + pr % group;
-        const int64_t base = tok * a.o_st + head * a.o_sh + 2 * (lane & 3);
-#pragma unroll
-        for (int d = 0; d < ND8; ++d)
-          store_pair(a.o, a.o_dtype, base + d * 8, o[mt][d][2 * h] * inv,
-                     o[mt][d][2 * h + 1] * inv);
-        if (a.lse && (lane & 3) == 0)
-          a.lse[tok * a.num_qo_heads + head] = lse2 * 0.6931471805599453f;
-      } else {
-        const int64_t slot = (int64_t)it.part * a.grid_y + blockIdx.y;
-        float *po = a.part_o + (slot * BM + r) * D + 2 * (lane & 3);
-#pragma unroll
-        for (int d = 0; d < ND8; ++d)
-          *reinterpret_cast<float2 *>(po + d * 8) =
-              make_float2(o[mt][d][2 * h] * inv, o[mt][d][2 * h + 1] * inv);
-        if ((lane & 3) == 0) a.part_lse[slot * BM + r] = lse2;
-      }
-    }
-  }
+  epilogue<WM, ND8, BM>(o, m, l, a, it, prow0, wrow0, nprows, lane);
 }
 
 template <class C, typename T> struct Launch {

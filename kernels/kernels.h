@@ -88,14 +88,26 @@ typedef struct bsa__attn_args {
   int32_t o_dtype;
 } bsa__attn_args;
 
-/* Grows the dynamic shared memory limit of the kernel for (head_dim, dtype)
- * and reports its size; call once before launches (not capturable work).
+/* The attention kernel chosen for a plan. */
+typedef struct bsa__attn_kernel {
+  int32_t hopper;      /* 1: wgmma kernel (sm_90a), 0: mma.sync kernel */
+  int32_t smem;        /* dynamic shared memory per CTA, bytes */
+  int32_t ctas_per_sm; /* resident CTAs per SM the configuration is made for */
+} bsa__attn_kernel;
+
+/* Chooses the attention kernel for (head_dim, dtype) on a device of compute
+ * capability cc_major: the wgmma kernel when cc_major is 9, allow_hopper is
+ * set and the binary holds its sm_90a image, else the mma.sync kernel.
+ * Grows the kernel's dynamic shared memory limit (not capturable work).
  * Returns a cudaError_t value; 1 (cudaErrorInvalidValue) for an unsupported
  * combination. */
-int bsa__attn_prepare(int head_dim, int dtype, int *smem_bytes);
+int bsa__attn_prepare(int head_dim, int dtype, int cc_major, int allow_hopper,
+                      bsa__attn_kernel *kernel);
 
-/* Enqueues the attention kernel: grid (num_items, grid_y). */
-int bsa__attn_launch(int head_dim, int dtype, const bsa__attn_args *args, void *stream);
+/* Enqueues the attention kernel chosen by bsa__attn_prepare: grid
+ * (num_items, grid_y). */
+int bsa__attn_launch(int head_dim, int dtype, int hopper, const bsa__attn_args *args,
+                     void *stream);
 
 /* Enqueues the split-KV merge: for each of num_merge merges, combines the
  * partials into o (and lse). */

@@ -26,9 +26,12 @@
 #include "../kernels/kernels.h"
 #include "internal.h"
 
-/* CTAs of the attention kernel resident per SM, by head dim (from the
- * kernels' register and shared-memory use; see kernels/attn_d*.cu). */
-static int ctas_per_sm(int32_t head_dim) { return head_dim == 256 ? 1 : 2; }
+/* The wgmma kernel serves cc 9.0 devices unless BSA_CUDA_KERNEL=mma asks for
+ * the mma.sync kernel (to compare the two on one machine). */
+static int hopper_allowed(void) {
+  const char *k = getenv("BSA_CUDA_KERNEL");
+  return !(k && strcmp(k, "mma") == 0);
+}
 
 /* Keys below which an item is never split (splitting adds a partial write
  * and a merge; short items gain nothing from it). */
@@ -88,6 +91,7 @@ typedef struct cuda_plan {
   float *part_o, *part_lse;
   void *q_rope, *k_rope;
   int32_t num_items, num_merges, grid_y;
+  int32_t hopper; /* the wgmma kernel runs this plan */
 } cuda_plan;
 
 static void cuda_plan_free(bsa_plan *plan) {
@@ -153,8 +157,9 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
                      (long long)plan->mask_bytes, INT32_MAX - 1);
   cudaError_t e = cudaSetDevice(ctx->cuda_device);
   if (e != cudaSuccess) return cuda_fail(ctx, e, "cudaSetDevice");
-  int smem = 0;
-  if ((e = (cudaError_t)bsa__attn_prepare(D, (int)p->q_dtype, &smem)) != cudaSuccess)
+  bsa__attn_kernel kern;
+  if ((e = (cudaError_t)bsa__attn_prepare(D, (int)p->q_dtype, ctx->cc_major, hopper_allowed(),
+                                          &kern)) != cudaSuccess)
     return cuda_fail(ctx, e, "setting the attention kernel's shared memory");
 
   const int64_t packed_max = plan->max_item_rows * group;
@@ -185,7 +190,7 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
   }
   /* Split length: an item with more keys than about twice a fair share of
    * one CTA slot is cut into pieces of 64-key tiles. */
-  const int64_t slots = (int64_t)(ctx->sm_count > 0 ? ctx->sm_count : 1) * ctas_per_sm(D);
+  const int64_t slots = (int64_t)(ctx->sm_count > 0 ? ctx->sm_count : 1) * kern.ctas_per_sm;
   int64_t split_len = (total_keys + 2 * slots - 1) / (2 * slots);
   if (split_len < SPLIT_MIN_KEYS) split_len = SPLIT_MIN_KEYS;
   int64_t n_sched = 0, n_merge = 0, n_parts = 0;
@@ -351,6 +356,7 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
   cp->num_items = (int32_t)ns;
   cp->num_merges = (int32_t)nm;
   cp->grid_y = grid_y;
+  cp->hopper = kern.hopper;
   plan->backend = cp;
   plan->backend_free = cuda_plan_free;
   return BSA_OK;
@@ -413,7 +419,7 @@ bsa_status bsa__cuda_run(bsa_plan *plan, const void *q, const void *k, const voi
     a.q = cp->q_rope;
     a.k = cp->k_rope;
   }
-  e = (cudaError_t)bsa__attn_launch((int)D, (int)p->q_dtype, &a, stream);
+  e = (cudaError_t)bsa__attn_launch((int)D, (int)p->q_dtype, cp->hopper, &a, stream);
   if (e != cudaSuccess) return cuda_fail(ctx, e, "attention kernel");
   if (cp->num_merges > 0) {
     e = (cudaError_t)bsa__attn_merge_launch((int)D, &a, cp->merges, cp->num_merges, stream);

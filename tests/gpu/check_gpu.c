@@ -586,9 +586,17 @@ int main(void) {
   g_seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
   fprintf(stderr, "check_gpu: BSA_TEST_SEED=%llu\n", (unsigned long long)g_seed);
   if (!have_device()) return 77;
-  SRunner *sr = srunner_create(gpu_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
+  /* Twice: with the kernel the library picks for this device (wgmma on
+   * cc 9.0), then with the mma.sync kernel forced (the same one elsewhere). */
+  int failed = 0;
+  for (int pass = 0; pass < 2; pass++) {
+    if (pass == 1) setenv("BSA_CUDA_KERNEL", "mma", 1);
+    fprintf(stderr, "check_gpu: pass %d, kernel %s\n", pass + 1,
+            pass == 0 ? "chosen by the library" : "mma.sync (BSA_CUDA_KERNEL=mma)");
+    SRunner *sr = srunner_create(gpu_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    failed += srunner_ntests_failed(sr);
+    srunner_free(sr);
+  }
   return failed ? 1 : 0;
 }

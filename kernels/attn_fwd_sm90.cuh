@@ -1,0 +1,240 @@
+/*
+ * kernels/attn_fwd_sm90.cuh - forward attention on Hopper tensor cores
+ * (wgmma, sm_90a).  Same work items, key cursor, masking and epilogue as
+ * the mma.sync kernel (attn_fwd.cuh, attn_common.cuh); what changes is the
+ * matrix engine and the shared-memory layout it reads.
+ *
+ * A CTA holds BSA__GPU_BM = 128 packed query rows and two warpgroups of 64
+ * rows each.  Per tile of BN virtual keys, each warpgroup issues
+ *     S[64 x BN]  = Q[64 x D] K^T     wgmma m64nBNk16, Q and K from shared
+ *                                      memory (both K-major)
+ *     O[64 x D]  += P[64 x BN] V       wgmma m64nDk16, P from registers (the
+ *                                      S accumulators rounded to f16/bf16),
+ *                                      V from shared memory (MN-major)
+ * with the online softmax in between on the accumulator registers, whose
+ * per-warp layout is the mma.sync one, so the softmax and masking code is
+ * shared.  All 256 threads load K/V tiles with cp.async through an ST-stage
+ * pipeline (one barrier per tile); the segment cursor lets tiles start at
+ * any token, as in the mma.sync kernel.
+ *
+ * Shared-memory layout: every tile [R rows][D] is stored as D/64 panels of
+ * [R][64] elements (128-byte rows) with the 128-byte swizzle the wgmma
+ * descriptors name (16-byte chunk c of row r at chunk c ^ (r % 8)); panels
+ * start on 1024-byte boundaries.  Descriptors:
+ *   K-major (Q, K): start = panel + row0 * 128 + k16 * 32, SBO = 1024 (next
+ *                   8 rows), LBO unused;
+ *   MN-major (V):   start = V + key16 * 2048, LBO = BN * 128 (next panel of
+ *                   64 head-dim columns), SBO = 1024 (next 8 keys).
+ * cp.async writes through the generic proxy and wgmma reads through the
+ * async proxy, so each thread fences (fence.proxy.async) before the barrier
+ * that publishes a tile.
+ */
+#ifndef BSA_ATTN_FWD_SM90_CUH
+#define BSA_ATTN_FWD_SM90_CUH
+
+#include "kernels/attn_common.cuh"
+#include "kernels/attn_fwd.cuh"
+#include "kernels/wgmma_ops.cuh"
+
+namespace bsak {
+
+template <int D_, int BN_, int ST_> struct HCfg {
+  static constexpr int D = D_, BN = BN_, ST = ST_;
+  static constexpr int NT = 256; /* two warpgroups */
+  static constexpr int BM = 128;
+  static constexpr int TILE = BN * D * 2;
+  static constexpr int Q_BYTES = BM * D * 2;
+  /* 1024 bytes of slack to align the panels. */
+  static constexpr int SMEM = 1024 + Q_BYTES + ST * 2 * TILE + ST * BN * 8;
+  static_assert(BM == BSA__GPU_BM, "a CTA holds BSA__GPU_BM packed rows");
+  static_assert(D % 64 == 0, "panels of 64 head-dim columns");
+  static_assert(BN % 16 == 0 && BN <= 256 && (BN * 128) % 1024 == 0, "tile rows");
+  static_assert(ST >= 2, "at least double buffering");
+};
+
+/* Byte offset of 16-byte chunk c of row r in an [R][D] tile of panels. */
+template <int R> __device__ __forceinline__ uint32_t pswz(int r, int c) {
+  return (uint32_t)((c >> 3) * (R * 128) + r * 128 + (((c & 7) ^ (r & 7)) << 4));
+}
+
+/* wgmma shared-memory descriptor with the 128-byte swizzle. */
+__device__ __forceinline__ uint64_t wg_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+  return (uint64_t)((addr & 0x3FFFFu) >> 4) | ((uint64_t)(lbo >> 4) << 16) |
+         ((uint64_t)(sbo >> 4) << 32) | (1ull << 62);
+}
+
+__device__ __forceinline__ void wg_fence() {
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void wg_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void wg_wait0() {
+  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+}
+__device__ __forceinline__ void fence_proxy_async() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+/* After a wgmma wait: the compiler must not read the accumulators before. */
+template <int N> __device__ __forceinline__ void fence_regs(float (&x)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(x[i][e])::"memory");
+}
+
+template <class C, typename T>
+__global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int D = C::D, BN = C::BN, ST = C::ST, NT = C::NT, BM = C::BM;
+  constexpr int NB8 = BN / 8, ND8 = D / 8;
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  const uint32_t raw = smem_u32(smem_raw);
+  const uint32_t sQ = (raw + 1023u) & ~1023u;
+  unsigned char *smem = smem_raw + (sQ - raw);
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
+  const bsa__gpu_item it = a.items[blockIdx.x];
+  const int prow0 = blockIdx.y * BM;
+  const int nprows = it.rows * a.group - prow0;
+  if (nprows <= 0) return;
+
+  const uint32_t sKV = sQ + C::Q_BYTES;
+  int *colinfo = reinterpret_cast<int *>(smem + C::Q_BYTES + ST * 2 * C::TILE);
+  auto off = [](int r, int c) { return pswz<BN>(r, c); };
+
+  load_q<BM, D, NT, T>(a, it, prow0, nprows, tid,
+                       [&](int r, int c) { return sQ + pswz<BM>(r, c); });
+  cp_async_commit();
+
+  SegCursor cur;
+  cur.init(a, it);
+  const int64_t kv_head_off = (int64_t)it.kv_head * a.k_sh;
+  const int nkeys = it.nkeys;
+  const int ntiles = (nkeys + BN - 1) / BN;
+  auto issue = [&](int t) -> int {
+    const int stage = t % ST;
+    const uint32_t sK = sKV + stage * 2 * C::TILE;
+    return issue_kv<BN, D, NT, T>(a, cur, nkeys, t, sK, sK + C::TILE, colinfo + stage * BN * 2,
+                                  kv_head_off, tid, off);
+  };
+
+  int fbits = 0;
+#pragma unroll
+  for (int t = 0; t < ST - 1; ++t) {
+    if (t < ntiles) fbits |= issue(t) << t;
+    cp_async_commit();
+  }
+
+  /* Warp w holds rows 16 w .. 16 w + 15 (wgmma: warp w % 4 of warpgroup
+   * w / 4); a warpgroup whose 64 rows are all past the item skips the math
+   * (wgmma is warpgroup-wide, so the skip is too). */
+  const int wrow0 = warp * 16;
+  const bool active = wg * 64 < nprows;
+  int toklim[1][2];
+  row_limits<1>(toklim, a, it, prow0, wrow0, lane);
+
+  float o[1][ND8][4], s[1][NB8][4];
+  float m[1][2] = {{-INFINITY, -INFINITY}}, l[1][2] = {{0.f, 0.f}};
+#pragma unroll
+  for (int d = 0; d < ND8; ++d) o[0][d][0] = o[0][d][1] = o[0][d][2] = o[0][d][3] = 0.f;
+#pragma unroll
+  for (int n = 0; n < NB8; ++n) s[0][n][0] = s[0][n][1] = s[0][n][2] = s[0][n][3] = 0.f;
+  const uint32_t sQwg = sQ + wg * 64 * 128;
+
+  for (int t = 0; t < ntiles; ++t) {
+    /* t == 0 also waits for the Q group, committed first. */
+    cp_async_wait<ST - 2>();
+    fence_proxy_async();
+    const int need = __syncthreads_or((fbits >> (t % ST)) & 1);
+    {
+      const int tn = t + ST - 1;
+      if (tn < ntiles) {
+        const int f = issue(tn);
+        const int b = tn % ST;
+        fbits = (fbits & ~(1 << b)) | (f << b);
+      }
+      cp_async_commit();
+    }
+    if (!active) continue;
+    const int stage = t % ST;
+    const uint32_t sK = sKV + stage * 2 * C::TILE, sV = sK + C::TILE;
+
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      const uint32_t koff = (kk & 3) * 32; /* 16 columns = 32 bytes */
+      const uint64_t da = wg_desc(sQwg + (kk >> 2) * (BM * 128) + koff, 16, 1024);
+      const uint64_t db = wg_desc(sK + (kk >> 2) * (BN * 128) + koff, 16, 1024);
+      Wgmma<BN, T>::ss(s[0], da, db, kk > 0);
+    }
+    wg_commit();
+    wg_wait0();
+    fence_regs<NB8>(s[0]);
+
+    const float sc = transform_scores<1, NB8>(s, a, it, colinfo + stage * BN * 2, toklim, prow0,
+                                              wrow0, lane, need != 0);
+    online_softmax<1, NB8, ND8>(s, o, m, l, sc);
+
+    uint32_t pa[BN / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) p_fragment<T, NB8>(pa[kk], s[0], kk);
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk)
+      Wgmma<D, T>::rs(o[0], pa[kk], wg_desc(sV + kk * 2048, BN * 128, 1024));
+    wg_commit();
+    wg_wait0();
+    fence_regs<ND8>(o[0]);
+  }
+  cp_async_wait<0>();
+
+  if (!active) return;
+  epilogue<1, ND8, BM>(o, m, l, a, it, prow0, wrow0, nprows, lane);
+#else
+  __trap(); /* only built for sm_90a; the host never selects it elsewhere */
+#endif
+}
+
+template <class C, typename T> struct LaunchSm90 {
+  static int prepare(int *smem) {
+    cudaFuncAttributes fa;
+    cudaError_t e = cudaFuncGetAttributes(&fa, attn_fwd_sm90<C, T>);
+    if (e != cudaSuccess) return (int)e;
+    /* The sm_90a image is the only one with a body. */
+    if (fa.binaryVersion != 90) return (int)cudaErrorNoKernelImageForDevice;
+    e = cudaFuncSetAttribute(attn_fwd_sm90<C, T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             C::SMEM);
+    if (smem) *smem = C::SMEM;
+    return (int)e;
+  }
+  static int launch(const bsa__attn_args *args, cudaStream_t st) {
+    dim3 grid((unsigned)args->num_items, (unsigned)args->grid_y);
+    attn_fwd_sm90<C, T><<<grid, C::NT, C::SMEM, st>>>(*args);
+    return (int)cudaGetLastError();
+  }
+};
+
+
+/* Both generations of one head dim: hopper selects the wgmma kernel. */
+template <class C, class H> struct Dispatch {
+  static int prepare(int dtype, int hopper, int *smem) {
+    if (hopper)
+      return dtype == 2 ? LaunchSm90<H, __nv_bfloat16>::prepare(smem)
+                        : LaunchSm90<H, __half>::prepare(smem);
+    return dtype == 2 ? Launch<C, __nv_bfloat16>::prepare(smem)
+                      : Launch<C, __half>::prepare(smem);
+  }
+  static int launch(int dtype, int hopper, const bsa__attn_args *args, void *stream) {
+    cudaStream_t st = static_cast<cudaStream_t>(stream);
+    if (hopper)
+      return dtype == 2 ? LaunchSm90<H, __nv_bfloat16>::launch(args, st)
+                        : LaunchSm90<H, __half>::launch(args, st);
+    return dtype == 2 ? Launch<C, __nv_bfloat16>::launch(args, st)
+                      : Launch<C, __half>::launch(args, st);
+  }
+};
+
+} /* namespace bsak */
+
+#endif /* BSA_ATTN_FWD_SM90_CUH */
