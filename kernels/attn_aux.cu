@@ -37,11 +37,14 @@ static int prepare_one(int head_dim, int dtype, int hopper, int *smem) {
   }
 }
 
-extern "C" int bsa__attn_prepare(int head_dim, int dtype, int cc_major, int allow_hopper,
+extern "C" int bsa__attn_prepare(int head_dim, int dtype, int cc_major, int choice,
                                  bsa__attn_kernel *kernel) {
   if (dtype != 1 && dtype != 2) return (int)cudaErrorInvalidValue;
   kernel->hopper = 0;
-  if (cc_major == 9 && allow_hopper) {
+  /* Automatic choice: at head dim 64 the mma.sync kernel is the faster one
+   * on the H100 (docs/kernels.md), elsewhere wgmma. */
+  const int want = choice == BSA__KERNEL_WGMMA || (choice == BSA__KERNEL_AUTO && head_dim != 64);
+  if (cc_major == 9 && want) {
     int smem = 0;
     const int e = prepare_one(head_dim, dtype, 1, &smem);
     if (e == (int)cudaSuccess) {

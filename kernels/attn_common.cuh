@@ -172,12 +172,14 @@ __device__ __forceinline__ float transform_scores(float (&s)[WM][NB8][4], const 
   return 1.f;
 }
 
-/* Online softmax in base 2 over one score tile: s becomes P (unnormalised),
- * the running max m and sum l are updated and O is rescaled.  Rows with no
- * visible key keep m = -inf and P = 0. */
-template <int WM, int NB8, int ND8>
-__device__ __forceinline__ void online_softmax(float (&s)[WM][NB8][4], float (&o)[WM][ND8][4],
-                                               float (&m)[WM][2], float (&l)[WM][2], float sc) {
+/* Online softmax in base 2 over one score tile, without touching O: s
+ * becomes P (unnormalised), the running max m and sum l are updated and
+ * alpha receives the factor O must be rescaled by.  Rows with no visible
+ * key keep m = -inf and P = 0. */
+template <int WM, int NB8>
+__device__ __forceinline__ void softmax_tile(float (&s)[WM][NB8][4], float (&m)[WM][2],
+                                             float (&l)[WM][2], float (&alpha)[WM][2],
+                                             float sc) {
 #pragma unroll
   for (int mt = 0; mt < WM; ++mt) {
 #pragma unroll
@@ -189,7 +191,7 @@ __device__ __forceinline__ void online_softmax(float (&s)[WM][NB8][4], float (&o
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
       const float mnew = fmaxf(m[mt][h], mx * sc);
       const float muse = mnew == -INFINITY ? 0.f : mnew;
-      const float alpha = ex2(m[mt][h] - muse);
+      alpha[mt][h] = ex2(m[mt][h] - muse);
       m[mt][h] = mnew;
       float sum = 0.f;
 #pragma unroll
@@ -201,14 +203,32 @@ __device__ __forceinline__ void online_softmax(float (&s)[WM][NB8][4], float (&o
           sum += p;
         }
       }
-      l[mt][h] = l[mt][h] * alpha + sum;
-#pragma unroll
-      for (int d = 0; d < ND8; ++d) {
-        o[mt][d][2 * h] *= alpha;
-        o[mt][d][2 * h + 1] *= alpha;
-      }
+      l[mt][h] = l[mt][h] * alpha[mt][h] + sum;
     }
   }
+}
+
+template <int WM, int ND8>
+__device__ __forceinline__ void rescale_o(float (&o)[WM][ND8][4], const float (&alpha)[WM][2]) {
+#pragma unroll
+  for (int mt = 0; mt < WM; ++mt)
+#pragma unroll
+    for (int d = 0; d < ND8; ++d) {
+      o[mt][d][0] *= alpha[mt][0];
+      o[mt][d][1] *= alpha[mt][0];
+      o[mt][d][2] *= alpha[mt][1];
+      o[mt][d][3] *= alpha[mt][1];
+    }
+}
+
+/* softmax_tile and the O rescale in one step (when no matrix product is in
+ * flight on O). */
+template <int WM, int NB8, int ND8>
+__device__ __forceinline__ void online_softmax(float (&s)[WM][NB8][4], float (&o)[WM][ND8][4],
+                                               float (&m)[WM][2], float (&l)[WM][2], float sc) {
+  float alpha[WM][2];
+  softmax_tile<WM, NB8>(s, m, l, alpha, sc);
+  rescale_o<WM, ND8>(o, alpha);
 }
 
 /* The A operand (m16n8k16 layout) of keys 16 kk .. 16 kk + 15 from P. */
@@ -221,12 +241,13 @@ __device__ __forceinline__ void p_fragment(uint32_t (&pa)[4], const float (&s)[N
 }
 
 /* Normalises and stores O (and LSE) of the thread's valid rows, or, for a
- * piece of a split item, normalised O and base-2 LSE into the workspace. */
+ * piece of a split item, normalised O and base-2 LSE into the workspace
+ * (ytile: which BM-row slice of the item's packed rows this is). */
 template <int WM, int ND8, int BM>
 __device__ __forceinline__ void epilogue(const float (&o)[WM][ND8][4], const float (&m)[WM][2],
                                          const float (&l)[WM][2], const bsa__attn_args &a,
-                                         const bsa__gpu_item &it, int prow0, int wrow0,
-                                         int nprows, int lane) {
+                                         const bsa__gpu_item &it, int ytile, int prow0,
+                                         int wrow0, int nprows, int lane) {
   constexpr int D = ND8 * 8;
   const int group = a.group;
 #pragma unroll
@@ -252,7 +273,7 @@ __device__ __forceinline__ void epilogue(const float (&o)[WM][ND8][4], const flo
         if (a.lse && (lane & 3) == 0)
           a.lse[tok * a.num_qo_heads + head] = lse2 * 0.6931471805599453f;
       } else {
-        const int64_t slot = (int64_t)it.part * a.grid_y + blockIdx.y;
+        const int64_t slot = (int64_t)it.part * a.grid_y + ytile;
         float *po = a.part_o + (slot * BM + r) * D + 2 * (lane & 3);
 #pragma unroll
         for (int d = 0; d < ND8; ++d)

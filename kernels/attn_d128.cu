@@ -1,7 +1,7 @@
 /*
  * kernels/attn_d128.cu - the attention kernels for head_dim 128 (f16 and bf16).
  * mma.sync (attn_fwd.cuh): 32 rows per warp (K fragments reused over two m16 tiles), Q re-read from shared memory, 2 stages of 32 KB, two CTAs per SM.
- * wgmma, sm_90a (attn_fwd_sm90.cuh): 128 keys per tile, 2 stages (163 KB).
+ * wgmma, sm_90a (attn_fwd_sm90.cuh): 128 keys per tile, 2 stages (163 KB; 195 KB persistent).
  */
 #include "kernels/attn_fwd_sm90.cuh"
 

@@ -1,7 +1,7 @@
 /*
  * kernels/attn_d256.cu - the attention kernels for head_dim 256 (f16 and bf16).
  * mma.sync (attn_fwd.cuh): 8 warps of 16 rows (O alone is 128 registers), 2 stages of 32 KB.
- * wgmma, sm_90a (attn_fwd_sm90.cuh): 64 keys per tile, 2 stages (194 KB).
+ * wgmma, sm_90a (attn_fwd_sm90.cuh): 64 keys per tile, 2 stages (194 KB; never persistent: two Q slots would not fit).
  */
 #include "kernels/attn_fwd_sm90.cuh"
 

@@ -1,7 +1,7 @@
 /*
  * kernels/attn_d64.cu - the attention kernels for head_dim 64 (f16 and bf16).
  * mma.sync (attn_fwd.cuh): 32 rows per warp, Q fragments held in registers (32 regs), 3 stages of 16 KB.
- * wgmma, sm_90a (attn_fwd_sm90.cuh): 128 keys per tile, 3 stages (115 KB).
+ * wgmma, sm_90a (attn_fwd_sm90.cuh): 128 keys per tile, 3 stages (115 KB; 148 KB persistent).
  */
 #include "kernels/attn_fwd_sm90.cuh"
 

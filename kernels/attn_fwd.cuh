@@ -250,7 +250,7 @@ __global__ void __launch_bounds__(C::NT, C::MINB) attn_fwd(const bsa__attn_args 
   cp_async_wait<0>();
 
   if (!active) return;
-  epilogue<WM, ND8, BM>(o, m, l, a, it, prow0, wrow0, nprows, lane);
+  epilogue<WM, ND8, BM>(o, m, l, a, it, blockIdx.y, prow0, wrow0, nprows, lane);
 }
 
 template <class C, typename T> struct Launch {

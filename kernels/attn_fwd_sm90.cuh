@@ -13,8 +13,8 @@
  *                                      V from shared memory (MN-major)
  * with the online softmax in between on the accumulator registers, whose
  * per-warp layout is the mma.sync one, so the softmax and masking code is
- * shared.  All 256 threads load K/V tiles with cp.async through an ST-stage
- * pipeline (one barrier per tile); the segment cursor lets tiles start at
+ * shared.  All 256 threads load K/V tiles with cp.async, KS - 1 tiles ahead
+ * (one barrier per tile); the segment cursor lets tiles start at
  * any token, as in the mma.sync kernel.
  *
  * Shared-memory layout: every tile [R rows][D] is stored as D/64 panels of
@@ -44,12 +44,19 @@ template <int D_, int BN_, int ST_> struct HCfg {
   static constexpr int BM = 128;
   static constexpr int TILE = BN * D * 2;
   static constexpr int Q_BYTES = BM * D * 2;
-  /* 1024 bytes of slack to align the panels. */
-  static constexpr int SMEM = 1024 + Q_BYTES + ST * 2 * TILE + ST * BN * 8;
+  /* Q slots: 1, or ST for a persistent CTA (its loader runs ST - 1 tiles
+   * ahead, so up to ST - 1 items ahead); 1024 bytes of slack to align the
+   * panels. */
+  static constexpr int smem(bool persist) {
+    return 1024 + (persist ? ST : 1) * Q_BYTES + ST * 2 * TILE + ST * BN * 8;
+  }
+  static constexpr int SMEM_LIMIT = 232448; /* 227 KB per block */
+  static constexpr bool CAN_PERSIST = smem(true) <= SMEM_LIMIT;
   static_assert(BM == BSA__GPU_BM, "a CTA holds BSA__GPU_BM packed rows");
   static_assert(D % 64 == 0, "panels of 64 head-dim columns");
   static_assert(BN % 16 == 0 && BN <= 256 && (BN * 128) % 1024 == 0, "tile rows");
   static_assert(ST >= 2, "at least double buffering");
+  static_assert(smem(false) <= SMEM_LIMIT, "227 KB of shared memory per block");
 };
 
 /* Byte offset of 16-byte chunk c of row r in an [R][D] tile of panels. */
@@ -69,8 +76,8 @@ __device__ __forceinline__ void wg_fence() {
 __device__ __forceinline__ void wg_commit() {
   asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 }
-__device__ __forceinline__ void wg_wait0() {
-  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+template <int N> __device__ __forceinline__ void wg_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
 __device__ __forceinline__ void fence_proxy_async() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
@@ -83,46 +90,75 @@ template <int N> __device__ __forceinline__ void fence_regs(float (&x)[N][4]) {
     for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(x[i][e])::"memory");
 }
 
-template <class C, typename T>
+template <class C, typename T, bool PERSIST>
 __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int D = C::D, BN = C::BN, ST = C::ST, NT = C::NT, BM = C::BM;
+  constexpr int QS = PERSIST ? ST : 1;
   constexpr int NB8 = BN / 8, ND8 = D / 8;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   const uint32_t raw = smem_u32(smem_raw);
-  const uint32_t sQ = (raw + 1023u) & ~1023u;
-  unsigned char *smem = smem_raw + (sQ - raw);
-
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
-  const bsa__gpu_item it = a.items[blockIdx.x];
-  const int prow0 = blockIdx.y * BM;
-  const int nprows = it.rows * a.group - prow0;
-  if (nprows <= 0) return;
-
-  const uint32_t sKV = sQ + C::Q_BYTES;
-  int *colinfo = reinterpret_cast<int *>(smem + C::Q_BYTES + ST * 2 * C::TILE);
+  const uint32_t sQ0 = (raw + 1023u) & ~1023u;
+  unsigned char *smem = smem_raw + (sQ0 - raw);
+  const uint32_t sKV = sQ0 + QS * C::Q_BYTES;
+  int *colinfo = reinterpret_cast<int *>(smem + QS * C::Q_BYTES + ST * 2 * C::TILE);
   auto off = [](int r, int c) { return pswz<BN>(r, c); };
 
-  load_q<BM, D, NT, T>(a, it, prow0, nprows, tid,
-                       [&](int r, int c) { return sQ + pswz<BM>(r, c); });
-  cp_async_commit();
-
-  SegCursor cur;
-  cur.init(a, it);
-  const int64_t kv_head_off = (int64_t)it.kv_head * a.k_sh;
-  const int nkeys = it.nkeys;
-  const int ntiles = (nkeys + BN - 1) / BN;
-  auto issue = [&](int t) -> int {
-    const int stage = t % ST;
-    const uint32_t sK = sKV + stage * 2 * C::TILE;
-    return issue_kv<BN, D, NT, T>(a, cur, nkeys, t, sK, sK + C::TILE, colinfo + stage * BN * 2,
-                                  kv_head_off, tid, off);
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
+  /* Work w = (item w / grid_y, row slice w % grid_y).  A persistent CTA
+   * takes one work per round r, w = r G + b (r even) or r G + G - 1 - b (r
+   * odd), for CTA b of G: the host orders items longest first, and the
+   * back-and-forth order evens out the CTAs' sums.  Otherwise each CTA
+   * takes one. */
+  const int64_t nwork = (int64_t)a.num_items * a.grid_y;
+  const int64_t G = PERSIST ? (int64_t)gridDim.x : nwork;
+  auto work_of = [&](int r) -> int64_t {
+    return r * G + ((r & 1) ? G - 1 - blockIdx.x : (int64_t)blockIdx.x);
+  };
+  auto work = [&](int64_t w, bsa__gpu_item &itw, int &prow0w, int &nprowsw) -> int {
+    itw = a.items[w / a.grid_y];
+    prow0w = (int)(w % a.grid_y) * BM;
+    nprowsw = itw.rows * a.group - prow0w;
+    return nprowsw > 0 ? (itw.nkeys + BN - 1) / BN : 0;
   };
 
+  /* Loader: the CTA's tiles form one stream across its items; tile n of
+   * the stream goes to stage n % ST, and the Q of each item with tiles to
+   * Q slot (its ordinal) % QS, in the copy group of the item's first tile.
+   * The loader runs ST - 1 tiles ahead of the math, so it is at most ST - 1
+   * items ahead and QS = ST slots never overwrite a Q in use. */
+  int lr = -1, lt = 0, lnt = 0, lq = -1, ln = 0;
+  bsa__gpu_item lit = a.items[0];
+  SegCursor lcur;
+  int64_t lkv = 0;
   int fbits = 0;
+  auto load_next = [&]() {
+    while (lt >= lnt) {
+      const int64_t lw = work_of(++lr);
+      if (lw >= nwork) return;
+      int lprow0, lnprows;
+      lnt = work(lw, lit, lprow0, lnprows);
+      lt = 0;
+      if (lnt > 0) {
+        lq = (lq + 1) % QS;
+        load_q<BM, D, NT, T>(a, lit, lprow0, lnprows, tid, [&](int r, int c) {
+          return sQ0 + lq * C::Q_BYTES + pswz<BM>(r, c);
+        });
+        lcur.init(a, lit);
+        lkv = (int64_t)lit.kv_head * a.k_sh;
+      }
+    }
+    const int st = ln % ST;
+    const uint32_t sK = sKV + st * 2 * C::TILE;
+    const int f = issue_kv<BN, D, NT, T>(a, lcur, lit.nkeys, lt, sK, sK + C::TILE,
+                                         colinfo + st * BN * 2, lkv, tid, off);
+    fbits = (fbits & ~(1 << st)) | (f << st);
+    ++lt;
+    ++ln;
+  };
 #pragma unroll
-  for (int t = 0; t < ST - 1; ++t) {
-    if (t < ntiles) fbits |= issue(t) << t;
+  for (int i = 0; i < ST - 1; ++i) {
+    load_next();
     cp_async_commit();
   }
 
@@ -130,67 +166,68 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a
    * w / 4); a warpgroup whose 64 rows are all past the item skips the math
    * (wgmma is warpgroup-wide, so the skip is too). */
   const int wrow0 = warp * 16;
-  const bool active = wg * 64 < nprows;
-  int toklim[1][2];
-  row_limits<1>(toklim, a, it, prow0, wrow0, lane);
-
-  float o[1][ND8][4], s[1][NB8][4];
-  float m[1][2] = {{-INFINITY, -INFINITY}}, l[1][2] = {{0.f, 0.f}};
+  int cn = 0, cq = -1; /* stream tiles consumed, Q slot in use */
+  int r = 0;
+  for (int64_t w = work_of(0); w < nwork; w = work_of(++r)) {
+    bsa__gpu_item it;
+    int prow0, nprows;
+    const int ntiles = work(w, it, prow0, nprows);
+    if (nprows <= 0) continue;
+    if (ntiles > 0) cq = (cq + 1) % QS;
+    const bool active = wg * 64 < nprows;
+    int toklim[1][2];
+    row_limits<1>(toklim, a, it, prow0, wrow0, lane);
+    float o[1][ND8][4], s[1][NB8][4];
+    float m[1][2] = {{-INFINITY, -INFINITY}}, l[1][2] = {{0.f, 0.f}};
 #pragma unroll
-  for (int d = 0; d < ND8; ++d) o[0][d][0] = o[0][d][1] = o[0][d][2] = o[0][d][3] = 0.f;
+    for (int d = 0; d < ND8; ++d) o[0][d][0] = o[0][d][1] = o[0][d][2] = o[0][d][3] = 0.f;
 #pragma unroll
-  for (int n = 0; n < NB8; ++n) s[0][n][0] = s[0][n][1] = s[0][n][2] = s[0][n][3] = 0.f;
-  const uint32_t sQwg = sQ + wg * 64 * 128;
+    for (int n = 0; n < NB8; ++n) s[0][n][0] = s[0][n][1] = s[0][n][2] = s[0][n][3] = 0.f;
+    const uint32_t sQwg = sQ0 + cq * C::Q_BYTES + wg * 64 * 128;
 
-  for (int t = 0; t < ntiles; ++t) {
-    /* t == 0 also waits for the Q group, committed first. */
-    cp_async_wait<ST - 2>();
-    fence_proxy_async();
-    const int need = __syncthreads_or((fbits >> (t % ST)) & 1);
-    {
-      const int tn = t + ST - 1;
-      if (tn < ntiles) {
-        const int f = issue(tn);
-        const int b = tn % ST;
-        fbits = (fbits & ~(1 << b)) | (f << b);
-      }
+    for (int t = 0; t < ntiles; ++t) {
+      /* An item's first tile also waits for its Q (same copy group). */
+      cp_async_wait<ST - 2>();
+      fence_proxy_async();
+      const int stage = cn % ST;
+      ++cn;
+      const int need = __syncthreads_or((fbits >> stage) & 1);
+      load_next();
       cp_async_commit();
+      if (!active) continue;
+      const uint32_t sK = sKV + stage * 2 * C::TILE, sV = sK + C::TILE;
+
+      wg_fence();
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        const uint32_t koff = (kk & 3) * 32; /* 16 columns = 32 bytes */
+        const uint64_t da = wg_desc(sQwg + (kk >> 2) * (BM * 128) + koff, 16, 1024);
+        const uint64_t db = wg_desc(sK + (kk >> 2) * (BN * 128) + koff, 16, 1024);
+        Wgmma<BN, T>::ss(s[0], da, db, kk > 0);
+      }
+      wg_commit();
+      wg_wait<0>();
+      fence_regs<NB8>(s[0]);
+
+      const float sc = transform_scores<1, NB8>(s, a, it, colinfo + stage * BN * 2, toklim,
+                                                prow0, wrow0, lane, need != 0);
+      online_softmax<1, NB8, ND8>(s, o, m, l, sc);
+
+      uint32_t pa[BN / 16][4];
+#pragma unroll
+      for (int kk = 0; kk < BN / 16; ++kk) p_fragment<T, NB8>(pa[kk], s[0], kk);
+      wg_fence();
+#pragma unroll
+      for (int kk = 0; kk < BN / 16; ++kk)
+        Wgmma<D, T>::rs(o[0], pa[kk], wg_desc(sV + kk * 2048, BN * 128, 1024));
+      wg_commit();
+      wg_wait<0>();
+      fence_regs<ND8>(o[0]);
     }
-    if (!active) continue;
-    const int stage = t % ST;
-    const uint32_t sK = sKV + stage * 2 * C::TILE, sV = sK + C::TILE;
-
-    wg_fence();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      const uint32_t koff = (kk & 3) * 32; /* 16 columns = 32 bytes */
-      const uint64_t da = wg_desc(sQwg + (kk >> 2) * (BM * 128) + koff, 16, 1024);
-      const uint64_t db = wg_desc(sK + (kk >> 2) * (BN * 128) + koff, 16, 1024);
-      Wgmma<BN, T>::ss(s[0], da, db, kk > 0);
-    }
-    wg_commit();
-    wg_wait0();
-    fence_regs<NB8>(s[0]);
-
-    const float sc = transform_scores<1, NB8>(s, a, it, colinfo + stage * BN * 2, toklim, prow0,
-                                              wrow0, lane, need != 0);
-    online_softmax<1, NB8, ND8>(s, o, m, l, sc);
-
-    uint32_t pa[BN / 16][4];
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) p_fragment<T, NB8>(pa[kk], s[0], kk);
-    wg_fence();
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk)
-      Wgmma<D, T>::rs(o[0], pa[kk], wg_desc(sV + kk * 2048, BN * 128, 1024));
-    wg_commit();
-    wg_wait0();
-    fence_regs<ND8>(o[0]);
+    if (active)
+      epilogue<1, ND8, BM>(o, m, l, a, it, (int)(w % a.grid_y), prow0, wrow0, nprows, lane);
   }
   cp_async_wait<0>();
-
-  if (!active) return;
-  epilogue<1, ND8, BM>(o, m, l, a, it, prow0, wrow0, nprows, lane);
 #else
   __trap(); /* only built for sm_90a; the host never selects it elsewhere */
 #endif
@@ -199,22 +236,31 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a
 template <class C, typename T> struct LaunchSm90 {
   static int prepare(int *smem) {
     cudaFuncAttributes fa;
-    cudaError_t e = cudaFuncGetAttributes(&fa, attn_fwd_sm90<C, T>);
+    cudaError_t e = cudaFuncGetAttributes(&fa, attn_fwd_sm90<C, T, false>);
     if (e != cudaSuccess) return (int)e;
     /* The sm_90a image is the only one with a body. */
     if (fa.binaryVersion != 90) return (int)cudaErrorNoKernelImageForDevice;
-    e = cudaFuncSetAttribute(attn_fwd_sm90<C, T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             C::SMEM);
-    if (smem) *smem = C::SMEM;
+    e = cudaFuncSetAttribute(attn_fwd_sm90<C, T, false>,
+                             cudaFuncAttributeMaxDynamicSharedMemorySize, C::smem(false));
+    if (e != cudaSuccess) return (int)e;
+    if constexpr (C::CAN_PERSIST)
+      e = cudaFuncSetAttribute(attn_fwd_sm90<C, T, true>,
+                               cudaFuncAttributeMaxDynamicSharedMemorySize, C::smem(true));
+    if (smem) *smem = C::smem(C::CAN_PERSIST);
     return (int)e;
   }
   static int launch(const bsa__attn_args *args, cudaStream_t st) {
-    dim3 grid((unsigned)args->num_items, (unsigned)args->grid_y);
-    attn_fwd_sm90<C, T><<<grid, C::NT, C::SMEM, st>>>(*args);
+    const int64_t nwork = (int64_t)args->num_items * args->grid_y;
+    if constexpr (C::CAN_PERSIST) {
+      if (args->persist && args->ctas < nwork) {
+        attn_fwd_sm90<C, T, true><<<(unsigned)args->ctas, C::NT, C::smem(true), st>>>(*args);
+        return (int)cudaGetLastError();
+      }
+    }
+    attn_fwd_sm90<C, T, false><<<(unsigned)nwork, C::NT, C::smem(false), st>>>(*args);
     return (int)cudaGetLastError();
   }
 };
-
 
 /* Both generations of one head dim: hopper selects the wgmma kernel. */
 template <class C, class H> struct Dispatch {

@@ -86,6 +86,8 @@ typedef struct bsa__attn_args {
   float cap;        /* soft cap (0 = off) */
   float cap_in;     /* sm_scale / cap */
   int32_t o_dtype;
+  int32_t ctas;    /* persistent kernels: CTAs to launch (SMs x CTAs per SM) */
+  int32_t persist; /* run persistent CTAs where the kernel has them */
 } bsa__attn_args;
 
 /* The attention kernel chosen for a plan. */
@@ -95,13 +97,18 @@ typedef struct bsa__attn_kernel {
   int32_t ctas_per_sm; /* resident CTAs per SM the configuration is made for */
 } bsa__attn_kernel;
 
+/* Kernel choice (BSA_CUDA_KERNEL=auto|mma|wgmma in the environment). */
+#define BSA__KERNEL_AUTO 0  /* wgmma on cc 9.0 except at head dim 64 */
+#define BSA__KERNEL_MMA 1   /* mma.sync everywhere */
+#define BSA__KERNEL_WGMMA 2 /* wgmma wherever the device and binary have it */
+
 /* Chooses the attention kernel for (head_dim, dtype) on a device of compute
- * capability cc_major: the wgmma kernel when cc_major is 9, allow_hopper is
- * set and the binary holds its sm_90a image, else the mma.sync kernel.
- * Grows the kernel's dynamic shared memory limit (not capturable work).
+ * capability cc_major: the wgmma kernel when cc_major is 9, the choice asks
+ * for it and the binary holds its sm_90a image, else the mma.sync kernel.
+ * Grows the kernels' dynamic shared memory limits (not capturable work).
  * Returns a cudaError_t value; 1 (cudaErrorInvalidValue) for an unsupported
  * combination. */
-int bsa__attn_prepare(int head_dim, int dtype, int cc_major, int allow_hopper,
+int bsa__attn_prepare(int head_dim, int dtype, int cc_major, int choice,
                       bsa__attn_kernel *kernel);
 
 /* Enqueues the attention kernel chosen by bsa__attn_prepare: grid

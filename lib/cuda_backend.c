@@ -26,16 +26,21 @@
 #include "../kernels/kernels.h"
 #include "internal.h"
 
-/* The wgmma kernel serves cc 9.0 devices unless BSA_CUDA_KERNEL=mma asks for
- * the mma.sync kernel (to compare the two on one machine). */
-static int hopper_allowed(void) {
+/* BSA_CUDA_KERNEL=mma or =wgmma overrides the automatic kernel choice (to
+ * compare kernels on one machine and to test each of them). */
+static int kernel_choice(void) {
   const char *k = getenv("BSA_CUDA_KERNEL");
-  return !(k && strcmp(k, "mma") == 0);
+  if (k && strcmp(k, "mma") == 0) return BSA__KERNEL_MMA;
+  if (k && strcmp(k, "wgmma") == 0) return BSA__KERNEL_WGMMA;
+  return BSA__KERNEL_AUTO;
 }
 
 /* Keys below which an item is never split (splitting adds a partial write
  * and a merge; short items gain nothing from it). */
 #define SPLIT_MIN_KEYS 512
+
+/* Mean keys per item below which persistent CTAs pay (16 tiles of 128). */
+#define PERSIST_MEAN_KEYS 2048
 
 static bsa_status cuda_fail(bsa_ctx *ctx, cudaError_t e, const char *what) {
   return bsa__fail(ctx, BSA_ERR_CUDA, "%s: %s (%s)", what, cudaGetErrorString(e),
@@ -91,7 +96,8 @@ typedef struct cuda_plan {
   float *part_o, *part_lse;
   void *q_rope, *k_rope;
   int32_t num_items, num_merges, grid_y;
-  int32_t hopper; /* the wgmma kernel runs this plan */
+  int32_t hopper;  /* the wgmma kernel runs this plan */
+  int32_t persist; /* with persistent CTAs (where the kernel has them) */
 } cuda_plan;
 
 static void cuda_plan_free(bsa_plan *plan) {
@@ -158,7 +164,7 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
   cudaError_t e = cudaSetDevice(ctx->cuda_device);
   if (e != cudaSuccess) return cuda_fail(ctx, e, "cudaSetDevice");
   bsa__attn_kernel kern;
-  if ((e = (cudaError_t)bsa__attn_prepare(D, (int)p->q_dtype, ctx->cc_major, hopper_allowed(),
+  if ((e = (cudaError_t)bsa__attn_prepare(D, (int)p->q_dtype, ctx->cc_major, kernel_choice(),
                                           &kern)) != cudaSuccess)
     return cuda_fail(ctx, e, "setting the attention kernel's shared memory");
 
@@ -303,6 +309,20 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
   }
   free(item_keys);
 
+  /* Persistent CTAs (one per SM, each walking a fixed share of the items
+   * while its loader runs into the next item) save each item's start-up:
+   * worth it for short items, and for equal ones, where a fixed share is
+   * as even as the hardware's dynamic block scheduling.  Long uneven items
+   * go to one CTA each (measured in docs/kernels.md). */
+  int64_t kmin = INT64_MAX, kmax = 0, ksum = 0;
+  for (int64_t i = 0; i < ns; i++) {
+    const int64_t nk = tmp[i].nkeys;
+    kmin = nk < kmin ? nk : kmin;
+    kmax = nk > kmax ? nk : kmax;
+    ksum += nk;
+  }
+  const int persist = ns > 0 && (ksum < PERSIST_MEAN_KEYS * ns || kmin == kmax);
+
   /* Order: bucket descending, then kv head, then input order (a stable
    * counting sort; the key range is COST_BUCKETS * Hkv). */
   bsa__gpu_item *items = (bsa__gpu_item *)(host + off_items);
@@ -357,6 +377,7 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
   cp->num_merges = (int32_t)nm;
   cp->grid_y = grid_y;
   cp->hopper = kern.hopper;
+  cp->persist = persist;
   plan->backend = cp;
   plan->backend_free = cuda_plan_free;
   return BSA_OK;
@@ -405,6 +426,8 @@ bsa_status bsa__cuda_run(bsa_plan *plan, const void *q, const void *k, const voi
   a.cap = p->logits_soft_cap;
   a.cap_in = p->logits_soft_cap > 0.f ? p->sm_scale / p->logits_soft_cap : 0.f;
   a.o_dtype = (int32_t)p->o_dtype;
+  a.ctas = ctx->sm_count > 0 ? ctx->sm_count : 1; /* persistent kernels: one CTA per SM */
+  a.persist = cp->persist;
 
   void *stream = ctx->cuda_stream;
   if (p->pos_encoding == BSA_POS_ROPE_LLAMA) {

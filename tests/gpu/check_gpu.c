@@ -586,13 +586,15 @@ int main(void) {
   g_seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
   fprintf(stderr, "check_gpu: BSA_TEST_SEED=%llu\n", (unsigned long long)g_seed);
   if (!have_device()) return 77;
-  /* Twice: with the kernel the library picks for this device (wgmma on
-   * cc 9.0), then with the mma.sync kernel forced (the same one elsewhere). */
+  /* Twice: every kernel of generation 2 (wgmma, where the device and the
+   * binary have it; the mma.sync kernel elsewhere), then every mma.sync
+   * kernel.  Once, as given, when the caller sets BSA_CUDA_KERNEL. */
   int failed = 0;
-  for (int pass = 0; pass < 2; pass++) {
-    if (pass == 1) setenv("BSA_CUDA_KERNEL", "mma", 1);
-    fprintf(stderr, "check_gpu: pass %d, kernel %s\n", pass + 1,
-            pass == 0 ? "chosen by the library" : "mma.sync (BSA_CUDA_KERNEL=mma)");
+  const char *given = getenv("BSA_CUDA_KERNEL");
+  const char *passes[2] = {given ? given : "wgmma", "mma"};
+  for (int pass = 0; pass < (given ? 1 : 2); pass++) {
+    setenv("BSA_CUDA_KERNEL", passes[pass], 1);
+    fprintf(stderr, "check_gpu: pass %d, BSA_CUDA_KERNEL=%s\n", pass + 1, passes[pass]);
     SRunner *sr = srunner_create(gpu_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed += srunner_ntests_failed(sr);
