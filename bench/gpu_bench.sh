@@ -37,7 +37,7 @@ status=0
 case " $STEPS " in *" check "*)
   if [ -n "$CHECK" ]; then
     echo "== check_gpu"
-    CK_VERBOSITY=normal timeout 400 "$CHECK" > "$OUTD/check_gpu.log" 2>&1
+    CK_VERBOSITY=normal timeout 560 "$CHECK" > "$OUTD/check_gpu.log" 2>&1
     rc=$?
     grep -E "^[0-9]+%|BSA_TEST_SEED|device" "$OUTD/check_gpu.log"
     grep -E ":[EF]:" "$OUTD/check_gpu.log" | head -20
