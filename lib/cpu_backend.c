@@ -358,8 +358,11 @@ static void run_chunk(run_job *j, const bsa__work_item *it, const piece *pc, int
    * piece's columns, which that piece's product then overwrites, or into
    * the slack of SLD).  Packed: pieces are copied into Kt [D, NP] and
    * Vp [nkeys, Dp] for one product each. */
-  int inplace = ld == Dp;
+  int inplace = D == Dp;
   for (int i = 0; i < np && inplace; i++) inplace = pc[i].n >= PIECE_INPLACE || np == 1;
+  /* V rows in place only where they are contiguous per head (staged or
+   * HND); NHD input rows are Hkv * D apart, which the product reads badly. */
+  const int v_inplace = inplace && ld == Dp;
   int64_t c0 = 0;
   if (inplace) {
     for (int i = 0; i < np; i++) {
@@ -377,13 +380,15 @@ static void run_chunk(run_job *j, const bsa__work_item *it, const piece *pc, int
       }
       memset(dst + nkeys, 0, sizeof(float) * (size_t)(NP - nkeys));
     }
+    bsa__gemm(R, NP, D, Q, lda, w->Kt, KC, w->S, SLD, 0);
+  }
+  if (!v_inplace) {
     c0 = 0;
     for (int i = 0; i < np; i++)
       for (int64_t r = 0; r < pc[i].n; r++, c0++) {
         memcpy(w->Vp + c0 * Dp, V + (pc[i].kb + r) * ld, sizeof(float) * (size_t)D);
         if (Dp > D) memset(w->Vp + c0 * Dp + D, 0, sizeof(float) * (size_t)(Dp - D));
       }
-    bsa__gemm(R, NP, D, Q, lda, w->Kt, KC, w->S, SLD, 0);
   }
 
   for (int64_t r = 0; r < R; r++) {
@@ -408,7 +413,7 @@ static void run_chunk(run_job *j, const bsa__work_item *it, const piece *pc, int
       for (int64_t d = 0; d < Dp; d++) orow[d] *= alpha;
     }
   }
-  if (inplace) {
+  if (v_inplace) {
     c0 = 0;
     for (int i = 0; i < np; i++) {
       bsa__gemm(R, Dp, pc[i].n, w->S + c0, SLD, V + pc[i].kb * ld, ld, w->O, Dp, !first || i > 0);
@@ -511,6 +516,19 @@ static void parallel(int n, void *(*fn)(void *), void *arg) {
   for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
 }
 
+/* V is read straight from the caller's float32 input: always for HND (rows
+ * of a head are contiguous, products take them in place), and for NHD when
+ * the plan is sparse (density <= V_DIRECT_DENSITY) and D is a multiple of 32:
+ * then each chunk copies its V rows into Vp, which costs less than staging
+ * all of V when few rows are used (a dense NHD plan stages V). */
+#define V_DIRECT_DENSITY 0.25
+static int v_direct(const bsa_plan *plan) {
+  const bsa_attn_params *p = &plan->p;
+  if (p->kv_dtype != BSA_DTYPE_F32) return 0;
+  if (p->layout == BSA_LAYOUT_HND) return 1;
+  return p->head_dim % 32 == 0 && plan->info.density <= V_DIRECT_DENSITY;
+}
+
 /* The caller's q can be used in place: float32, no RoPE, and one query
  * head per kv head (so the rows of an item are evenly spaced). */
 static int q_direct(const bsa_plan *plan) {
@@ -538,7 +556,7 @@ static bsa_status ensure_state(bsa_plan *plan, cpu_state **out) {
   s->scratch_per_thread = (s->scratch_per_thread + 15) & ~(size_t)15;
   const int need_q = !q_direct(plan);
   if (need_q) s->q = bsa__aligned_alloc(s->q_elems * sizeof(float));
-  const int need_v = !(p->kv_dtype == BSA_DTYPE_F32 && p->layout == BSA_LAYOUT_HND);
+  const int need_v = !v_direct(plan);
   if (need_v) s->v = bsa__aligned_alloc(s->kv_elems * sizeof(float));
   s->np_k = ROUND32(p->kv_len) + 32;
   const size_t kt_elems = (size_t)p->num_kv_heads * (size_t)p->head_dim * (size_t)s->np_k;
@@ -570,12 +588,13 @@ bsa_status bsa__cpu_run(bsa_plan *plan, const void *q, const void *k, const void
   bsa_status st = ensure_state(plan, &s);
   if (st != BSA_OK) return st;
   const bsa_attn_params *p = &plan->p;
-  /* V is read in place when it is float32 HND; K is always staged
+  /* V is read from the input when v_direct says so; K is always staged
    * (transposed, with RoPE). */
-  const int direct = p->kv_dtype == BSA_DTYPE_F32 && p->layout == BSA_LAYOUT_HND;
+  const int direct = v_direct(plan);
+  const int v_nhd = direct && p->layout == BSA_LAYOUT_NHD;
   s->vbase = direct ? v : s->v;
-  s->ld = p->head_dim;
-  s->hstride = p->kv_len * p->head_dim;
+  s->ld = v_nhd ? (int64_t)p->num_kv_heads * p->head_dim : p->head_dim;
+  s->hstride = v_nhd ? p->head_dim : p->kv_len * p->head_dim;
   const int64_t D = p->head_dim, M = p->qo_len;
   if (q_direct(plan)) {
     const int nhd = p->layout == BSA_LAYOUT_NHD;
