@@ -101,9 +101,12 @@ struct bsa_plan {
 
 /* Compiles the work list.  Inputs are validated already.  For a BSR plan
  * bsr is non-NULL, for a variable plan var is non-NULL, for dense both are
- * NULL.  tile_q bounds the rows of an item. */
+ * NULL.  tile_q bounds the rows of an item.  longest_first orders the items
+ * by cost, longest first (the CPU backend's dynamic schedule wants it; the
+ * CUDA backend orders items itself), else they stay in the order made
+ * (kv head, block row, tile). */
 bsa_status bsa__worklist_build(bsa_plan *plan, const bsa_bsr_desc *bsr, const bsa_var_desc *var,
-                               int64_t tile_q);
+                               int64_t tile_q, int longest_first);
 
 /* Validation (lib/validate.c).  Each returns BSA_OK or a failure whose
  * message names the argument, the value and the limit.  Resolves defaults

@@ -47,7 +47,7 @@ static bsa_status plan_create(bsa_ctx *ctx, const bsa_attn_params *params, const
 #ifdef BSA_HAVE_CUDA
   if (ctx->device == BSA_DEVICE_CUDA) tile_q = bsa__cuda_tile_q(plan);
 #endif
-  st = bsa__worklist_build(plan, bsr, var, tile_q);
+  st = bsa__worklist_build(plan, bsr, var, tile_q, ctx->device != BSA_DEVICE_CUDA);
 #ifdef BSA_HAVE_CUDA
   if (st == BSA_OK && ctx->device == BSA_DEVICE_CUDA) st = bsa__cuda_plan_prepare(plan);
 #endif

@@ -13,6 +13,7 @@
  */
 #include "config.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -229,8 +230,46 @@ static int cmp_colrange(const void *pa, const void *pb) {
   return (a->begin > b->begin) - (a->begin < b->begin);
 }
 
+/* Kept-column scan of a variable-block map row, eight columns a step:
+ * the eight map bytes become an 8-bit mask (bit k: column k kept), and
+ * kept_pos[mask] lists the set bits, so the step writes eight candidate
+ * indices and advances by their count.  One dependent add per eight
+ * columns instead of one per column (random maps defeat branches). */
+static uint8_t kept_pos[256][8], kept_num[256];
+static pthread_once_t kept_once = PTHREAD_ONCE_INIT;
+static void kept_init(void) {
+  for (int m = 0; m < 256; m++) {
+    int n = 0;
+    for (int k = 0; k < 8; k++)
+      if (m >> k & 1) kept_pos[m][n++] = (uint8_t)k;
+    kept_num[m] = (uint8_t)n;
+  }
+}
+
+/* Writes the indices j < nb with row[j] != 0 to kept (which has room for
+ * nb + 8 entries) and returns their count. */
+static int64_t scan_kept(const uint8_t *row, int64_t nb, int32_t *kept) {
+  int64_t n = 0, j = 0;
+  for (; j + 8 <= nb; j += 8) {
+    uint64_t w;
+    memcpy(&w, row + j, 8);
+    /* High bit of each byte: set when the byte is nonzero. */
+    const uint64_t hi = ((w & 0x7f7f7f7f7f7f7f7full) + 0x7f7f7f7f7f7f7f7full) | w;
+    const unsigned m =
+        (unsigned)(((hi & 0x8080808080808080ull) >> 7) * 0x0102040810204080ull >> 56);
+    const uint8_t *pos = kept_pos[m];
+    for (int k = 0; k < 8; k++) kept[n + k] = (int32_t)j + pos[k];
+    n += kept_num[m];
+  }
+  for (; j < nb; j++) {
+    kept[n] = (int32_t)j;
+    n += row[j] != 0;
+  }
+  return n;
+}
+
 bsa_status bsa__worklist_build(bsa_plan *plan, const bsa_bsr_desc *bsr, const bsa_var_desc *var,
-                               int64_t tile_q) {
+                               int64_t tile_q, int longest_first) {
   const bsa_attn_params *p = &plan->p;
   builder b;
   memset(&b, 0, sizeof b);
@@ -271,7 +310,8 @@ bsa_status bsa__worklist_build(bsa_plan *plan, const bsa_bsr_desc *bsr, const bs
     const int64_t MB = var->num_block_rows, NB = var->num_block_cols;
     cols = malloc(sizeof *cols * (size_t)NB);
     cstart = malloc(sizeof *cstart * (size_t)(NB + 1));
-    kept = malloc(sizeof *kept * (size_t)NB);
+    kept = malloc(sizeof *kept * (size_t)(NB + 8));
+    pthread_once(&kept_once, kept_init);
     if (!cols || !cstart || !kept) b.oom = 1;
     /* Size the arrays once: items exactly, segments by the kept blocks
      * (an upper bound when nothing is clipped per tile).  Growing them by
@@ -291,13 +331,9 @@ bsa_status bsa__worklist_build(bsa_plan *plan, const bsa_bsr_desc *bsr, const bs
       int64_t r0 = 0;
       for (int64_t i = 0; i < MB && !b.oom; i++) {
         const uint8_t *mrow = var->block_mask_map + ((int64_t)h * MB + i) * NB;
-        int64_t n = 0;
-        /* Branch-free: every column index is written, only kept ones
-         * advance n (random maps make a branch unpredictable, 4x slower). */
-        for (int64_t j = 0; j < NB; j++) {
-          kept[n] = (int32_t)j;
-          n += (mrow[j] != 0) & (cs[j] > 0);
-        }
+        /* Zero-size column blocks stay in: their empty ranges are dropped
+         * when the row's ranges are merged. */
+        const int64_t n = scan_kept(mrow, NB, kept);
         for (int64_t k = 0; k < n; k++)
           cols[k] = (colrange){cstart[kept[k]], cstart[kept[k] + 1], -1};
         int64_t r1 = r0 + rs[i];
@@ -309,7 +345,7 @@ bsa_status bsa__worklist_build(bsa_plan *plan, const bsa_bsr_desc *bsr, const bs
   free(cols);
   free(cstart);
   free(kept);
-  if (b.oom || !sort_items(&b)) {
+  if (b.oom || (longest_first && !sort_items(&b))) {
     free(b.items);
     free(b.segs);
     return bsa__fail(plan->ctx, BSA_ERR_NOMEM, "plan: out of memory building the work list");
