@@ -6,7 +6,8 @@
 #
 # BIN_DIR holds check_gpu, attn_dev and (when built) bsa, as built by
 # `make tests/gpu/check_gpu bench/attn_dev tools/bsa`, flat or in their
-# build-tree places.  OUT_DIR (default $OUT, else ./gpu-out) receives
+# build-tree places; bench/gpu_carry.sh BUILD_DIR BIN_DIR gathers them with
+# bsa's shared libraries (lib.tar.xz, unpacked here).  OUT_DIR (default $OUT, else ./gpu-out) receives
 # nvidia-smi.txt, check_gpu.log, bench.jsonl, bsa_bench.jsonl, peers.jsonl
 # and peers.txt.  STEPS (default "check dev bsa peers") picks the steps:
 # check = tests/gpu/check_gpu, dev = bench/attn_dev at the target shapes,
@@ -28,6 +29,13 @@ find_bin() {
 CHECK=$(find_bin check_gpu tests/gpu/check_gpu) || CHECK=
 DEV=$(find_bin attn_dev bench/attn_dev) || DEV=
 BSA=$(find_bin bsa tools/bsa) || BSA=
+# Shared libraries packed by bench/gpu_carry.sh.
+if [ -f "$BIN/lib.tar.xz" ]; then
+  LIBD=$(mktemp -d)
+  tar xJf "$BIN/lib.tar.xz" -C "$LIBD"
+  LD_LIBRARY_PATH="$LIBD/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export LD_LIBRARY_PATH
+fi
 
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw \
   --format=csv > "$OUTD/nvidia-smi.txt" 2>&1
