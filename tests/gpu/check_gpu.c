@@ -8,6 +8,10 @@
  * L2 of O, every output element written (outputs are poisoned with NaN
  * first), rows with no visible key exactly 0 with LSE = -inf, and LSE close.
  *
+ * Every case runs each kernel family on the same inputs and reference
+ * (BSA_CUDA_KERNEL=wgmma, then =mma; just the one given when the variable is
+ * set by the caller), so one CUDA context per case serves both.
+ *
  * The process never touches CUDA itself: a child process probes for a
  * device (exit 77 = skip when there is none), and every test runs in its
  * own Check fork.  Set BSA_TEST_SEED to repeat a run; failures print it.
@@ -32,6 +36,10 @@
 #include "bsa.h"
 
 static uint64_t g_seed;
+/* Kernel families every case runs (BSA_CUDA_KERNEL values). */
+static const char *g_kernels[2] = {"wgmma", "mma"};
+static int g_nkernels = 2;
+static char g_given[32];
 
 static uint64_t rnd_u64(uint64_t *s) {
   uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
@@ -298,9 +306,6 @@ static void run_case(const gcase *c, uint64_t seed) {
   opt.device = BSA_DEVICE_CUDA;
   st = bsa_ctx_create(&opt, &d.ctx);
   ck_assert_msg(st == BSA_OK, "cuda ctx: %s", bsa_last_error());
-  bsa_plan *gplan = NULL;
-  st = make_plan(d.ctx, c, &p, &b, &rng, &gplan);
-  ck_assert_msg(st == BSA_OK, "cuda plan: %s", bsa_ctx_last_error(d.ctx));
   ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nq * esz, &d.q), BSA_OK);
   ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nkv * esz, &d.k), BSA_OK);
   ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nkv * esz, &d.v), BSA_OK);
@@ -309,26 +314,37 @@ static void run_case(const gcase *c, uint64_t seed) {
   ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.q, q, nq * esz), BSA_OK);
   ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.k, k, nkv * esz), BSA_OK);
   ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.v, v, nkv * esz), BSA_OK);
-  dev_poison_run(&d, gplan, nq * esz, nl, c->want_lse);
   void *o = malloc(nq * esz);
   float *lse = malloc(sizeof(float) * nl);
-  ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, o, d.o, nq * esz), BSA_OK);
-  ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, lse, d.lse, nl * 4), BSA_OK);
-  compare(c, &p, o, c->want_lse ? lse : NULL, o_ref, lse_ref, "run");
 
-  /* Plan reuse with fresh q. */
-  if (seed % 4 == 0) {
-    free(q);
-    q = random_tensor(c->dtype, nq, &rng);
-    ck_assert_int_eq(bsa_plan_run(cplan, q, k, v, o_ref, lse_ref), BSA_OK);
-    ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.q, q, nq * esz), BSA_OK);
-    dev_poison_run(&d, gplan, nq * esz, nl, 1);
+  /* Each kernel family on the same inputs and reference. */
+  for (int kf = 0; kf < g_nkernels; kf++) {
+    char label[64];
+    setenv("BSA_CUDA_KERNEL", g_kernels[kf], 1);
+    bsa_plan *gplan = NULL;
+    st = make_plan(d.ctx, c, &p, &b, &rng, &gplan);
+    ck_assert_msg(st == BSA_OK, "cuda plan (%s): %s", g_kernels[kf], bsa_ctx_last_error(d.ctx));
+    dev_poison_run(&d, gplan, nq * esz, nl, c->want_lse);
     ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, o, d.o, nq * esz), BSA_OK);
     ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, lse, d.lse, nl * 4), BSA_OK);
-    compare(c, &p, o, lse, o_ref, lse_ref, "reuse");
+    snprintf(label, sizeof label, "run, %s", g_kernels[kf]);
+    compare(c, &p, o, c->want_lse ? lse : NULL, o_ref, lse_ref, label);
+
+    /* Plan reuse with fresh q. */
+    if (seed % 4 == 0) {
+      free(q);
+      q = random_tensor(c->dtype, nq, &rng);
+      ck_assert_int_eq(bsa_plan_run(cplan, q, k, v, o_ref, lse_ref), BSA_OK);
+      ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.q, q, nq * esz), BSA_OK);
+      dev_poison_run(&d, gplan, nq * esz, nl, 1);
+      ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, o, d.o, nq * esz), BSA_OK);
+      ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, lse, d.lse, nl * 4), BSA_OK);
+      snprintf(label, sizeof label, "reuse, %s", g_kernels[kf]);
+      compare(c, &p, o, lse, o_ref, lse_ref, label);
+    }
+    bsa_plan_destroy(gplan);
   }
 
-  bsa_plan_destroy(gplan);
   bsa_plan_destroy(cplan);
   bsa_ctx_free(d.ctx, d.q), bsa_ctx_free(d.ctx, d.k), bsa_ctx_free(d.ctx, d.v);
   bsa_ctx_free(d.ctx, d.o), bsa_ctx_free(d.ctx, d.lse);
@@ -468,8 +484,6 @@ START_TEST(test_graph_capture) {
   opt.cuda_stream = s;
   dev d;
   ck_assert_int_eq(bsa_ctx_create(&opt, &d.ctx), BSA_OK);
-  bsa_plan *plan;
-  ck_assert_int_eq(make_plan(d.ctx, &c, &p, &b, &rng, &plan), BSA_OK);
   const size_t nq = (size_t)(c.M * c.Hq * c.D), nkv = (size_t)(c.N * c.Hkv * c.D);
   const size_t nl = (size_t)(c.M * c.Hq);
   void *q = random_tensor(c.dtype, nq, &rng), *k = random_tensor(c.dtype, nkv, &rng);
@@ -482,26 +496,33 @@ START_TEST(test_graph_capture) {
   ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.q, q, nq * 2), BSA_OK);
   ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.k, k, nkv * 2), BSA_OK);
   ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.v, v, nkv * 2), BSA_OK);
-  dev_poison_run(&d, plan, nq * 2, nl, 1);
   unsigned char *o1 = malloc(nq * 2), *o2 = malloc(nq * 2);
-  ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, o1, d.o, nq * 2), BSA_OK);
   unsigned char *poison = malloc(nq * 2);
   memset(poison, 0xff, nq * 2);
-  ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.o, poison, nq * 2), BSA_OK);
-  cudaGraph_t g;
-  cudaGraphExec_t ge;
-  ck_assert_int_eq(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
-  bsa_status st = bsa_plan_run(plan, d.q, d.k, d.v, d.o, d.lse);
-  ck_assert_int_eq(cudaStreamEndCapture(s, &g), cudaSuccess);
-  ck_assert_msg(st == BSA_OK, "run under capture: %s", bsa_ctx_last_error(d.ctx));
-  ck_assert_int_eq(cudaGraphInstantiate(&ge, g, 0), cudaSuccess);
-  ck_assert_int_eq(cudaGraphLaunch(ge, s), cudaSuccess);
-  ck_assert_int_eq(cudaStreamSynchronize(s), cudaSuccess);
-  ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, o2, d.o, nq * 2), BSA_OK);
-  ck_assert_msg(memcmp(o1, o2, nq * 2) == 0, "graph replay differs from a direct run");
-  cudaGraphExecDestroy(ge);
-  cudaGraphDestroy(g);
-  bsa_plan_destroy(plan);
+  for (int kf = 0; kf < g_nkernels; kf++) {
+    setenv("BSA_CUDA_KERNEL", g_kernels[kf], 1);
+    bsa_plan *plan;
+    ck_assert_int_eq(make_plan(d.ctx, &c, &p, &b, &rng, &plan), BSA_OK);
+    dev_poison_run(&d, plan, nq * 2, nl, 1);
+    ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, o1, d.o, nq * 2), BSA_OK);
+    ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.o, poison, nq * 2), BSA_OK);
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    ck_assert_int_eq(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+    bsa_status st = bsa_plan_run(plan, d.q, d.k, d.v, d.o, d.lse);
+    ck_assert_int_eq(cudaStreamEndCapture(s, &g), cudaSuccess);
+    ck_assert_msg(st == BSA_OK, "run under capture (%s): %s", g_kernels[kf],
+                  bsa_ctx_last_error(d.ctx));
+    ck_assert_int_eq(cudaGraphInstantiate(&ge, g, 0), cudaSuccess);
+    ck_assert_int_eq(cudaGraphLaunch(ge, s), cudaSuccess);
+    ck_assert_int_eq(cudaStreamSynchronize(s), cudaSuccess);
+    ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, o2, d.o, nq * 2), BSA_OK);
+    ck_assert_msg(memcmp(o1, o2, nq * 2) == 0, "graph replay differs from a direct run (%s)",
+                  g_kernels[kf]);
+    cudaGraphExecDestroy(ge);
+    cudaGraphDestroy(g);
+    bsa_plan_destroy(plan);
+  }
   bsa_ctx_free(d.ctx, d.q), bsa_ctx_free(d.ctx, d.k), bsa_ctx_free(d.ctx, d.v);
   bsa_ctx_free(d.ctx, d.o), bsa_ctx_free(d.ctx, d.lse);
   bsa_ctx_destroy(d.ctx);
@@ -586,19 +607,20 @@ int main(void) {
   g_seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
   fprintf(stderr, "check_gpu: BSA_TEST_SEED=%llu\n", (unsigned long long)g_seed);
   if (!have_device()) return 77;
-  /* Twice: every kernel of generation 2 (wgmma, where the device and the
-   * binary have it; the mma.sync kernel elsewhere), then every mma.sync
-   * kernel.  Once, as given, when the caller sets BSA_CUDA_KERNEL. */
-  int failed = 0;
+  /* Every case runs each kernel family on the same inputs: generation 2
+   * (wgmma, where the device and the binary have it; mma.sync elsewhere),
+   * then mma.sync.  Only the one asked for when BSA_CUDA_KERNEL is set. */
   const char *given = getenv("BSA_CUDA_KERNEL");
-  const char *passes[2] = {given ? given : "wgmma", "mma"};
-  for (int pass = 0; pass < (given ? 1 : 2); pass++) {
-    setenv("BSA_CUDA_KERNEL", passes[pass], 1);
-    fprintf(stderr, "check_gpu: pass %d, BSA_CUDA_KERNEL=%s\n", pass + 1, passes[pass]);
-    SRunner *sr = srunner_create(gpu_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    failed += srunner_ntests_failed(sr);
-    srunner_free(sr);
+  if (given) {
+    snprintf(g_given, sizeof g_given, "%s", given);
+    g_kernels[0] = g_given;
+    g_nkernels = 1;
   }
+  fprintf(stderr, "check_gpu: kernels %s%s%s\n", g_kernels[0], g_nkernels > 1 ? ", " : "",
+          g_nkernels > 1 ? g_kernels[1] : "");
+  SRunner *sr = srunner_create(gpu_suite());
+  srunner_run_all(sr, CK_NORMAL);
+  const int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
   return failed ? 1 : 0;
 }
