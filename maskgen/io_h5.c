@@ -789,6 +789,37 @@ void bsa__h5_discard_temp(hid_t file, const char *tmp_path) {
   if (tmp_path) unlink(tmp_path);
 }
 
+bsa_status bsa__h5_in_open(bsa__h5_in *in, const char *path, const char *format) {
+  memset(in, 0, sizeof *in);
+  in->file = -1;
+  if (!(in->path = strdup(path))) return bsa__fail(NULL, BSA_ERR_NOMEM, "%s: out of memory", path);
+  bsa_status s = bsa__h5_open_read(path, &in->file);
+  if (s == BSA_OK) s = bsa__h5_check_format(in->file, path, format);
+  if (s == BSA_OK) s = bsa__h5_list_records(in->file, path, &in->names, &in->count);
+  if (s != BSA_OK) bsa__h5_in_close(in);
+  return s;
+}
+
+void bsa__h5_in_close(bsa__h5_in *in) {
+  if (in->file >= 0) H5Fclose(in->file);
+  bsa__h5_free_names(in->names, in->count);
+  free(in->path);
+  memset(in, 0, sizeof *in);
+  in->file = -1;
+}
+
+bsa_status bsa__h5_in_attr(const bsa__h5_in *in, const char *name, const char *dflt, char **out) {
+  bsa__h5_where w = {in->path, NULL};
+  int present;
+  *out = NULL;
+  bsa_status s = bsa__h5_attr_string(in->file, name, &w, out, &present);
+  if (s != BSA_OK) return s;
+  if (*out && (*out)[0]) return BSA_OK;
+  free(*out);
+  if (!(*out = strdup(dflt))) return bsa__fail(NULL, BSA_ERR_NOMEM, "%s: out of memory", in->path);
+  return BSA_OK;
+}
+
 bsa_status bsa__h5_out_begin(bsa__h5_out *o, const char *path, const char *format) {
   memset(o, 0, sizeof *o);
   o->file = o->records = -1;

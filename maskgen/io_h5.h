@@ -129,6 +129,25 @@ hid_t bsa__h5_group_create(hid_t loc, const char *name);
 /* Closes the file (if >= 0) and removes tmp_path. */
 void bsa__h5_discard_temp(hid_t file, const char *tmp_path);
 
+/* ---- input files --------------------------------------------------------
+ * What the trace and masks readers share: the path, the open file whose
+ * root attribute format was checked, and the record names under /records.
+ * Call with the HDF5 lock held (bsa__h5_enter). */
+typedef struct bsa__h5_in {
+  char *path;
+  hid_t file;
+  char **names;
+  int64_t count;
+} bsa__h5_in;
+
+/* Opens path for reading; on failure *in is released (and may be closed
+ * again). */
+bsa_status bsa__h5_in_open(bsa__h5_in *in, const char *path, const char *format);
+/* Closes the file and frees the names and the path; accepts a released in. */
+void bsa__h5_in_close(bsa__h5_in *in);
+/* A root string attribute, or dflt (copied) when it is absent or empty. */
+bsa_status bsa__h5_in_attr(const bsa__h5_in *in, const char *name, const char *dflt, char **out);
+
 /* ---- output files -------------------------------------------------------
  * What the trace and masks writers share: a temporary file beside path with
  * the root attributes format and format_version = 1 and an open /records

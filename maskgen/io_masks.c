@@ -18,10 +18,7 @@
 #include "io_h5.h"
 
 struct bsa_masks {
-  char *path;
-  hid_t file;
-  char **names;
-  int64_t count;
+  bsa__h5_in in;
   char *method;
   char *params;
   char *trace;
@@ -35,33 +32,12 @@ bsa_status bsa_masks_open(const char *path, bsa_masks **out) {
   bsa__h5_guard g;
   bsa__h5_enter(&g);
   bsa_masks *m = calloc(1, sizeof *m);
-  bsa_status s = BSA_OK;
-  if (!m || !(m->path = strdup(path))) {
-    s = bsa__fail(NULL, BSA_ERR_NOMEM, "%s: out of memory", path);
-    goto done;
-  }
-  m->file = -1;
-  s = bsa__h5_open_read(path, &m->file);
-  if (s == BSA_OK) s = bsa__h5_check_format(m->file, path, "bsa-masks");
-  if (s == BSA_OK) s = bsa__h5_list_records(m->file, path, &m->names, &m->count);
-  bsa__h5_where w = {path, NULL};
-  int present;
-  if (s == BSA_OK) s = bsa__h5_attr_string(m->file, "method", &w, &m->method, &present);
-  if (s == BSA_OK) s = bsa__h5_attr_string(m->file, "params", &w, &m->params, &present);
-  if (s == BSA_OK) s = bsa__h5_attr_string(m->file, "trace", &w, &m->trace, &present);
-  if (s == BSA_OK) s = bsa__h5_attr_string(m->file, "trace_sha256", &w, &m->trace_sha256, &present);
-  if (s == BSA_OK) {
-    if (!m->method) m->method = strdup("");
-    if (!m->params || !m->params[0]) {
-      free(m->params);
-      m->params = strdup("{}");
-    }
-    if (!m->trace) m->trace = strdup("");
-    if (!m->trace_sha256) m->trace_sha256 = strdup("");
-    if (!m->method || !m->params || !m->trace || !m->trace_sha256)
-      s = bsa__fail(NULL, BSA_ERR_NOMEM, "%s: out of memory", path);
-  }
-done:
+  bsa_status s = m ? bsa__h5_in_open(&m->in, path, "bsa-masks")
+                   : bsa__fail(NULL, BSA_ERR_NOMEM, "%s: out of memory", path);
+  if (s == BSA_OK) s = bsa__h5_in_attr(&m->in, "method", "", &m->method);
+  if (s == BSA_OK) s = bsa__h5_in_attr(&m->in, "params", "{}", &m->params);
+  if (s == BSA_OK) s = bsa__h5_in_attr(&m->in, "trace", "", &m->trace);
+  if (s == BSA_OK) s = bsa__h5_in_attr(&m->in, "trace_sha256", "", &m->trace_sha256);
   if (s != BSA_OK) {
     bsa_masks_close(m);
     m = NULL;
@@ -75,14 +51,12 @@ void bsa_masks_close(bsa_masks *m) {
   if (!m) return;
   bsa__h5_guard g;
   bsa__h5_enter(&g);
-  if (m->file >= 0) H5Fclose(m->file);
+  bsa__h5_in_close(&m->in);
   bsa__h5_leave(&g);
-  bsa__h5_free_names(m->names, m->count);
   free(m->method);
   free(m->params);
   free(m->trace);
   free(m->trace_sha256);
-  free(m->path);
   free(m);
 }
 
@@ -92,11 +66,11 @@ const char *bsa_masks_trace_path(const bsa_masks *m) { return m && m->trace ? m-
 const char *bsa_masks_trace_sha256(const bsa_masks *m) {
   return m && m->trace_sha256 ? m->trace_sha256 : "";
 }
-const char *bsa_masks_path(const bsa_masks *m) { return m ? m->path : ""; }
-int64_t bsa_masks_num_records(const bsa_masks *m) { return m ? m->count : 0; }
+const char *bsa_masks_path(const bsa_masks *m) { return m ? m->in.path : ""; }
+int64_t bsa_masks_num_records(const bsa_masks *m) { return m ? m->in.count : 0; }
 const char *bsa_masks_record_name(const bsa_masks *m, int64_t i) {
-  if (!m || i < 0 || i >= m->count) return NULL;
-  return m->names[i];
+  if (!m || i < 0 || i >= m->in.count) return NULL;
+  return m->in.names[i];
 }
 
 void bsa_mask_record_free(bsa_mask_record *r) {
@@ -240,13 +214,13 @@ bsa_status bsa_masks_read_record(bsa_masks *m, const char *name, bsa_mask_record
                      "bsa_masks_read_record: masks, name and out must not be NULL");
   bsa__h5_guard g;
   bsa__h5_enter(&g);
-  const char *F = m->path, *N = name;
+  const char *F = m->in.path, *N = name;
   bsa__h5_where w = {F, name};
   hid_t grp = -1, sd = -1;
   int64_t *map = NULL, *rs = NULL, *cs = NULL, *qp = NULL, *kp = NULL;
   int64_t md[3], rd[2], cd[2], qd[2], kd[2];
   bsa_mask_record *r = NULL;
-  bsa_status s = bsa__h5_open_record(m->file, F, m->names, m->count, name, &grp);
+  bsa_status s = bsa__h5_open_record(m->in.file, F, m->in.names, m->in.count, name, &grp);
   if (s != BSA_OK) goto done;
   s = read_ints(grp, "block_mask_map", 1, &w, 3, "[Hkv, MB, NB]", NULL, &map, md);
   if (s != BSA_OK) goto done;

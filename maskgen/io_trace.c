@@ -17,15 +17,10 @@
 #include "io_h5.h"
 
 struct bsa_trace {
-  char *path;
-  hid_t file;
-  char **names;
-  int64_t count;
+  bsa__h5_in in;
   char *model;
   char *source;
 };
-
-static char *dup_or_empty(const char *s) { return strdup(s ? s : ""); }
 
 bsa_status bsa_trace_open(const char *path, bsa_trace **out) {
   if (out) *out = NULL;
@@ -34,24 +29,10 @@ bsa_status bsa_trace_open(const char *path, bsa_trace **out) {
   bsa__h5_guard g;
   bsa__h5_enter(&g);
   bsa_trace *t = calloc(1, sizeof *t);
-  bsa_status s = BSA_OK;
-  if (!t || !(t->path = strdup(path))) {
-    s = bsa__fail(NULL, BSA_ERR_NOMEM, "%s: out of memory", path);
-    goto done;
-  }
-  t->file = -1;
-  s = bsa__h5_open_read(path, &t->file);
-  if (s == BSA_OK) s = bsa__h5_check_format(t->file, path, "bsa-trace");
-  if (s == BSA_OK) s = bsa__h5_list_records(t->file, path, &t->names, &t->count);
-  bsa__h5_where w = {path, NULL};
-  int present;
-  if (s == BSA_OK) s = bsa__h5_attr_string(t->file, "model", &w, &t->model, &present);
-  if (s == BSA_OK) s = bsa__h5_attr_string(t->file, "source", &w, &t->source, &present);
-  if (s == BSA_OK && !t->model) t->model = dup_or_empty(NULL);
-  if (s == BSA_OK && !t->source) t->source = dup_or_empty(NULL);
-  if (s == BSA_OK && (!t->model || !t->source))
-    s = bsa__fail(NULL, BSA_ERR_NOMEM, "%s: out of memory", path);
-done:
+  bsa_status s = t ? bsa__h5_in_open(&t->in, path, "bsa-trace")
+                   : bsa__fail(NULL, BSA_ERR_NOMEM, "%s: out of memory", path);
+  if (s == BSA_OK) s = bsa__h5_in_attr(&t->in, "model", "", &t->model);
+  if (s == BSA_OK) s = bsa__h5_in_attr(&t->in, "source", "", &t->source);
   if (s != BSA_OK) {
     bsa_trace_close(t);
     t = NULL;
@@ -65,25 +46,23 @@ void bsa_trace_close(bsa_trace *t) {
   if (!t) return;
   bsa__h5_guard g;
   bsa__h5_enter(&g);
-  if (t->file >= 0) H5Fclose(t->file);
+  bsa__h5_in_close(&t->in);
   bsa__h5_leave(&g);
-  bsa__h5_free_names(t->names, t->count);
   free(t->model);
   free(t->source);
-  free(t->path);
   free(t);
 }
 
-int64_t bsa_trace_num_records(const bsa_trace *t) { return t ? t->count : 0; }
+int64_t bsa_trace_num_records(const bsa_trace *t) { return t ? t->in.count : 0; }
 
 const char *bsa_trace_record_name(const bsa_trace *t, int64_t i) {
-  if (!t || i < 0 || i >= t->count) return NULL;
-  return t->names[i];
+  if (!t || i < 0 || i >= t->in.count) return NULL;
+  return t->in.names[i];
 }
 
 const char *bsa_trace_model(const bsa_trace *t) { return t && t->model ? t->model : ""; }
 const char *bsa_trace_source(const bsa_trace *t) { return t && t->source ? t->source : ""; }
-const char *bsa_trace_path(const bsa_trace *t) { return t ? t->path : ""; }
+const char *bsa_trace_path(const bsa_trace *t) { return t ? t->in.path : ""; }
 
 void bsa_trace_record_free(bsa_trace_record *r) {
   if (!r) return;
@@ -115,9 +94,10 @@ static void close_parts(parts *p) {
 static bsa_status inspect(bsa_trace *t, const char *name, parts *p, bsa_trace_record_info *info) {
   memset(info, 0, sizeof *info);
   p->grp = p->q = p->k = p->v = p->cid = -1;
-  bsa_status s = bsa__h5_open_record(t->file, t->path, t->names, t->count, name, &p->grp);
+  bsa_status s =
+      bsa__h5_open_record(t->in.file, t->in.path, t->in.names, t->in.count, name, &p->grp);
   if (s != BSA_OK) return s;
-  bsa__h5_where w = {t->path, name};
+  bsa__h5_where w = {t->in.path, name};
   const char *tq = NULL, *tk = NULL, *tv = NULL;
   s = bsa__h5_dataset_open(p->grp, "q", 1, &w, &p->q);
   if (s == BSA_OK) s = bsa__h5_dataset_open(p->grp, "k", 1, &w, &p->k);
@@ -132,7 +112,7 @@ static bsa_status inspect(bsa_trace *t, const char *name, parts *p, bsa_trace_re
   if (s == BSA_OK && p->cid >= 0)
     s = bsa__h5_dataset_shape(p->cid, "cluster_id", &w, 2, BSA__H5_INT, "[Hkv, Sk]", p->cd, NULL);
   if (s != BSA_OK) return s;
-  const char *F = t->path;
+  const char *F = t->in.path;
   for (int i = 0; i < 3; i++) {
     if (p->qd[i] == 0 || p->kd[i] == 0)
       return bsa__fail(NULL, BSA_ERR_FORMAT,
@@ -256,7 +236,7 @@ bsa_status bsa_trace_read_record(bsa_trace *t, const char *name, bsa_trace_recor
   bsa_trace_record *r = NULL;
   int64_t *ids = NULL;
   bsa_status s = inspect(t, name, &p, &info);
-  bsa__h5_where w = {t->path, name};
+  bsa__h5_where w = {t->in.path, name};
   if (s != BSA_OK) goto done;
   r = calloc(1, sizeof *r);
   int64_t nq = p.qd[0] * p.qd[1] * p.qd[2], nk = p.kd[0] * p.kd[1] * p.kd[2];
@@ -268,7 +248,7 @@ bsa_status bsa_trace_read_record(bsa_trace *t, const char *name, bsa_trace_recor
   }
   if (!r || !r->name || !r->q || !r->k || (p.v >= 0 && !r->v)) {
     s = bsa__fail(NULL, BSA_ERR_NOMEM, "%s: record '%s': out of memory for q/k/v (%lld floats)",
-                  t->path, name, (long long)(nq + 2 * nk));
+                  t->in.path, name, (long long)(nq + 2 * nk));
     goto done;
   }
   r->num_qo_heads = info.num_qo_heads;
@@ -288,7 +268,7 @@ bsa_status bsa_trace_read_record(bsa_trace *t, const char *name, bsa_trace_recor
     ids = bsa__h5_alloc_elems(n, sizeof(int64_t));
     r->cluster_id = bsa__h5_alloc_elems(n, sizeof(int32_t));
     if (!ids || !r->cluster_id) {
-      s = bsa__fail(NULL, BSA_ERR_NOMEM, "%s: record '%s': out of memory", t->path, name);
+      s = bsa__fail(NULL, BSA_ERR_NOMEM, "%s: record '%s': out of memory", t->in.path, name);
       goto done;
     }
     s = bsa__h5_dataset_read_i64(p.cid, "cluster_id", &w, ids, n);
@@ -298,7 +278,7 @@ bsa_status bsa_trace_read_record(bsa_trace *t, const char *name, bsa_trace_recor
         s = bsa__fail(NULL, BSA_ERR_FORMAT,
                       "%s: record '%s': dataset 'cluster_id' holds %lld at head %lld, token "
                       "%lld; ids must be >= 0",
-                      t->path, name, (long long)ids[i], (long long)(i / p.cd[1]),
+                      t->in.path, name, (long long)ids[i], (long long)(i / p.cd[1]),
                       (long long)(i % p.cd[1]));
       else {
         r->cluster_id[i] = (int32_t)ids[i];
@@ -315,7 +295,7 @@ bsa_status bsa_trace_read_record(bsa_trace *t, const char *name, bsa_trace_recor
           s = bsa__fail(NULL, BSA_ERR_FORMAT,
                         "%s: record '%s': attribute num_clusters = %lld but dataset "
                         "'cluster_id' holds id %lld",
-                        t->path, name, (long long)nc, (long long)mx);
+                        t->in.path, name, (long long)nc, (long long)mx);
         else
           r->num_clusters = (int32_t)nc;
       }
