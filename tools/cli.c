@@ -196,3 +196,30 @@ int cli_bad_option(bsa_cli *cli, int ch, char **argv) {
   return cli_error(cli, BSA_EXIT_USAGE, "unknown option '%s' (see bsa %s --help)", opt,
                    cli->verb ? cli->verb : "");
 }
+
+int cli_subcommand(bsa_cli *cli, int argc, char **argv, const cli_sub *subs, size_t n,
+                   void (*usage)(FILE *)) {
+  if (argc < 2) {
+    usage(stderr);
+    return BSA_EXIT_USAGE;
+  }
+  const char *sub = argv[1];
+  if (!strcmp(sub, "--help") || !strcmp(sub, "-h") || !strcmp(sub, "help")) {
+    usage(stdout);
+    return BSA_EXIT_OK;
+  }
+  char names[256] = "";
+  for (size_t i = 0; i < n; i++) {
+    if (!strcmp(sub, subs[i].name)) {
+      if (subs[i].verb) cli->verb = subs[i].verb;
+      return subs[i].fn(cli, argc - 1, argv + 1);
+    }
+    const size_t len = strlen(names);
+    snprintf(names + len, sizeof names - len, "%s%s",
+             i == 0       ? ""
+             : i + 1 == n ? " or "
+                          : ", ",
+             subs[i].name);
+  }
+  return cli_error(cli, BSA_EXIT_USAGE, "unknown sub-command '%s': use %s", sub, names);
+}

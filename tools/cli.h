@@ -56,6 +56,19 @@ int cli_error(bsa_cli *cli, int code, const char *fmt, ...) __attribute__((forma
  * BSA_EXIT_USAGE. */
 int cli_bad_option(bsa_cli *cli, int ch, char **argv);
 
+/* A verb's sub-verb: argv[1] == name runs fn with argv shifted by one and
+ * cli->verb set to verb (unchanged when NULL). */
+typedef struct cli_sub {
+  const char *name;
+  const char *verb;
+  int (*fn)(bsa_cli *cli, int argc, char **argv);
+} cli_sub;
+/* Runs the sub-verb argv[1] names.  No sub-verb: usage on stderr, exit 2;
+ * help, -h, --help: usage on stdout, exit 0; an unknown one: a usage error
+ * listing the choices. */
+int cli_subcommand(bsa_cli *cli, int argc, char **argv, const cli_sub *subs, size_t n,
+                   void (*usage)(FILE *));
+
 /* Progress to stderr when it is a terminal and not --quiet. */
 void cli_progress(bsa_cli *cli, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void cli_progress_done(bsa_cli *cli);

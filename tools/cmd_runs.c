@@ -931,20 +931,9 @@ int cmd_runs(bsa_cli *cli, int argc, char **argv) {
     argv[0] = list_name; /* `bsa runs [--verb bench ...]` lists */
     return runs_list(cli, argc, argv);
   }
-  const char *sub = argv[1];
-  if (!strcmp(sub, "--help") || !strcmp(sub, "-h") || !strcmp(sub, "help")) {
-    usage(stdout);
-    return BSA_EXIT_OK;
-  }
-  static const struct {
-    const char *name;
-    int (*fn)(bsa_cli *, int, char **);
-  } subs[] = {
-      {"list", runs_list}, {"show", runs_show}, {"compare", runs_compare}, {"export", runs_export}};
-  for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
-    if (!strcmp(sub, subs[i].name)) return subs[i].fn(cli, argc - 1, argv + 1);
-  return cli_error(cli, BSA_EXIT_USAGE,
-                   "unknown sub-command '%s' (list, show, compare or export; see bsa runs "
-                   "--help)",
-                   sub);
+  static const cli_sub subs[] = {{"list", NULL, runs_list},
+                                 {"show", NULL, runs_show},
+                                 {"compare", NULL, runs_compare},
+                                 {"export", NULL, runs_export}};
+  return cli_subcommand(cli, argc, argv, subs, sizeof subs / sizeof subs[0], usage);
 }

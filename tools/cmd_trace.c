@@ -296,22 +296,6 @@ static int info(bsa_cli *cli, int argc, char **argv) {
 }
 
 int cmd_trace(bsa_cli *cli, int argc, char **argv) {
-  if (argc < 2) {
-    usage(stderr);
-    return BSA_EXIT_USAGE;
-  }
-  const char *sub = argv[1];
-  if (!strcmp(sub, "--help") || !strcmp(sub, "-h") || !strcmp(sub, "help")) {
-    usage(stdout);
-    return BSA_EXIT_OK;
-  }
-  if (!strcmp(sub, "synth")) {
-    cli->verb = "trace synth";
-    return synth(cli, argc - 1, argv + 1);
-  }
-  if (!strcmp(sub, "info")) {
-    cli->verb = "trace info";
-    return info(cli, argc - 1, argv + 1);
-  }
-  return cli_error(cli, BSA_EXIT_USAGE, "unknown sub-command '%s': use synth or info", sub);
+  static const cli_sub subs[] = {{"synth", "trace synth", synth}, {"info", "trace info", info}};
+  return cli_subcommand(cli, argc, argv, subs, sizeof subs / sizeof subs[0], usage);
 }

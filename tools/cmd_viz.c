@@ -640,32 +640,15 @@ done:
   return cli_run_end(cli, rc);
 }
 
+static int viz_speedup(bsa_cli *cli, int argc, char **argv) {
+  return viz_chart(cli, argc, argv, 1);
+}
+static int viz_recall(bsa_cli *cli, int argc, char **argv) { return viz_chart(cli, argc, argv, 0); }
+
 int cmd_viz(bsa_cli *cli, int argc, char **argv) {
-  if (argc < 2) {
-    usage(stderr);
-    return BSA_EXIT_USAGE;
-  }
-  const char *sub = argv[1];
-  if (!strcmp(sub, "--help") || !strcmp(sub, "-h") || !strcmp(sub, "help")) {
-    usage(stdout);
-    return BSA_EXIT_OK;
-  }
-  if (!strcmp(sub, "masks")) {
-    cli->verb = "viz masks";
-    return viz_masks(cli, argc - 1, argv + 1);
-  }
-  if (!strcmp(sub, "scores")) {
-    cli->verb = "viz scores";
-    return viz_scores(cli, argc - 1, argv + 1);
-  }
-  if (!strcmp(sub, "speedup")) {
-    cli->verb = "viz speedup";
-    return viz_chart(cli, argc - 1, argv + 1, 1);
-  }
-  if (!strcmp(sub, "recall")) {
-    cli->verb = "viz recall";
-    return viz_chart(cli, argc - 1, argv + 1, 0);
-  }
-  return cli_error(cli, BSA_EXIT_USAGE,
-                   "unknown sub-command '%s': use masks, scores, speedup or recall", sub);
+  static const cli_sub subs[] = {{"masks", "viz masks", viz_masks},
+                                 {"scores", "viz scores", viz_scores},
+                                 {"speedup", "viz speedup", viz_speedup},
+                                 {"recall", "viz recall", viz_recall}};
+  return cli_subcommand(cli, argc, argv, subs, sizeof subs / sizeof subs[0], usage);
 }
