@@ -263,6 +263,23 @@ static int open_log(bsa_cli *cli, bsa_runlog **log) {
   return 0;
 }
 
+/* What every sub-verb starts with: its options (allowed letters, at least
+ * min_ids and, when max_ids > 0, at most max_ids run ids), then the log.
+ * Returns 0 to go on; otherwise the sub-verb is done (help shown or an error
+ * reported) with exit status *code and nothing left to free. */
+static int begin(bsa_cli *cli, int argc, char **argv, const char *allowed, int min_ids, int max_ids,
+                 runs_args *a, bsa_runlog **log, int *code) {
+  int rc = parse(cli, argc, argv, allowed, min_ids, a);
+  if (rc == 0 && max_ids > 0 && a->nids > max_ids)
+    rc =
+        cli_error(cli, BSA_EXIT_USAGE, "runs %s takes one run id (compare takes several)", argv[0]);
+  if (rc == 0) rc = open_log(cli, log);
+  if (rc == 0) return 0;
+  free_args(a);
+  *code = rc < 0 ? BSA_EXIT_OK : rc;
+  return 1;
+}
+
 /* ---- text helpers ------------------------------------------------------------ */
 
 static int use_color(void) { return isatty(STDOUT_FILENO) && !getenv("NO_COLOR"); }
@@ -424,16 +441,9 @@ static int list_row(const bsa_runlog_run_row *r, void *user) {
 
 static int runs_list(bsa_cli *cli, int argc, char **argv) {
   runs_args a;
-  int rc = parse(cli, argc, argv, "vsSUplj", 0, &a);
-  if (rc) {
-    free_args(&a);
-    return rc < 0 ? BSA_EXIT_OK : rc;
-  }
   bsa_runlog *log;
-  if ((rc = open_log(cli, &log))) {
-    free_args(&a);
-    return rc;
-  }
+  int rc = 0;
+  if (begin(cli, argc, argv, "vsSUplj", 0, 0, &a, &log, &rc)) return rc;
   a.filter.newest_first = 1;
   list_ctx c = {.log = log, .json = a.json, .cmd_width = 1 << 20};
   struct winsize ws;
@@ -551,20 +561,9 @@ fail:
 
 static int runs_show(bsa_cli *cli, int argc, char **argv) {
   runs_args a;
-  int rc = parse(cli, argc, argv, "j", 1, &a);
-  if (rc) {
-    free_args(&a);
-    return rc < 0 ? BSA_EXIT_OK : rc;
-  }
-  if (a.nids > 1) {
-    free_args(&a);
-    return cli_error(cli, BSA_EXIT_USAGE, "runs show takes one run id (compare takes several)");
-  }
   bsa_runlog *log;
-  if ((rc = open_log(cli, &log))) {
-    free_args(&a);
-    return rc;
-  }
+  int rc = 0;
+  if (begin(cli, argc, argv, "j", 1, 1, &a, &log, &rc)) return rc;
   bsa_status st;
   int found = 1; /* the JSON writer reports a missing run as an error itself */
   if (a.json) {
@@ -764,16 +763,9 @@ static int same_value(double a, double b) { return a == b || (isnan(a) && isnan(
 
 static int runs_compare(bsa_cli *cli, int argc, char **argv) {
   runs_args a;
-  int rc = parse(cli, argc, argv, "d", 2, &a);
-  if (rc) {
-    free_args(&a);
-    return rc < 0 ? BSA_EXIT_OK : rc;
-  }
   bsa_runlog *log;
-  if ((rc = open_log(cli, &log))) {
-    free_args(&a);
-    return rc;
-  }
+  int rc = 0;
+  if (begin(cli, argc, argv, "d", 2, 0, &a, &log, &rc)) return rc;
   cmp_ctx c = {.log = log, .nruns = a.nids};
   bsa_status st = BSA_OK;
   for (int i = 0; i < a.nids && st == BSA_OK && !c.nomem; i++) {
@@ -898,16 +890,9 @@ done:
 
 static int runs_export(bsa_cli *cli, int argc, char **argv) {
   runs_args a;
-  int rc = parse(cli, argc, argv, "vsSUplfm", 0, &a);
-  if (rc) {
-    free_args(&a);
-    return rc < 0 ? BSA_EXIT_OK : rc;
-  }
   bsa_runlog *log;
-  if ((rc = open_log(cli, &log))) {
-    free_args(&a);
-    return rc;
-  }
+  int rc = 0;
+  if (begin(cli, argc, argv, "vsSUplfm", 0, 0, &a, &log, &rc)) return rc;
   /* With --limit the newest runs are taken (and written oldest first). */
   a.filter.newest_first = a.filter.limit > 0;
   bsa_runlog_format fmt =
