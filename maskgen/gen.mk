@@ -19,7 +19,7 @@ maskgen_libbsamaskgen_a_SOURCES += \
 
 check_PROGRAMS += tests/check_maskgen
 TESTS += tests/check_maskgen
-tests_check_maskgen_SOURCES = tests/check_maskgen.c
+tests_check_maskgen_SOURCES = tests/check_maskgen.c tests/test_rand.h
 tests_check_maskgen_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(HDF5_CFLAGS) $(BLAS_CFLAGS)
 tests_check_maskgen_LDADD = $(MASKGEN_LIBS) $(CHECK_STATIC_LIBS)
 

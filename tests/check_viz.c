@@ -38,34 +38,8 @@
 #include "bsa/runlog.h"
 #include "bsa/trace.h"
 #include "bsa/viz.h"
+#include "test_rand.h"
 
-/* ---- random inputs ------------------------------------------------------ */
-
-static uint64_t g_seed, g_rng;
-static char g_seedstr[48]; /* "(seed N)", for failure messages */
-
-static uint64_t rnd_u64(void) {
-  uint64_t z = (g_rng += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-static double urand(void) { return (double)(rnd_u64() >> 11) * (1.0 / 9007199254740992.0); }
-static int64_t irand(int64_t lo, int64_t hi) { return lo + (int64_t)(urand() * (double)(hi - lo + 1)); }
-static double nrand(void) {
-  double u = urand(), v = urand();
-  if (u < 1e-300) u = 1e-300;
-  return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
-}
-
-static void fresh_seed(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  g_seed = ((uint64_t)ts.tv_nsec * 0x2545F4914F6CDD1Dull) ^ ((uint64_t)getpid() << 32) ^
-           (uint64_t)ts.tv_sec;
-  g_rng = g_seed;
-  snprintf(g_seedstr, sizeof g_seedstr, "(seed %llu)", (unsigned long long)g_seed);
-}
 
 /* A temporary folder for one check, removed with its files at the end. */
 static char g_dir[256];

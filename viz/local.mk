@@ -14,7 +14,7 @@ noinst_HEADERS += include/bsa/viz.h
 
 check_PROGRAMS += tests/check_viz
 TESTS += tests/check_viz
-tests_check_viz_SOURCES = tests/check_viz.c
+tests_check_viz_SOURCES = tests/check_viz.c tests/test_rand.h
 tests_check_viz_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(PNG_CFLAGS) -O2
 tests_check_viz_LDADD = viz/libbsaviz.a $(RUNLOG_LIBS) $(CAIRO_LIBS) $(PNG_LIBS) \
 	$(JANSSON_LIBS) $(BSA_LIBS) $(CHECK_STATIC_LIBS) -lm
