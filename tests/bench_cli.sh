@@ -4,19 +4,8 @@
 # recorded in the log, masks mode on a synthetic trace, and usage errors
 # (exit 2, naming the option and the value).
 set -u
-BSA="${BSA_BUILDDIR:-.}/tools/bsa"
-T=$(mktemp -d "${TMPDIR:-/tmp}/bsa-bench-cli.XXXXXX")
-trap 'rm -rf "$T"' EXIT
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-
-# expect CODE NEEDLE CMD...: exit status CODE and NEEDLE in stderr
-expect() {
-  code=$1; needle=$2; shift 2
-  "$@" >"$T/out" 2>"$T/err"; rc=$?
-  [ "$rc" = "$code" ] || fail "$* exited $rc, want $code: $(cat "$T/err")"
-  grep -qF -- "$needle" "$T/err" || fail "$*: stderr lacks '$needle': $(cat "$T/err")"
-}
+. "$(dirname "$0")/cli_lib.sh"
+cli_setup bench-cli
 
 "$BSA" --version >"$T/out" || fail "--version exited non-zero"
 grep -qE '^bsa [0-9]+\.[0-9]+\.[0-9]+$' "$T/out" || fail "--version printed '$(cat "$T/out")'"

@@ -7,7 +7,7 @@ tests_check_attention_LDADD = $(BSA_LIBS) $(CHECK_STATIC_LIBS) -lm
 
 # The bench verb and --version from the command line.
 TESTS += tests/bench_cli.sh
-EXTRA_DIST += tests/bench_cli.sh
+EXTRA_DIST += tests/bench_cli.sh tests/cli_lib.sh
 
 # make install into a scratch folder and a program built against it.
 TESTS += tests/install_check.sh

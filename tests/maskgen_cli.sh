@@ -5,19 +5,8 @@
 # option and value) and failures (exit 1) that leave existing files
 # untouched.
 set -u
-BSA="${BSA_BUILDDIR:-.}/tools/bsa"
-T=$(mktemp -d "${TMPDIR:-/tmp}/bsa-maskgen-cli.XXXXXX")
-trap 'rm -rf "$T"' EXIT
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-
-# expect CODE NEEDLE CMD...: exit status CODE and NEEDLE in stderr
-expect() {
-  code=$1; needle=$2; shift 2
-  "$@" >"$T/out" 2>"$T/err"; rc=$?
-  [ "$rc" = "$code" ] || fail "$* exited $rc, want $code: $(cat "$T/err")"
-  grep -qF -- "$needle" "$T/err" || fail "$*: stderr lacks '$needle': $(cat "$T/err")"
-}
+. "$(dirname "$0")/cli_lib.sh"
+cli_setup maskgen-cli
 # num KEY FILE: the values of a numeric JSON key, one per line
 num() { grep -o "\"$1\":[-0-9.e+]*" "$2" | cut -d: -f2; }
 

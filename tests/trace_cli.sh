@@ -3,20 +3,9 @@
 # runs they log, usage errors (exit 2, naming the option and value) and
 # failures (exit 1, naming the file) that leave existing files untouched.
 set -u
-BSA="${BSA_BUILDDIR:-.}/tools/bsa"
+. "$(dirname "$0")/cli_lib.sh"
+cli_setup trace-cli
 SRC="${BSA_SRCDIR:-.}"
-T=$(mktemp -d "${TMPDIR:-/tmp}/bsa-trace-cli.XXXXXX")
-trap 'rm -rf "$T"' EXIT
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-
-# expect CODE NEEDLE CMD...: exit status CODE and NEEDLE in stderr
-expect() {
-  code=$1; needle=$2; shift 2
-  "$@" >"$T/out" 2>"$T/err"; rc=$?
-  [ "$rc" = "$code" ] || fail "$* exited $rc, want $code: $(cat "$T/err")"
-  grep -qF -- "$needle" "$T/err" || fail "$*: stderr lacks '$needle': $(cat "$T/err")"
-}
 
 seed=$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')
 DB="$T/runs.db"
