@@ -387,6 +387,23 @@ static bsa_status check_perm(const int32_t *perm, int64_t n, int32_t heads, cons
   return BSA_OK;
 }
 
+/* The n block sizes of head h in a mask record: none negative, summing to
+ * want. */
+static bsa_status head_sizes_check(const char *nm, const char *ds, const int32_t *sz, int32_t h,
+                                   int64_t n, int64_t want) {
+  int64_t s = 0;
+  for (int64_t i = 0; i < n; i++) {
+    if (sz[i] < 0)
+      return bsa__fail(NULL, BSA_ERR_FORMAT, "mask record '%s': %s[%d, %lld] = %d", nm, ds, h,
+                       (long long)i, sz[i]);
+    s += sz[i];
+  }
+  if (s != want)
+    return bsa__fail(NULL, BSA_ERR_FORMAT, "mask record '%s': %s of head %d sums to %lld, not %lld",
+                     nm, ds, h, (long long)s, (long long)want);
+  return BSA_OK;
+}
+
 bsa_status bsa_mask_record_check(const bsa_mask_record *m, const bsa_trace_record *rec) {
   if (!m) return bsa__fail(NULL, BSA_ERR_INVALID_ARG, "mask record is NULL");
   const char *nm = m->name ? m->name : "(unnamed)";
@@ -415,30 +432,11 @@ bsa_status bsa_mask_record_check(const bsa_mask_record *m, const bsa_trace_recor
   }
   int64_t mb = m->num_block_rows, nb = m->num_block_cols;
   for (int32_t h = 0; h < m->num_kv_heads; h++) {
-    int64_t s = 0;
-    for (int64_t i = 0; i < mb; i++) {
-      int32_t v = m->block_row_sz[(size_t)h * mb + i];
-      if (v < 0)
-        return bsa__fail(NULL, BSA_ERR_FORMAT, "mask record '%s': block_row_sz[%d, %lld] = %d", nm,
-                         h, (long long)i, v);
-      s += v;
-    }
-    if (s != m->qo_len)
-      return bsa__fail(NULL, BSA_ERR_FORMAT,
-                       "mask record '%s': block_row_sz of head %d sums to %lld, not %lld", nm, h,
-                       (long long)s, (long long)m->qo_len);
-    s = 0;
-    for (int64_t j = 0; j < nb; j++) {
-      int32_t v = m->block_col_sz[(size_t)h * nb + j];
-      if (v < 0)
-        return bsa__fail(NULL, BSA_ERR_FORMAT, "mask record '%s': block_col_sz[%d, %lld] = %d", nm,
-                         h, (long long)j, v);
-      s += v;
-    }
-    if (s != m->kv_len)
-      return bsa__fail(NULL, BSA_ERR_FORMAT,
-                       "mask record '%s': block_col_sz of head %d sums to %lld, not %lld", nm, h,
-                       (long long)s, (long long)m->kv_len);
+    bsa_status st =
+        head_sizes_check(nm, "block_row_sz", m->block_row_sz + (size_t)h * mb, h, mb, m->qo_len);
+    if (st == BSA_OK)
+      st = head_sizes_check(nm, "block_col_sz", m->block_col_sz + (size_t)h * nb, h, nb, m->kv_len);
+    if (st != BSA_OK) return st;
   }
   size_t cells = (size_t)m->num_kv_heads * (size_t)mb * (size_t)nb;
   for (size_t c = 0; c < cells; c++)
