@@ -591,16 +591,14 @@ bsa_status bsa__cpu_run(bsa_plan *plan, const void *q, const void *k, const void
   /* V is read from the input when v_direct says so; K is always staged
    * (transposed, with RoPE). */
   const int direct = v_direct(plan);
-  const int v_nhd = direct && p->layout == BSA_LAYOUT_NHD;
   s->vbase = direct ? v : s->v;
-  s->ld = v_nhd ? (int64_t)p->num_kv_heads * p->head_dim : p->head_dim;
-  s->hstride = v_nhd ? p->head_dim : p->kv_len * p->head_dim;
+  /* Staged V is HND. */
+  bsa__strides(direct ? p->layout : BSA_LAYOUT_HND, p->kv_len, p->num_kv_heads, p->head_dim, &s->ld,
+               &s->hstride);
   const int64_t D = p->head_dim, M = p->qo_len;
   if (q_direct(plan)) {
-    const int nhd = p->layout == BSA_LAYOUT_NHD;
     s->qbase = q;
-    s->q_hstride = nhd ? D : M * D;
-    s->q_tstride = nhd ? (int64_t)p->num_qo_heads * D : D;
+    bsa__strides(p->layout, M, p->num_qo_heads, (int32_t)D, &s->q_tstride, &s->q_hstride);
     s->q_ld = s->q_tstride;
   } else {
     s->qbase = s->q;

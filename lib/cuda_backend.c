@@ -392,7 +392,6 @@ bsa_status bsa__cuda_run(bsa_plan *plan, const void *q, const void *k, const voi
   if (!cp) return bsa__fail(ctx, BSA_ERR_INTERNAL, "plan has no CUDA state");
   const bsa_attn_params *p = &plan->p;
   const int64_t D = p->head_dim, Hq = p->num_qo_heads, Hkv = p->num_kv_heads;
-  const int nhd = p->layout == BSA_LAYOUT_NHD;
   cudaError_t e = cudaSetDevice(ctx->cuda_device);
   if (e != cudaSuccess) return cuda_fail(ctx, e, "cudaSetDevice");
 
@@ -403,10 +402,8 @@ bsa_status bsa__cuda_run(bsa_plan *plan, const void *q, const void *k, const voi
   a.v = v;
   a.o = o;
   a.lse = lse;
-  a.q_st = nhd ? Hq * D : D;
-  a.q_sh = nhd ? D : p->qo_len * D;
-  a.k_st = nhd ? Hkv * D : D;
-  a.k_sh = nhd ? D : p->kv_len * D;
+  bsa__strides(p->layout, p->qo_len, (int32_t)Hq, (int32_t)D, &a.q_st, &a.q_sh);
+  bsa__strides(p->layout, p->kv_len, (int32_t)Hkv, (int32_t)D, &a.k_st, &a.k_sh);
   a.o_st = a.q_st;
   a.o_sh = a.q_sh;
   a.items = cp->items;

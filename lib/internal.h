@@ -116,11 +116,20 @@ bsa_status bsa__validate_bsr(bsa_ctx *ctx, const bsa_attn_params *p, const bsa_b
                              int64_t *nnz_out);
 bsa_status bsa__validate_var(bsa_ctx *ctx, const bsa_attn_params *p, const bsa_var_desc *var);
 
+/* Element strides of a [len, heads, dim] (NHD) or [heads, len, dim] (HND)
+ * tensor: between tokens and between heads. */
+static inline void bsa__strides(bsa_layout layout, int64_t len, int32_t heads, int32_t dim,
+                                int64_t *tok, int64_t *head) {
+  *tok = layout == BSA_LAYOUT_NHD ? (int64_t)heads * dim : dim;
+  *head = layout == BSA_LAYOUT_NHD ? dim : len * dim;
+}
+
 /* Element index helpers: offset of (token t, head h, dim 0). */
 static inline int64_t bsa__tok_offset(bsa_layout layout, int64_t len, int32_t heads, int32_t dim,
                                       int64_t t, int32_t h) {
-  return layout == BSA_LAYOUT_NHD ? (t * heads + h) * (int64_t)dim
-                                  : ((int64_t)h * len + t) * (int64_t)dim;
+  int64_t ts, hs;
+  bsa__strides(layout, len, heads, dim, &ts, &hs);
+  return t * ts + (int64_t)h * hs;
 }
 
 /* CPU backend. */
