@@ -7,7 +7,7 @@ long (N/2 registers), so they are generated rather than written by hand.
     python3 kernels/gen_wgmma.py > kernels/wgmma_ops.cuh
 """
 
-NS = (64, 128, 192, 256)
+NS = (64, 128, 256)
 TYPES = (("__nv_bfloat16", "bf16"), ("__half", "f16"))
 
 
