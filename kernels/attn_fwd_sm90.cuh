@@ -108,14 +108,17 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
   /* Work w = (item w / grid_y, row slice w % grid_y).  A persistent CTA
-   * takes one work per round r, w = r G + b (r even) or r G + G - 1 - b (r
-   * odd), for CTA b of G: the host orders items longest first, and the
-   * back-and-forth order evens out the CTAs' sums.  Otherwise each CTA
-   * takes one. */
+   * takes the works of its list in order (the host assigns them, balanced
+   * by cost); otherwise each CTA takes one. */
   const int64_t nwork = (int64_t)a.num_items * a.grid_y;
-  const int64_t G = PERSIST ? (int64_t)gridDim.x : nwork;
+  int wl0 = 0, wln = 1;
+  if (PERSIST) {
+    wl0 = a.cta_off[blockIdx.x];
+    wln = a.cta_off[blockIdx.x + 1] - wl0;
+  }
   auto work_of = [&](int r) -> int64_t {
-    return r * G + ((r & 1) ? G - 1 - blockIdx.x : (int64_t)blockIdx.x);
+    if (r >= wln) return nwork;
+    return PERSIST ? (int64_t)a.work_list[wl0 + r] : (int64_t)blockIdx.x;
   };
   auto work = [&](int64_t w, bsa__gpu_item &itw, int &prow0w, int &nprowsw) -> int {
     itw = a.items[w / a.grid_y];

@@ -88,6 +88,11 @@ typedef struct bsa__attn_args {
   int32_t o_dtype;
   int32_t ctas;    /* persistent kernels: CTAs to launch (SMs x CTAs per SM) */
   int32_t persist; /* run persistent CTAs where the kernel has them */
+  /* Persistent CTA b runs works work_list[cta_off[b] .. cta_off[b + 1]) in
+   * that order (a work w is row slice w % grid_y of item w / grid_y); the
+   * host balances the lists. */
+  const int32_t *work_list;
+  const int32_t *cta_off; /* [ctas + 1] */
 } bsa__attn_args;
 
 /* The attention kernel chosen for a plan. */

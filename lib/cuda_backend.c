@@ -73,6 +73,7 @@ bsa_status bsa__cuda_ctx_init(bsa_ctx *ctx) {
   snprintf(ctx->driver, sizeof ctx->driver, "CUDA driver %d.%d, runtime %d.%d, sm_%d%d", drv / 1000,
            (drv % 1000) / 10, rt / 1000, (rt % 1000) / 10, prop.major, prop.minor);
   ctx->sm_count = prop.multiProcessorCount;
+  ctx->l2_bytes = prop.l2CacheSize;
   ctx->cc_major = prop.major;
   ctx->cc_minor = prop.minor;
   return BSA_OK;
@@ -98,6 +99,8 @@ typedef struct cuda_plan {
   int32_t num_items, num_merges, grid_y;
   int32_t hopper;  /* the wgmma kernel runs this plan */
   int32_t persist; /* with persistent CTAs (where the kernel has them) */
+  int32_t ctas;    /* persistent CTAs the work lists are made for */
+  int32_t *work_list, *cta_off;
 } cuda_plan;
 
 static void cuda_plan_free(bsa_plan *plan) {
@@ -118,6 +121,74 @@ static int32_t cost_bucket(int64_t cost) {
   if (cost <= 1) return 0;
   int32_t b = (int32_t)(log2((double)cost) * 8.0) + 1;
   return b < COST_BUCKETS ? b : COST_BUCKETS - 1;
+}
+
+/* Kv heads per schedule group: those whose K and V fit in half the L2
+ * (at least 1).  BSA_CUDA_L2_MB overrides the L2 size, 0 makes one group of
+ * all heads (to measure the order). */
+static int32_t l2_head_group(const bsa_ctx *ctx, const bsa_attn_params *p) {
+  int64_t l2 = ctx->l2_bytes;
+  const char *env = getenv("BSA_CUDA_L2_MB");
+  if (env && *env) {
+    char *end;
+    const long mb = strtol(env, &end, 10);
+    if (*end == '\0' && mb >= 0) l2 = (int64_t)mb << 20;
+  }
+  const int64_t head_bytes = 2 * p->kv_len * p->head_dim * (int64_t)bsa_dtype_size(p->kv_dtype);
+  if (l2 <= 0 || head_bytes <= 0) return p->num_kv_heads > 0 ? p->num_kv_heads : 1;
+  const int64_t h = l2 / 2 / head_bytes;
+  return h < 1 ? 1 : h > p->num_kv_heads ? p->num_kv_heads : (int32_t)h;
+}
+
+/* Persistent schedule: the works (item, row slice) taken in schedule order,
+ * each given to the CTA with the least work so far (list scheduling, as a
+ * dynamic scheduler would run them, cost = 128-key tiles plus one for the
+ * item's start and end).  CTAs thus go through the kv-head groups together
+ * and end within about one short item of each other, where a fixed
+ * round-robin share drifts apart on uneven items.  Writes CTA b's works to
+ * wlist[off[b] .. off[b + 1]); cta is scratch for one int32 per work.
+ * Returns 0 when out of memory. */
+static int balance_works(const bsa__gpu_item *items, int64_t n_items, int32_t grid_y,
+                         int32_t group, int32_t nctas, int32_t *cta, int32_t *wlist,
+                         int32_t *off) {
+  int64_t *load = malloc(sizeof(int64_t) * (size_t)nctas);
+  int32_t *heap = malloc(sizeof(int32_t) * (size_t)nctas); /* min-heap of CTAs by load */
+  if (!load || !heap) {
+    free(load);
+    free(heap);
+    return 0;
+  }
+  for (int32_t b = 0; b < nctas; b++) load[b] = 0, heap[b] = b, off[b] = 0;
+  off[nctas] = 0;
+#define LESS(x, y) (load[x] < load[y] || (load[x] == load[y] && (x) < (y)))
+  const int64_t n_works = n_items * grid_y;
+  for (int64_t w = 0; w < n_works; w++) {
+    const bsa__gpu_item *it = &items[w / grid_y];
+    cta[w] = -1;
+    if ((int64_t)it->rows * group <= (w % grid_y) * BSA__GPU_BM) continue; /* no rows */
+    const int32_t b = heap[0];
+    cta[w] = b;
+    off[b + 1]++;
+    load[b] += (it->nkeys + BSA__GPU_BM - 1) / BSA__GPU_BM + 1;
+    for (int32_t i = 0;;) { /* sift the root down */
+      int32_t c = 2 * i + 1;
+      if (c >= nctas) break;
+      if (c + 1 < nctas && LESS(heap[c + 1], heap[c])) c++;
+      if (!LESS(heap[c], heap[i])) break;
+      const int32_t t = heap[c];
+      heap[c] = heap[i];
+      heap[i] = t;
+      i = c;
+    }
+  }
+#undef LESS
+  for (int32_t b = 0; b < nctas; b++) off[b + 1] += off[b];
+  for (int32_t b = 0; b < nctas; b++) load[b] = off[b]; /* fill cursors */
+  for (int64_t w = 0; w < n_works; w++)
+    if (cta[w] >= 0) wlist[load[cta[w]]++] = (int32_t)w;
+  free(load);
+  free(heap);
+  return 1;
 }
 
 static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
@@ -222,7 +293,12 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
   const size_t off_slopes = align256(off_merges + sizeof(bsa__gpu_merge) * (size_t)n_merge);
   const size_t off_mask =
       align256(off_slopes + (alibi ? sizeof(float) * (size_t)p->num_qo_heads : 0));
-  const size_t upload = align256(off_mask + (size_t)plan->mask_bytes);
+  /* Persistent CTAs' work lists (filled when the plan runs persistent). */
+  const int32_t nctas = ctx->sm_count > 0 ? ctx->sm_count : 1;
+  const int64_t n_works = n_sched * grid_y;
+  const size_t off_wlist = align256(off_mask + (size_t)plan->mask_bytes);
+  const size_t off_ctaoff = align256(off_wlist + sizeof(int32_t) * (size_t)n_works);
+  const size_t upload = align256(off_ctaoff + sizeof(int32_t) * (size_t)(nctas + 1));
   const size_t part_rows = (size_t)n_parts * (size_t)grid_y * BSA__GPU_BM;
   const size_t off_part_o = upload;
   const size_t off_part_lse = align256(off_part_o + part_rows * (size_t)D * sizeof(float));
@@ -236,7 +312,7 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
    * buckets. */
   const size_t off_tmp = align256(upload);
   const size_t off_bkt = align256(off_tmp + sizeof(bsa__gpu_item) * (size_t)n_sched);
-  unsigned char *host = stage_get(off_bkt + sizeof(int32_t) * (size_t)(n_sched + 1));
+  unsigned char *host = stage_get(off_bkt + sizeof(int32_t) * (size_t)(n_works + 1));
   cuda_plan *cp = calloc(1, sizeof *cp);
   if (!host || !cp) {
     free(item_keys);
@@ -321,24 +397,39 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
     kmax = nk > kmax ? nk : kmax;
     ksum += nk;
   }
-  const int persist = ns > 0 && (ksum < PERSIST_MEAN_KEYS * ns || kmin == kmax);
+  const int persist =
+      kern.hopper && ns > 0 && (ksum < PERSIST_MEAN_KEYS * ns || kmin == kmax);
 
-  /* Order: bucket descending, then kv head, then input order (a stable
-   * counting sort; the key range is COST_BUCKETS * Hkv). */
+  /* Order: kv-head group, then bucket descending, then kv head, then
+   * input order (a stable counting sort; the key range is about
+   * COST_BUCKETS * Hkv).  A group is as many kv heads as half the L2 holds
+   * K and V of: the CTAs running at one time then read the K/V blocks of a
+   * few heads, each from memory once, where a global longest-first order
+   * mixes all heads and reads each block again for every item (sparse maps
+   * touch a block from several rows of the same head).  Within a group the
+   * order stays longest first for the balance across CTAs. */
   bsa__gpu_item *items = (bsa__gpu_item *)(host + off_items);
-  const int64_t nkeys_sort = (int64_t)COST_BUCKETS * p->num_kv_heads;
+  const int32_t hpg = l2_head_group(ctx, p);
+  const int32_t ngroups = (p->num_kv_heads + hpg - 1) / hpg;
+  const int64_t nkeys_sort = (int64_t)ngroups * COST_BUCKETS * hpg;
   int64_t *count = calloc((size_t)nkeys_sort + 1, sizeof *count);
   if (!count) {
     free(cp);
     return bsa__fail(ctx, BSA_ERR_NOMEM, "plan: out of host memory for the CUDA schedule");
   }
   for (int64_t i = 0; i < ns; i++) {
-    bkt[i] = (COST_BUCKETS - 1 - bkt[i]) * p->num_kv_heads + tmp[i].kv_head;
+    const int32_t h = tmp[i].kv_head;
+    bkt[i] = ((h / hpg) * COST_BUCKETS + (COST_BUCKETS - 1 - bkt[i])) * hpg + h % hpg;
     count[bkt[i] + 1]++;
   }
   for (int64_t k = 0; k < nkeys_sort; k++) count[k + 1] += count[k];
   for (int64_t i = 0; i < ns; i++) items[count[bkt[i]]++] = tmp[i];
   free(count);
+  if (persist && !balance_works(items, ns, grid_y, group, nctas, bkt,
+                                (int32_t *)(host + off_wlist), (int32_t *)(host + off_ctaoff))) {
+    free(cp);
+    return bsa__fail(ctx, BSA_ERR_NOMEM, "plan: out of host memory for the CUDA schedule");
+  }
 
   if (alibi) {
     float *sl = (float *)(host + off_slopes);
@@ -378,6 +469,9 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
   cp->grid_y = grid_y;
   cp->hopper = kern.hopper;
   cp->persist = persist;
+  cp->ctas = nctas;
+  cp->work_list = (int32_t *)(b + off_wlist);
+  cp->cta_off = (int32_t *)(b + off_ctaoff);
   plan->backend = cp;
   plan->backend_free = cuda_plan_free;
   return BSA_OK;
@@ -423,8 +517,10 @@ bsa_status bsa__cuda_run(bsa_plan *plan, const void *q, const void *k, const voi
   a.cap = p->logits_soft_cap;
   a.cap_in = p->logits_soft_cap > 0.f ? p->sm_scale / p->logits_soft_cap : 0.f;
   a.o_dtype = (int32_t)p->o_dtype;
-  a.ctas = ctx->sm_count > 0 ? ctx->sm_count : 1; /* persistent kernels: one CTA per SM */
+  a.ctas = cp->ctas; /* persistent kernels: one CTA per SM */
   a.persist = cp->persist;
+  a.work_list = cp->work_list;
+  a.cta_off = cp->cta_off;
 
   void *stream = ctx->cuda_stream;
   if (p->pos_encoding == BSA_POS_ROPE_LLAMA) {
