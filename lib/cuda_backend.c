@@ -119,7 +119,11 @@ static void cuda_plan_free(bsa_plan *plan) {
 #define COST_BUCKETS 520
 static int32_t cost_bucket(int64_t cost) {
   if (cost <= 1) return 0;
-  int32_t b = (int32_t)(log2((double)cost) * 8.0) + 1;
+  /* 8 log2(cost) from the exponent and the next three bits (a library
+   * log2 per item was a tenth of the plan time). */
+  const int e = 63 - __builtin_clzll((unsigned long long)cost);
+  const int frac = e >= 3 ? (int)(cost >> (e - 3)) & 7 : (int)(cost << (3 - e)) & 7;
+  const int32_t b = e * 8 + frac + 1;
   return b < COST_BUCKETS ? b : COST_BUCKETS - 1;
 }
 
@@ -193,6 +197,14 @@ static int balance_works(const bsa__gpu_item *items, int64_t n_items, int32_t gr
 
 static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
 
+/* Whether work item i uses the same segments as item i - 1 (the work list
+ * stores the segments of a block row once when its tiles see the same
+ * ranges; no causal cut applies to those). */
+static int shares_segments(const bsa__work_item *items, int64_t i) {
+  return i > 0 && items[i].num_segments > 0 && items[i].seg_offset == items[i - 1].seg_offset &&
+         items[i].num_segments == items[i - 1].num_segments;
+}
+
 /* Host staging buffer of the upload, kept per thread between plans: plans
  * are rebuilt often (masks change every layer) and a fresh buffer of
  * megabytes costs more in page faults than filling it. */
@@ -248,12 +260,20 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
   /* Pass 1: keys and device segments per item.  A causal segment is cut
    * where the item's first row stops seeing keys: the part every row sees,
    * [kv_begin, q_begin + off + 1), runs unmasked, only the rest is flagged,
-   * so the masked path covers the diagonal tiles alone. */
+   * so the masked path covers the diagonal tiles alone.  Items that share
+   * the work list's segments (the tiles of one block row without causal
+   * clipping or element masks, made one after the other) share their
+   * device segments too. */
   int64_t *item_keys = malloc(sizeof(int64_t) * (size_t)(n_items + 1));
   if (!item_keys) return bsa__fail(ctx, BSA_ERR_NOMEM, "plan: out of host memory");
   int64_t nsegs = 0, total_keys = 0;
   for (int64_t i = 0; i < n_items; i++) {
     const bsa__work_item *w = &plan->items[i];
+    if (shares_segments(plan->items, i)) {
+      item_keys[i] = item_keys[i - 1];
+      total_keys += item_keys[i];
+      continue;
+    }
     const int64_t vis_all = w->q_begin + off + 1;
     int64_t nk = 0;
     for (int32_t k = 0; k < w->num_segments; k++) {
@@ -325,11 +345,13 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
   int32_t *bkt = (int32_t *)(host + off_bkt);
 
   /* Pass 2: write segments, items (split where long) and merges. */
-  int64_t ns = 0, nm = 0, part = 0, sp = 0;
+  int64_t ns = 0, nm = 0, part = 0, sp = 0, s0 = 0, nseg = 0;
   for (int64_t i = 0; i < n_items; i++) {
     const bsa__work_item *w = &plan->items[i];
-    const int64_t vis_all = w->q_begin + off + 1, s0 = sp;
-    for (int32_t k = 0; k < w->num_segments; k++) {
+    const int64_t vis_all = w->q_begin + off + 1;
+    const int share = shares_segments(plan->items, i);
+    if (!share) s0 = sp;
+    for (int32_t k = 0; k < w->num_segments && !share; k++) {
       const bsa__segment *sg = &plan->segs[w->seg_offset + k];
       const int32_t mflag = sg->flags & BSA__SEG_ELEMASK;
       const int32_t mbase =
@@ -344,7 +366,8 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
       if ((sg->flags & BSA__SEG_CAUSAL) && vis_all >= ke) fl &= ~BSA__SEG_CAUSAL;
       segs[sp++] = (bsa__gpu_seg){(int32_t)kb, (int32_t)(ke - kb), fl, mbase};
     }
-    const int64_t rows = w->q_end - w->q_begin, nk = item_keys[i], nseg = sp - s0;
+    const int64_t rows = w->q_end - w->q_begin, nk = item_keys[i];
+    if (!share) nseg = sp - s0;
     int64_t np = nk > split_len ? (nk + split_len - 1) / split_len : 1;
     if (np == 1) {
       bkt[ns] = cost_bucket(rows * nk);
@@ -401,17 +424,24 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
       kern.hopper && ns > 0 && (ksum < PERSIST_MEAN_KEYS * ns || kmin == kmax);
 
   /* Order: kv-head group, then bucket descending, then kv head, then
-   * input order (a stable counting sort; the key range is about
-   * COST_BUCKETS * Hkv).  A group is as many kv heads as half the L2 holds
-   * K and V of: the CTAs running at one time then read the K/V blocks of a
-   * few heads, each from memory once, where a global longest-first order
-   * mixes all heads and reads each block again for every item (sparse maps
-   * touch a block from several rows of the same head).  Within a group the
+   * input order (a stable counting sort over the buckets in use times
+   * Hkv).  A group is as many kv heads as half the L2 holds K and V of: the
+   * CTAs running at one time then read the K/V blocks of a few heads, each
+   * from memory about once, where a global longest-first order mixes all
+   * heads and can read a block again for every item that uses it (sparse
+   * maps touch a block from several rows of the same head; measured in
+   * docs/kernels.md).  Within a group the
    * order stays longest first for the balance across CTAs. */
   bsa__gpu_item *items = (bsa__gpu_item *)(host + off_items);
   const int32_t hpg = l2_head_group(ctx, p);
   const int32_t ngroups = (p->num_kv_heads + hpg - 1) / hpg;
-  const int64_t nkeys_sort = (int64_t)ngroups * COST_BUCKETS * hpg;
+  int32_t bmin = COST_BUCKETS, bmax = 0; /* the key spans the buckets in use */
+  for (int64_t i = 0; i < ns; i++) {
+    bmin = bkt[i] < bmin ? bkt[i] : bmin;
+    bmax = bkt[i] > bmax ? bkt[i] : bmax;
+  }
+  const int64_t nb = bmax >= bmin ? bmax - bmin + 1 : 1;
+  const int64_t nkeys_sort = (int64_t)ngroups * nb * hpg;
   int64_t *count = calloc((size_t)nkeys_sort + 1, sizeof *count);
   if (!count) {
     free(cp);
@@ -419,7 +449,7 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
   }
   for (int64_t i = 0; i < ns; i++) {
     const int32_t h = tmp[i].kv_head;
-    bkt[i] = ((h / hpg) * COST_BUCKETS + (COST_BUCKETS - 1 - bkt[i])) * hpg + h % hpg;
+    bkt[i] = (int32_t)(((h / hpg) * nb + (bmax - bkt[i])) * hpg + h % hpg);
     count[bkt[i] + 1]++;
   }
   for (int64_t k = 0; k < nkeys_sort; k++) count[k + 1] += count[k];

@@ -16,6 +16,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -28,7 +29,8 @@ typedef struct builder {
   int64_t visible; /* pairs per kv-head row (not yet times group) */
   int64_t masked;
   int64_t max_rows;
-  int oom;
+  int oom;   /* 1: out of memory, 2: a fixed region was miscounted (a bug) */
+  int fixed; /* items and segments live in a preallocated region: never grow */
 } builder;
 
 /* Allocates room for at least n_items items and n_segs segments. */
@@ -50,6 +52,10 @@ static int reserve(builder *b, int64_t n_items, int64_t n_segs) {
 
 static bsa__segment *seg_push(builder *b) {
   if (b->n_segs == b->cap_segs) {
+    if (b->fixed) {
+      b->oom = 2; /* the region was sized exactly */
+      return NULL;
+    }
     int64_t cap = b->cap_segs ? b->cap_segs * 2 : 1024;
     bsa__segment *s = realloc(b->segs, sizeof *s * (size_t)cap);
     if (!s) {
@@ -64,6 +70,10 @@ static bsa__segment *seg_push(builder *b) {
 
 static bsa__work_item *item_push(builder *b) {
   if (b->n_items == b->cap_items) {
+    if (b->fixed) {
+      b->oom = 2; /* the region was sized exactly */
+      return NULL;
+    }
     int64_t cap = b->cap_items ? b->cap_items * 2 : 256;
     bsa__work_item *s = realloc(b->items, sizeof *s * (size_t)cap);
     if (!s) {
@@ -232,18 +242,40 @@ static int cmp_colrange(const void *pa, const void *pb) {
 
 /* Kept-column scan of a variable-block map row, eight columns a step:
  * the eight map bytes become an 8-bit mask (bit k: column k kept), and
- * kept_pos[mask] lists the set bits, so the step writes eight candidate
- * indices and advances by their count.  One dependent add per eight
+ * kept_pos[mask] lists the set bits as two 4-lane vectors, so the step
+ * writes eight candidate indices (two vector stores) and advances by their
+ * count.  One dependent add per eight
  * columns instead of one per column (random maps defeat branches). */
-static uint8_t kept_pos[256][8], kept_num[256];
+typedef int32_t v4i32 __attribute__((vector_size(16)));
+static v4i32 kept_pos[256][2]; /* set bit positions, then zeros */
+static uint8_t kept_num[256];
 static pthread_once_t kept_once = PTHREAD_ONCE_INIT;
 static void kept_init(void) {
   for (int m = 0; m < 256; m++) {
+    int32_t pos[8] = {0};
     int n = 0;
     for (int k = 0; k < 8; k++)
-      if (m >> k & 1) kept_pos[m][n++] = (uint8_t)k;
+      if (m >> k & 1) pos[n++] = k;
+    memcpy(kept_pos[m], pos, sizeof pos);
     kept_num[m] = (uint8_t)n;
   }
+}
+
+/* Bit 7 of each byte of w set where that byte is nonzero. */
+static inline uint64_t nonzero_bytes(uint64_t w) {
+  return (((w & 0x7f7f7f7f7f7f7f7full) + 0x7f7f7f7f7f7f7f7full) | w) & 0x8080808080808080ull;
+}
+
+/* Nonzero bytes of map[0 .. n), eight a step. */
+static int64_t count_nonzero(const uint8_t *map, int64_t n) {
+  int64_t c = 0, e = 0;
+  for (; e + 8 <= n; e += 8) {
+    uint64_t w;
+    memcpy(&w, map + e, 8);
+    c += (int64_t)((nonzero_bytes(w) >> 7) * 0x0101010101010101ull >> 56); /* byte sum */
+  }
+  for (; e < n; e++) c += map[e] != 0;
+  return c;
 }
 
 /* Writes the indices j < nb with row[j] != 0 to kept (which has room for
@@ -253,12 +285,11 @@ static int64_t scan_kept(const uint8_t *row, int64_t nb, int32_t *kept) {
   for (; j + 8 <= nb; j += 8) {
     uint64_t w;
     memcpy(&w, row + j, 8);
-    /* High bit of each byte: set when the byte is nonzero. */
-    const uint64_t hi = ((w & 0x7f7f7f7f7f7f7f7full) + 0x7f7f7f7f7f7f7f7full) | w;
-    const unsigned m =
-        (unsigned)(((hi & 0x8080808080808080ull) >> 7) * 0x0102040810204080ull >> 56);
-    const uint8_t *pos = kept_pos[m];
-    for (int k = 0; k < 8; k++) kept[n + k] = (int32_t)j + pos[k];
+    const unsigned m = (unsigned)((nonzero_bytes(w) >> 7) * 0x0102040810204080ull >> 56);
+    const v4i32 base = {(int32_t)j, (int32_t)j, (int32_t)j, (int32_t)j};
+    const v4i32 lo = kept_pos[m][0] + base, hi = kept_pos[m][1] + base;
+    memcpy(kept + n, &lo, sizeof lo); /* two 16-byte stores */
+    memcpy(kept + n + 4, &hi, sizeof hi);
     n += kept_num[m];
   }
   for (; j < nb; j++) {
@@ -266,6 +297,155 @@ static int64_t scan_kept(const uint8_t *row, int64_t nb, int32_t *kept) {
     n += row[j] != 0;
   }
   return n;
+}
+
+/* Key ranges of the kept column blocks kept[0 .. n) (ascending), with
+ * touching blocks merged and empty ones dropped, into cols; returns their
+ * count.  Branch-free merge: which kept blocks touch is random. */
+static int64_t var_ranges(const int32_t *kept, int64_t n, const int64_t *cstart,
+                          colrange *cols) {
+  int64_t m = 0, last_end = -1;
+  for (int64_t k = 0; k < n; k++) {
+    const int64_t b = cstart[kept[k]], e = cstart[kept[k] + 1];
+    if (e == b) continue; /* zero-size block (rare) */
+    const int64_t touch = b == last_end;
+    m -= touch; /* rewrite the previous range when touching */
+    cols[m].begin = touch ? cols[m].begin : b;
+    cols[m].end = e;
+    cols[m].mask_offset = -1;
+    m++;
+    last_end = e;
+  }
+  return m;
+}
+
+/* One share of a variable-block build: kv heads [h0, h1) into b. */
+typedef struct var_part {
+  builder b;
+  const bsa_var_desc *var;
+  int64_t tile_q;
+  int32_t h0, h1;
+} var_part;
+
+static void var_heads(var_part *vp) {
+  builder *b = &vp->b;
+  const bsa_var_desc *var = vp->var;
+  const int64_t MB = var->num_block_rows, NB = var->num_block_cols;
+  colrange *cols = malloc(sizeof *cols * (size_t)NB);
+  int64_t *cstart = malloc(sizeof *cstart * (size_t)(NB + 1)); /* first key of each column */
+  int32_t *kept = malloc(sizeof *kept * (size_t)(NB + 8));      /* kept columns of a row */
+  if (!cols || !cstart || !kept) b->oom = 1;
+  for (int32_t h = vp->h0; h < vp->h1 && !b->oom; h++) {
+    const int32_t *rs = var->block_row_sz + (int64_t)h * MB;
+    const int32_t *cs = var->block_col_sz + (int64_t)h * NB;
+    cstart[0] = 0;
+    for (int64_t j = 0; j < NB; j++) cstart[j + 1] = cstart[j] + cs[j];
+    int64_t r0 = 0;
+    for (int64_t i = 0; i < MB && !b->oom; i++) {
+      const uint8_t *mrow = var->block_mask_map + ((int64_t)h * MB + i) * NB;
+      /* Zero-size column blocks stay in: var_ranges drops them. */
+      const int64_t n = var_ranges(kept, scan_kept(mrow, NB, kept), cstart, cols);
+      const int64_t r1 = r0 + rs[i];
+      if (r1 > r0) emit_rows(b, h, r0, r1, r0, cols, n, vp->tile_q);
+      r0 = r1;
+    }
+  }
+  free(cols);
+  free(cstart);
+  free(kept);
+}
+
+static void *var_heads_thread(void *arg) {
+  var_heads(arg);
+  return NULL;
+}
+
+/* Maps smaller than this (entries) are built on the calling thread alone. */
+#define VAR_PARALLEL_MIN (1 << 16)
+#define VAR_MAX_PARTS 8
+
+/* Variable blocks.  The arrays are sized once: items exactly, segments by
+ * the kept blocks (exact without causal clipping, where a block row's
+ * tiles share their segments; growing them by doubling copied and faulted
+ * large plans in twice).  Without causal clipping, large maps are built by
+ * up to VAR_MAX_PARTS threads, each over a range of kv heads writing into
+ * its own region of the arrays: items of all regions are contiguous (their
+ * counts are exact), segments may leave gaps between regions (items refer
+ * to them by offset; nothing walks the segment array). */
+static void build_var(builder *b, const bsa_var_desc *var, int64_t tile_q) {
+  const bsa_attn_params *p = &b->plan->p;
+  const int32_t H = p->num_kv_heads;
+  const int64_t MB = var->num_block_rows, NB = var->num_block_cols;
+  pthread_once(&kept_once, kept_init);
+  int64_t *h_items = malloc(sizeof(int64_t) * (size_t)H * 2), *h_kept = h_items + H;
+  if (!h_items) {
+    b->oom = 1;
+    return;
+  }
+  int64_t n_items = 0, n_kept = 0;
+  for (int32_t h = 0; h < H; h++) {
+    h_items[h] = 0;
+    for (int64_t i = 0; i < MB; i++)
+      h_items[h] += (var->block_row_sz[(int64_t)h * MB + i] + tile_q - 1) / tile_q;
+    h_kept[h] = count_nonzero(var->block_mask_map + (int64_t)h * MB * NB, MB * NB);
+    n_items += h_items[h];
+    n_kept += h_kept[h];
+  }
+  if (!reserve(b, n_items, p->causal ? 2 * n_kept : n_kept)) {
+    free(h_items);
+    b->oom = 1;
+    return;
+  }
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  int parts = ncpu > VAR_MAX_PARTS ? VAR_MAX_PARTS : ncpu < 1 ? 1 : (int)ncpu;
+  if (parts > H) parts = H;
+  if (p->causal || (int64_t)H * MB * NB < VAR_PARALLEL_MIN) parts = 1;
+  if (parts == 1) {
+    var_part one = {*b, var, tile_q, 0, H};
+    var_heads(&one);
+    *b = one.b;
+    free(h_items);
+    return;
+  }
+  var_part vp[VAR_MAX_PARTS];
+  pthread_t th[VAR_MAX_PARTS];
+  int started[VAR_MAX_PARTS] = {0};
+  int64_t item0 = 0, seg0 = 0, seg_first[VAR_MAX_PARTS];
+  for (int k = 0; k < parts; k++) {
+    const int32_t h0 = (int32_t)((int64_t)H * k / parts), h1 = (int32_t)((int64_t)H * (k + 1) / parts);
+    int64_t ni = 0, nk = 0;
+    for (int32_t h = h0; h < h1; h++) ni += h_items[h], nk += h_kept[h];
+    vp[k] = (var_part){*b, var, tile_q, h0, h1};
+    vp[k].b.fixed = 1;
+    vp[k].b.n_items = item0;
+    vp[k].b.cap_items = item0 + ni;
+    vp[k].b.n_segs = seg_first[k] = seg0;
+    vp[k].b.cap_segs = seg0 + nk;
+    item0 += ni;
+    seg0 += nk;
+  }
+  for (int k = 1; k < parts; k++)
+    started[k] = pthread_create(&th[k], NULL, var_heads_thread, &vp[k]) == 0;
+  var_heads(&vp[0]);
+  for (int k = 1; k < parts; k++) {
+    if (started[k])
+      pthread_join(th[k], NULL);
+    else
+      var_heads(&vp[k]); /* no thread to be had: on this one */
+  }
+  /* One builder again: n_segs counts the segments in use. */
+  b->n_items = n_items;
+  b->n_segs = 0;
+  for (int k = 0; k < parts; k++) {
+    const builder *pb = &vp[k].b;
+    if (pb->oom) b->oom = 1;
+    if (!b->oom && pb->n_items != pb->cap_items) b->oom = 2; /* miscounted region */
+    b->n_segs += pb->n_segs - seg_first[k];
+    b->visible += pb->visible;
+    b->masked += pb->masked;
+    if (pb->max_rows > b->max_rows) b->max_rows = pb->max_rows;
+  }
+  free(h_items);
 }
 
 bsa_status bsa__worklist_build(bsa_plan *plan, const bsa_bsr_desc *bsr, const bsa_var_desc *var,
@@ -277,8 +457,6 @@ bsa_status bsa__worklist_build(bsa_plan *plan, const bsa_bsr_desc *bsr, const bs
   if (tile_q < 1) tile_q = BSA__CPU_TILE_Q;
   const int64_t M = p->qo_len, N = p->kv_len;
   colrange *cols = NULL;
-  int64_t *cstart = NULL; /* variable blocks: first key of each column block */
-  int32_t *kept = NULL;   /* variable blocks: kept column blocks of a row */
 
   if (!bsr && !var) {
     colrange all = {0, N, -1};
@@ -307,47 +485,15 @@ bsa_status bsa__worklist_build(bsa_plan *plan, const bsa_bsr_desc *bsr, const bs
       }
     }
   } else {
-    const int64_t MB = var->num_block_rows, NB = var->num_block_cols;
-    cols = malloc(sizeof *cols * (size_t)NB);
-    cstart = malloc(sizeof *cstart * (size_t)(NB + 1));
-    kept = malloc(sizeof *kept * (size_t)(NB + 8));
-    pthread_once(&kept_once, kept_init);
-    if (!cols || !cstart || !kept) b.oom = 1;
-    /* Size the arrays once: items exactly, segments by the kept blocks
-     * (an upper bound when nothing is clipped per tile).  Growing them by
-     * doubling copied and faulted in large plans twice. */
-    int64_t n_items = 0, n_kept = 0;
-    for (int64_t h = 0; h < p->num_kv_heads; h++)
-      for (int64_t i = 0; i < MB; i++)
-        n_items += (var->block_row_sz[h * MB + i] + tile_q - 1) / tile_q;
-    const int64_t map_len = (int64_t)p->num_kv_heads * MB * NB;
-    for (int64_t e = 0; e < map_len; e++) n_kept += var->block_mask_map[e] != 0;
-    if (!b.oom && !reserve(&b, n_items, p->causal ? 2 * n_kept : n_kept)) b.oom = 1;
-    for (int32_t h = 0; h < p->num_kv_heads && !b.oom; h++) {
-      const int32_t *rs = var->block_row_sz + (int64_t)h * MB;
-      const int32_t *cs = var->block_col_sz + (int64_t)h * NB;
-      cstart[0] = 0;
-      for (int64_t j = 0; j < NB; j++) cstart[j + 1] = cstart[j] + cs[j];
-      int64_t r0 = 0;
-      for (int64_t i = 0; i < MB && !b.oom; i++) {
-        const uint8_t *mrow = var->block_mask_map + ((int64_t)h * MB + i) * NB;
-        /* Zero-size column blocks stay in: their empty ranges are dropped
-         * when the row's ranges are merged. */
-        const int64_t n = scan_kept(mrow, NB, kept);
-        for (int64_t k = 0; k < n; k++)
-          cols[k] = (colrange){cstart[kept[k]], cstart[kept[k] + 1], -1};
-        int64_t r1 = r0 + rs[i];
-        if (r1 > r0) emit_rows(&b, h, r0, r1, r0, cols, n, tile_q);
-        r0 = r1;
-      }
-    }
+    build_var(&b, var, tile_q);
   }
   free(cols);
-  free(cstart);
-  free(kept);
   if (b.oom || (longest_first && !sort_items(&b))) {
     free(b.items);
     free(b.segs);
+    if (b.oom == 2)
+      return bsa__fail(plan->ctx, BSA_ERR_INTERNAL,
+                       "plan: the threaded work-list build miscounted its items");
     return bsa__fail(plan->ctx, BSA_ERR_NOMEM, "plan: out of memory building the work list");
   }
   plan->items = b.items;

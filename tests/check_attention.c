@@ -44,6 +44,7 @@ typedef struct tcase {
   double density;
   int force_empty_row; /* BSR/var: block row 0 keeps nothing */
   int zero_sizes;      /* var: allow zero-size blocks */
+  int64_t blocks;      /* var: MB = NB = blocks (0: drawn from 1..8) */
 } tcase;
 
 static uint64_t mix(uint64_t x) {
@@ -165,8 +166,8 @@ static void run_case(const tcase *c, uint64_t seed) {
     emask = ref_mask_from_bsr(&p, &d);
     st = bsa_plan_create_bsr(ctx, &p, &d, &plan);
   } else {
-    const int64_t MB = 1 + (int64_t)(ref_rand_u64(&rng) % 8);
-    const int64_t NB = 1 + (int64_t)(ref_rand_u64(&rng) % 8);
+    const int64_t MB = c->blocks ? c->blocks : 1 + (int64_t)(ref_rand_u64(&rng) % 8);
+    const int64_t NB = c->blocks ? c->blocks : 1 + (int64_t)(ref_rand_u64(&rng) % 8);
     rsz = malloc(sizeof(int32_t) * (size_t)(c->Hkv * MB));
     csz = malloc(sizeof(int32_t) * (size_t)(c->Hkv * NB));
     map = malloc((size_t)(c->Hkv * MB * NB));
@@ -329,6 +330,23 @@ START_TEST(test_dense_grid) {
   c.N = MN_VALUES[mn % 5];
   draw_features(&c, (uint64_t)_i + 9000);
   run_case(&c, mix((uint64_t)_i + 11000));
+}
+END_TEST
+
+/* Variable-block maps large enough (Hkv x 200 x 200 >= 2^16 entries) that
+ * plans without causal clipping build their work list on several threads
+ * (one range of kv heads each); case 3 is causal, built on one thread. */
+START_TEST(test_var_threaded_build) {
+  tcase c;
+  memset(&c, 0, sizeof c);
+  c.kind = KIND_VAR;
+  c.M = c.N = 1000;
+  draw_features(&c, (uint64_t)_i + 13000);
+  c.Hq = 4;
+  c.Hkv = _i % 2 ? 4 : 2;
+  c.blocks = 200;
+  c.causal = _i == 3;
+  run_case(&c, mix((uint64_t)_i + 15000));
 }
 END_TEST
 
@@ -662,6 +680,7 @@ static Suite *attention_suite(void) {
   tcase_add_loop_test(tc, test_bsr_grid, 0, 400);
   tcase_add_loop_test(tc, test_var_grid, 0, 100);
   tcase_add_loop_test(tc, test_dense_grid, 0, 50);
+  tcase_add_loop_test(tc, test_var_threaded_build, 0, 4);
   tcase_add_loop_test(tc, test_dims_dtypes_layouts, 0, 24);
   suite_add_tcase(s, tc);
   TCase *tu = tcase_create("units");
