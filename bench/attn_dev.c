@@ -3,9 +3,11 @@
  *
  * Times one plan kind at one shape through the public API with CUDA events
  * (warm-up, median of --reps), on random bf16/f16 data, and reports the
- * host plan time (and, for variable blocks, the time of the same plan on
- * a CPU context: the work-list compiler alone), the kernel time, effective TFLOP/s (4 * D * visible
- * pairs / time) and, in the same process, dense attention at the same shape. Masks follow
+ * host plan time (variable blocks: best and median of --plan-reps builds,
+ * default 5, and the best of the same plan on a CPU context, which is the
+ * work-list compiler with its longest-first sort), the kernel time,
+ * effective TFLOP/s (4 * D * visible pairs / time) and, in the same
+ * process, dense attention at the same shape.  Masks follow
  * bench/peers.py: BSR maps random per kv head with the diagonal kept; variable blocks are random
  * partitions per head (uniform cut points) with a random block map.
  *
@@ -40,6 +42,11 @@ static uint64_t rnd_u64(void) {
 }
 static double rnd_unit(void) { return (double)(rnd_u64() >> 11) * (1.0 / 9007199254740992.0); }
 
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
 static int cmp_i64(const void *a, const void *b) {
   int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
   return (x > y) - (x < y);
@@ -68,7 +75,7 @@ static void die(const char *what, bsa_ctx *ctx) {
 
 int main(int argc, char **argv) {
   const char *layout = "dense";
-  int H = 32, Hkv = 0, D = 128, causal = 0, reps = 20, mb = 100, nb = 100;
+  int H = 32, Hkv = 0, D = 128, causal = 0, reps = 20, mb = 100, nb = 100, plan_reps = 5;
   int64_t S = 8192, B = 128;
   double density = 0.1;
   bsa_dtype dt = BSA_DTYPE_BF16;
@@ -98,6 +105,8 @@ int main(int argc, char **argv) {
       causal = 1;
     else if (!strcmp(a, "--reps"))
       reps = atoi(v), i++;
+    else if (!strcmp(a, "--plan-reps"))
+      plan_reps = atoi(v) > 0 ? atoi(v) : 1, i++;
     else if (!strcmp(a, "--dtype")) {
       if (bsa_dtype_parse(v, &dt) != BSA_OK) {
         fprintf(stderr, "attn_dev: --dtype %s is not f16 or bf16\n", v);
@@ -142,7 +151,7 @@ int main(int argc, char **argv) {
 
   bsa_plan *dense = NULL, *plan = NULL;
   if (bsa_plan_create_dense(ctx, &p, &dense) != BSA_OK) die("dense plan", ctx);
-  double t0 = 0, plan_ms = 0, plan_cpu_ms = 0;
+  double t0 = 0, plan_ms = 0, plan_median_ms = 0, plan_cpu_ms = 0;
   int32_t *indptr = NULL, *indices = NULL, *rsz = NULL, *csz = NULL;
   uint8_t *map = NULL;
   if (!strcmp(layout, "bsr")) {
@@ -173,23 +182,27 @@ int main(int argc, char **argv) {
         map[(int64_t)h * mb * nb + i] = rnd_unit() < density;
     }
     bsa_var_desc d = {mb, nb, map, rsz, csz};
-    /* Plan cost: median of 5 builds. */
-    double best = 1e30;
-    for (int r = 0; r < 5; r++) {
+    /* Plan cost: best and median of --plan-reps builds (each replaces
+     * the last plan, as when masks change every layer). */
+    double *pt = malloc(sizeof(double) * (size_t)plan_reps);
+    for (int r = 0; r < plan_reps; r++) {
       bsa_plan *tmp = NULL;
       t0 = now_s();
       if (bsa_plan_create_var(ctx, &p, &d, &tmp) != BSA_OK) die("var plan", ctx);
-      double ms = (now_s() - t0) * 1e3;
-      if (ms < best) best = ms;
+      pt[r] = (now_s() - t0) * 1e3;
       if (plan) bsa_plan_destroy(plan);
       plan = tmp;
     }
-    plan_ms = best;
+    qsort(pt, (size_t)plan_reps, sizeof *pt, cmp_double);
+    plan_ms = pt[0];
+    plan_median_ms = pt[plan_reps / 2];
+    free(pt);
+    double best = 1e30;
     /* The host work-list compiler alone: the same plan on a CPU context. */
     bsa_ctx *cpu = NULL;
     if (bsa_ctx_create(NULL, &cpu) != BSA_OK) die("cpu context", NULL);
     best = 1e30;
-    for (int r = 0; r < 5; r++) {
+    for (int r = 0; r < plan_reps; r++) {
       bsa_plan *tmp = NULL;
       t0 = now_s();
       if (bsa_plan_create_var(cpu, &p, &d, &tmp) != BSA_OK) die("cpu var plan", cpu);
@@ -221,12 +234,12 @@ int main(int argc, char **argv) {
         "{\"device\":\"%s\",\"layout\":\"%s\",\"heads\":%d,\"kv_heads\":%d,\"seq\":%lld,"
         "\"head_dim\":%d,\"dtype\":\"%s\",\"causal\":%d,\"block\":%lld,\"blocks\":\"%dx%d\","
         "\"density_req\":%.3f,\"density\":%.4f,\"time_ms\":%.4f,\"dense_time_ms\":%.4f,"
-        "\"speedup\":%.2f,\"tflops_effective\":%.1f,\"vs_dense\":%.3f,\"plan_ms\":%.3f,\"plan_cpu_"
-        "ms\":%.3f,"
+        "\"speedup\":%.2f,\"tflops_effective\":%.1f,\"vs_dense\":%.3f,\"plan_ms\":%.3f,"
+        "\"plan_median_ms\":%.3f,\"plan_cpu_ms\":%.3f,"
         "\"items\":%lld,\"segments\":%lld}\n",
         bsa_ctx_device_name(ctx), layout, H, Hkv, (long long)S, D, bsa_dtype_name(dt), causal,
         (long long)B, mb, nb, density, si.density, ms, dense_ms, dense_ms / ms, tf, tf / dense_tf,
-        plan_ms, plan_cpu_ms, (long long)si.num_work_items, (long long)si.num_segments);
+        plan_ms, plan_median_ms, plan_cpu_ms, (long long)si.num_work_items, (long long)si.num_segments);
   }
   bsa_plan_destroy(plan);
   bsa_plan_destroy(dense);
