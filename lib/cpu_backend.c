@@ -52,10 +52,16 @@ typedef struct cpu_state {
    * staged copy, or the caller's q for float32 MHA without RoPE. */
   const float *qbase;
   int64_t q_hstride, q_tstride, q_ld;
-  /* K transposed, [Hkv, D, np_k] with np_k = kv_len rounded up to 32 plus
-   * 32 zero columns, so a chunk of keys is a column range read in place. */
+  /* K transposed, with np_k = kv_len rounded up to 32 plus 32 zero
+   * columns.  Row-major [Hkv, D, np_k], so any key range is a column range
+   * read in place; or, when every segment starts at a multiple of 32 keys
+   * (dense, BSR with C a multiple of 32), in panels [Hkv, np_k / 32, D, 32]:
+   * the 32 keys of a panel are one contiguous 16 KB (D = 128) block, which
+   * the product streams in order where row-major rows of scattered blocks
+   * sit 4 * np_k bytes apart (5-8% on BSR at density 0.1). */
   float *kt;
   int64_t np_k;
+  int kt_panels;
 } cpu_state;
 
 static void cpu_state_free(bsa_plan *plan) {
@@ -193,9 +199,21 @@ static void stage_k(stage_job *j, int64_t t0, int64_t t1) {
                  D);
         if (rope) rope_rotate(tmp + i * D, D, c + i * (D / 2), sn + i * (D / 2));
       }
-      for (int32_t d = 0; d < D; d++) {
-        float *row = s->kt + ((int64_t)h * D + d) * s->np_k + t;
-        for (int64_t i = 0; i < n; i++) row[i] = tmp[i * D + d] * scale;
+      float *kh = s->kt + (int64_t)h * D * s->np_k;
+      if (!s->kt_panels) {
+        for (int32_t d = 0; d < D; d++) {
+          float *row = kh + (int64_t)d * s->np_k + t;
+          for (int64_t i = 0; i < n; i++) row[i] = tmp[i * D + d] * scale;
+        }
+        continue;
+      }
+      for (int64_t i0 = 0; i0 < n;) { /* the tokens of one panel */
+        const int64_t key = t + i0, o = key & 31;
+        const int64_t len = n - i0 < 32 - o ? n - i0 : 32 - o;
+        float *panel = kh + (key >> 5) * D * 32 + o;
+        for (int32_t d = 0; d < D; d++)
+          for (int64_t i = 0; i < len; i++) panel[d * 32 + i] = tmp[(i0 + i) * D + d] * scale;
+        i0 += len;
       }
     }
   }
@@ -359,12 +377,20 @@ static void run_chunk(run_job *j, const bsa__work_item *it, const piece *pc, int
    * the slack of SLD).  Packed: pieces are copied into Kt [D, NP] and
    * Vp [nkeys, Dp] for one product each. */
   int inplace = D == Dp;
-  for (int i = 0; i < np && inplace; i++) inplace = pc[i].n >= PIECE_INPLACE || np == 1;
+  for (int i = 0; i < np && inplace; i++)
+    inplace = (pc[i].n >= PIECE_INPLACE || np == 1) && (!s->kt_panels || (pc[i].kb & 31) == 0);
   /* V rows in place only where they are contiguous per head (staged or
    * HND); NHD input rows are Hkv * D apart, which the product reads badly. */
   const int v_inplace = inplace && ld == Dp;
   int64_t c0 = 0;
-  if (inplace) {
+  if (inplace && s->kt_panels) {
+    for (int i = 0; i < np; i++) {
+      for (int64_t c = 0; c < pc[i].n; c += 32) /* one product per panel */
+        bsa__gemm(R, 32, D, Q, lda, KT + ((pc[i].kb + c) >> 5) * D * 32, 32, w->S + c0 + c, SLD,
+                  0);
+      c0 += pc[i].n;
+    }
+  } else if (inplace) {
     for (int i = 0; i < np; i++) {
       bsa__gemm(R, ROUND32(pc[i].n), D, Q, lda, KT + pc[i].kb, s->np_k, w->S + c0, SLD, 0);
       c0 += pc[i].n;
@@ -372,11 +398,19 @@ static void run_chunk(run_job *j, const bsa__work_item *it, const piece *pc, int
   } else {
     for (int32_t d = 0; d < D; d++) {
       float *dst = w->Kt + (int64_t)d * KC;
-      const float *src = KT + (int64_t)d * s->np_k;
       c0 = 0;
       for (int i = 0; i < np; i++) {
-        memcpy(dst + c0, src + pc[i].kb, sizeof(float) * (size_t)pc[i].n);
-        c0 += pc[i].n;
+        if (!s->kt_panels) {
+          memcpy(dst + c0, KT + (int64_t)d * s->np_k + pc[i].kb, sizeof(float) * (size_t)pc[i].n);
+          c0 += pc[i].n;
+          continue;
+        }
+        for (int64_t key = pc[i].kb, end = pc[i].kb + pc[i].n; key < end;) {
+          const int64_t o = key & 31, len = end - key < 32 - o ? end - key : 32 - o;
+          memcpy(dst + c0, KT + (key >> 5) * D * 32 + d * 32 + o, sizeof(float) * (size_t)len);
+          c0 += len;
+          key += len;
+        }
       }
       memset(dst + nkeys, 0, sizeof(float) * (size_t)(NP - nkeys));
     }
@@ -536,6 +570,17 @@ static int q_direct(const bsa_plan *plan) {
   return p->q_dtype == BSA_DTYPE_F32 && p->pos_encoding != BSA_POS_ROPE_LLAMA && plan->group == 1;
 }
 
+/* Whether every segment of the work list starts at a multiple of 32 keys
+ * (K is then staged in panels, see cpu_state). */
+static int segments_aligned(const bsa_plan *plan) {
+  for (int64_t i = 0; i < plan->num_items; i++) {
+    const bsa__work_item *it = &plan->items[i];
+    for (int32_t k = 0; k < it->num_segments; k++)
+      if (plan->segs[it->seg_offset + k].kv_begin & 31) return 0;
+  }
+  return 1;
+}
+
 static bsa_status ensure_state(bsa_plan *plan, cpu_state **out) {
   cpu_state *s = plan->backend;
   if (s) {
@@ -559,6 +604,7 @@ static bsa_status ensure_state(bsa_plan *plan, cpu_state **out) {
   const int need_v = !v_direct(plan);
   if (need_v) s->v = bsa__aligned_alloc(s->kv_elems * sizeof(float));
   s->np_k = ROUND32(p->kv_len) + 32;
+  s->kt_panels = segments_aligned(plan);
   const size_t kt_elems = (size_t)p->num_kv_heads * (size_t)p->head_dim * (size_t)s->np_k;
   s->kt = bsa__aligned_alloc(kt_elems * sizeof(float));
   if (s->kt) memset(s->kt, 0, kt_elems * sizeof(float)); /* the padding stays zero */
