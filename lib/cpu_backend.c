@@ -386,8 +386,7 @@ static void run_chunk(run_job *j, const bsa__work_item *it, const piece *pc, int
   if (inplace && s->kt_panels) {
     for (int i = 0; i < np; i++) {
       for (int64_t c = 0; c < pc[i].n; c += 32) /* one product per panel */
-        bsa__gemm(R, 32, D, Q, lda, KT + ((pc[i].kb + c) >> 5) * D * 32, 32, w->S + c0 + c, SLD,
-                  0);
+        bsa__gemm(R, 32, D, Q, lda, KT + ((pc[i].kb + c) >> 5) * D * 32, 32, w->S + c0 + c, SLD, 0);
       c0 += pc[i].n;
     }
   } else if (inplace) {

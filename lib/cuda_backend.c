@@ -152,9 +152,8 @@ static int32_t l2_head_group(const bsa_ctx *ctx, const bsa_attn_params *p) {
  * round-robin share drifts apart on uneven items.  Writes CTA b's works to
  * wlist[off[b] .. off[b + 1]); cta is scratch for one int32 per work.
  * Returns 0 when out of memory. */
-static int balance_works(const bsa__gpu_item *items, int64_t n_items, int32_t grid_y,
-                         int32_t group, int32_t nctas, int32_t *cta, int32_t *wlist,
-                         int32_t *off) {
+static int balance_works(const bsa__gpu_item *items, int64_t n_items, int32_t grid_y, int32_t group,
+                         int32_t nctas, int32_t *cta, int32_t *wlist, int32_t *off) {
   int64_t *load = malloc(sizeof(int64_t) * (size_t)nctas);
   int32_t *heap = malloc(sizeof(int32_t) * (size_t)nctas); /* min-heap of CTAs by load */
   if (!load || !heap) {
@@ -420,8 +419,7 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
     kmax = nk > kmax ? nk : kmax;
     ksum += nk;
   }
-  const int persist =
-      kern.hopper && ns > 0 && (ksum < PERSIST_MEAN_KEYS * ns || kmin == kmax);
+  const int persist = kern.hopper && ns > 0 && (ksum < PERSIST_MEAN_KEYS * ns || kmin == kmax);
 
   /* Order: kv-head group, then bucket descending, then kv head, then
    * input order (a stable counting sort over the buckets in use times
@@ -455,8 +453,8 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
   for (int64_t k = 0; k < nkeys_sort; k++) count[k + 1] += count[k];
   for (int64_t i = 0; i < ns; i++) items[count[bkt[i]]++] = tmp[i];
   free(count);
-  if (persist && !balance_works(items, ns, grid_y, group, nctas, bkt,
-                                (int32_t *)(host + off_wlist), (int32_t *)(host + off_ctaoff))) {
+  if (persist && !balance_works(items, ns, grid_y, group, nctas, bkt, (int32_t *)(host + off_wlist),
+                                (int32_t *)(host + off_ctaoff))) {
     free(cp);
     return bsa__fail(ctx, BSA_ERR_NOMEM, "plan: out of host memory for the CUDA schedule");
   }

@@ -33,7 +33,7 @@ struct bsa_ctx {
   char device_name[256];
   char driver[96]; /* CUDA: driver/runtime versions; "" on the CPU */
   char msg[BSA__MSG_LEN];
-  int sm_count; /* CUDA: multiprocessors */
+  int sm_count;     /* CUDA: multiprocessors */
   int64_t l2_bytes; /* CUDA: L2 cache size */
   int cc_major, cc_minor;
 };

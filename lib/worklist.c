@@ -302,8 +302,7 @@ static int64_t scan_kept(const uint8_t *row, int64_t nb, int32_t *kept) {
 /* Key ranges of the kept column blocks kept[0 .. n) (ascending), with
  * touching blocks merged and empty ones dropped, into cols; returns their
  * count.  Branch-free merge: which kept blocks touch is random. */
-static int64_t var_ranges(const int32_t *kept, int64_t n, const int64_t *cstart,
-                          colrange *cols) {
+static int64_t var_ranges(const int32_t *kept, int64_t n, const int64_t *cstart, colrange *cols) {
   int64_t m = 0, last_end = -1;
   for (int64_t k = 0; k < n; k++) {
     const int64_t b = cstart[kept[k]], e = cstart[kept[k] + 1];
@@ -333,7 +332,7 @@ static void var_heads(var_part *vp) {
   const int64_t MB = var->num_block_rows, NB = var->num_block_cols;
   colrange *cols = malloc(sizeof *cols * (size_t)NB);
   int64_t *cstart = malloc(sizeof *cstart * (size_t)(NB + 1)); /* first key of each column */
-  int32_t *kept = malloc(sizeof *kept * (size_t)(NB + 8));      /* kept columns of a row */
+  int32_t *kept = malloc(sizeof *kept * (size_t)(NB + 8));     /* kept columns of a row */
   if (!cols || !cstart || !kept) b->oom = 1;
   for (int32_t h = vp->h0; h < vp->h1 && !b->oom; h++) {
     const int32_t *rs = var->block_row_sz + (int64_t)h * MB;
@@ -408,11 +407,13 @@ static void build_var(builder *b, const bsa_var_desc *var, int64_t tile_q) {
     return;
   }
   var_part vp[VAR_MAX_PARTS];
+  memset(vp, 0, sizeof vp);
   pthread_t th[VAR_MAX_PARTS];
   int started[VAR_MAX_PARTS] = {0};
   int64_t item0 = 0, seg0 = 0, seg_first[VAR_MAX_PARTS];
   for (int k = 0; k < parts; k++) {
-    const int32_t h0 = (int32_t)((int64_t)H * k / parts), h1 = (int32_t)((int64_t)H * (k + 1) / parts);
+    const int32_t h0 = (int32_t)((int64_t)H * k / parts),
+                  h1 = (int32_t)((int64_t)H * (k + 1) / parts);
     int64_t ni = 0, nk = 0;
     for (int32_t h = h0; h < h1; h++) ni += h_items[h], nk += h_kept[h];
     vp[k] = (var_part){*b, var, tile_q, h0, h1};
