@@ -8,8 +8,11 @@
  *  - items much longer than a fair share of the machine are split along
  *    their keys into pieces that write partial results, merged afterwards by
  *    a second kernel (split-KV with an LSE merge);
- *  - the order is longest first, with items of similar cost grouped by kv
- *    head so that CTAs running together share K/V in L2.
+ *  - the order is by groups of kv heads whose K/V fit in half the L2, and
+ *    longest first within a group, so that CTAs running together share
+ *    K/V in L2 and still end together;
+ *  - persistent CTAs get their works from host-made lists, balanced by
+ *    cost.
  * Everything the run needs (schedule, BSR masks, ALiBi slopes, split and
  * RoPE workspaces) is in one device allocation made here, so bsa__cuda_run
  * only enqueues kernels: no allocation, no copy, no synchronisation, and it
@@ -428,8 +431,8 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
    * from memory about once, where a global longest-first order mixes all
    * heads and can read a block again for every item that uses it (sparse
    * maps touch a block from several rows of the same head; measured in
-   * docs/kernels.md).  Within a group the
-   * order stays longest first for the balance across CTAs. */
+   * docs/kernels.md).  Within a group the order stays longest first for
+   * the balance across CTAs. */
   bsa__gpu_item *items = (bsa__gpu_item *)(host + off_items);
   const int32_t hpg = l2_head_group(ctx, p);
   const int32_t ngroups = (p->num_kv_heads + hpg - 1) / hpg;
