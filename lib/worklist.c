@@ -244,8 +244,8 @@ static int cmp_colrange(const void *pa, const void *pb) {
  * the eight map bytes become an 8-bit mask (bit k: column k kept), and
  * kept_pos[mask] lists the set bits as two 4-lane vectors, so the step
  * writes eight candidate indices (two vector stores) and advances by their
- * count.  One dependent add per eight
- * columns instead of one per column (random maps defeat branches). */
+ * count: one dependent add per eight columns instead of one per column
+ * (random maps defeat branches). */
 typedef int32_t v4i32 __attribute__((vector_size(16)));
 static v4i32 kept_pos[256][2]; /* set bit positions, then zeros */
 static uint8_t kept_num[256];
