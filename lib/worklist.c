@@ -16,7 +16,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "internal.h"
 
@@ -367,10 +366,10 @@ static void *var_heads_thread(void *arg) {
  * the kept blocks (exact without causal clipping, where a block row's
  * tiles share their segments; growing them by doubling copied and faulted
  * large plans in twice).  Without causal clipping, large maps are built by
- * up to VAR_MAX_PARTS threads, each over a range of kv heads writing into
- * its own region of the arrays: items of all regions are contiguous (their
- * counts are exact), segments may leave gaps between regions (items refer
- * to them by offset; nothing walks the segment array). */
+ * up to VAR_MAX_PARTS threads (at most the context's num_threads), each over a range of kv heads
+ * writing into its own region of the arrays: items of all regions are contiguous (their counts are
+ * exact), segments may leave gaps between regions (items refer to them by offset; nothing walks the
+ * segment array). */
 static void build_var(builder *b, const bsa_var_desc *var, int64_t tile_q) {
   const bsa_attn_params *p = &b->plan->p;
   const int32_t H = p->num_kv_heads;
@@ -395,8 +394,8 @@ static void build_var(builder *b, const bsa_var_desc *var, int64_t tile_q) {
     b->oom = 1;
     return;
   }
-  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-  int parts = ncpu > VAR_MAX_PARTS ? VAR_MAX_PARTS : ncpu < 1 ? 1 : (int)ncpu;
+  const int nthr = b->plan->ctx->num_threads; /* the context's threads, as for CPU runs */
+  int parts = nthr > VAR_MAX_PARTS ? VAR_MAX_PARTS : nthr < 1 ? 1 : nthr;
   if (parts > H) parts = H;
   if (p->causal || (int64_t)H * MB * NB < VAR_PARALLEL_MIN) parts = 1;
   if (parts == 1) {

@@ -20,7 +20,9 @@
  *
  * Thread safety: a context and its plans may be used from one thread at a
  * time.  Different contexts are independent.  The CPU backend runs its own
- * worker threads (bsa_ctx_options.num_threads) for the duration of a run.
+ * worker threads (bsa_ctx_options.num_threads) for the duration of a run,
+ * and bsa_plan_create_var builds large variable-block plans on up to 8 of
+ * them (on any device) for the duration of the call.
  */
 #ifndef BSA_CORE_H
 #define BSA_CORE_H
@@ -92,7 +94,7 @@ typedef struct bsa_ctx bsa_ctx;
 typedef struct bsa_ctx_options {
   bsa_device device; /* default CPU */
   int cuda_device;   /* CUDA device ordinal (default 0) */
-  int num_threads;   /* CPU worker threads; 0 = number of online CPUs */
+  int num_threads;   /* CPU worker threads (runs, plan building); 0 = online CPUs */
   void *cuda_stream; /* cudaStream_t to launch on; NULL = default stream */
 } bsa_ctx_options;
 
