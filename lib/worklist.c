@@ -109,8 +109,6 @@ typedef struct colrange {
   int64_t mask_offset; /* -1 when the block has no element mask */
 } colrange;
 
-/* Emits the items of rows [r0, r1) that all see the column ranges cols[]
- * (sorted by begin).  Ranges without element masks that touch are merged. */
 /* Merges adjacent ranges without element masks in place (a masked block
  * stays a segment of its own) and drops empty ones; returns the count. */
 static int64_t merge_cols(colrange *cols, int64_t n) {
@@ -298,25 +296,6 @@ static int64_t scan_kept(const uint8_t *row, int64_t nb, int32_t *kept) {
   return n;
 }
 
-/* Key ranges of the kept column blocks kept[0 .. n) (ascending), with
- * touching blocks merged and empty ones dropped, into cols; returns their
- * count.  Branch-free merge: which kept blocks touch is random. */
-static int64_t var_ranges(const int32_t *kept, int64_t n, const int64_t *cstart, colrange *cols) {
-  int64_t m = 0, last_end = -1;
-  for (int64_t k = 0; k < n; k++) {
-    const int64_t b = cstart[kept[k]], e = cstart[kept[k] + 1];
-    if (e == b) continue; /* zero-size block (rare) */
-    const int64_t touch = b == last_end;
-    m -= touch; /* rewrite the previous range when touching */
-    cols[m].begin = touch ? cols[m].begin : b;
-    cols[m].end = e;
-    cols[m].mask_offset = -1;
-    m++;
-    last_end = e;
-  }
-  return m;
-}
-
 /* One share of a variable-block build: kv heads [h0, h1) into b. */
 typedef struct var_part {
   builder b;
@@ -341,8 +320,11 @@ static void var_heads(var_part *vp) {
     int64_t r0 = 0;
     for (int64_t i = 0; i < MB && !b->oom; i++) {
       const uint8_t *mrow = var->block_mask_map + ((int64_t)h * MB + i) * NB;
-      /* Zero-size column blocks stay in: var_ranges drops them. */
-      const int64_t n = var_ranges(kept, scan_kept(mrow, NB, kept), cstart, cols);
+      /* Zero-size column blocks stay in: emit_rows drops their empty
+       * ranges when it merges the row's ranges. */
+      const int64_t n = scan_kept(mrow, NB, kept);
+      for (int64_t k = 0; k < n; k++)
+        cols[k] = (colrange){cstart[kept[k]], cstart[kept[k] + 1], -1};
       const int64_t r1 = r0 + rs[i];
       if (r1 > r0) emit_rows(b, h, r0, r1, r0, cols, n, vp->tile_q);
       r0 = r1;
@@ -366,10 +348,11 @@ static void *var_heads_thread(void *arg) {
  * the kept blocks (exact without causal clipping, where a block row's
  * tiles share their segments; growing them by doubling copied and faulted
  * large plans in twice).  Without causal clipping, large maps are built by
- * up to VAR_MAX_PARTS threads (at most the context's num_threads), each over a range of kv heads
- * writing into its own region of the arrays: items of all regions are contiguous (their counts are
- * exact), segments may leave gaps between regions (items refer to them by offset; nothing walks the
- * segment array). */
+ * up to VAR_MAX_PARTS threads (at most the context's num_threads), each
+ * over a range of kv heads writing into its own region of the arrays:
+ * items of all regions are contiguous (their counts are exact), segments
+ * may leave gaps between regions (items refer to them by offset; nothing
+ * walks the segment array). */
 static void build_var(builder *b, const bsa_var_desc *var, int64_t tile_q) {
   const bsa_attn_params *p = &b->plan->p;
   const int32_t H = p->num_kv_heads;
