@@ -80,6 +80,22 @@ static void cpu_state_free(bsa_plan *plan) {
 
 /* ---------------------------------------------------------------- helpers */
 
+/* K row d, key `key` in the staged K of one kv head (kh): its address, and
+ * in *len how many of the keys up to `end` follow it contiguously (the
+ * rest of the row when row-major, of the panel in panels).  kt_ld is the
+ * distance between rows d and d + 1 of a key run. */
+static inline float *kt_run(const cpu_state *s, float *kh, int32_t D, int32_t d, int64_t key,
+                            int64_t end, int64_t *len) {
+  if (!s->kt_panels) {
+    *len = end - key;
+    return kh + (int64_t)d * s->np_k + key;
+  }
+  const int64_t o = key & 31;
+  *len = end - key < 32 - o ? end - key : 32 - o;
+  return kh + (key >> 5) * D * 32 + d * 32 + o;
+}
+static inline int64_t kt_ld(const cpu_state *s) { return s->kt_panels ? 32 : s->np_k; }
+
 /* Element i of base in dtype t, as a byte address. */
 static inline const void *elem_at(const void *base, bsa_dtype t, int64_t i) {
   return (const char *)base + (size_t)i * bsa_dtype_size(t);
@@ -200,21 +216,11 @@ static void stage_k(stage_job *j, int64_t t0, int64_t t1) {
         if (rope) rope_rotate(tmp + i * D, D, c + i * (D / 2), sn + i * (D / 2));
       }
       float *kh = s->kt + (int64_t)h * D * s->np_k;
-      if (!s->kt_panels) {
-        for (int32_t d = 0; d < D; d++) {
-          float *row = kh + (int64_t)d * s->np_k + t;
-          for (int64_t i = 0; i < n; i++) row[i] = tmp[i * D + d] * scale;
+      for (int32_t d = 0; d < D; d++)
+        for (int64_t i0 = 0, len = 0; i0 < n; i0 += len) {
+          float *dst = kt_run(s, kh, D, d, t + i0, t + n, &len);
+          for (int64_t i = 0; i < len; i++) dst[i] = tmp[(i0 + i) * D + d] * scale;
         }
-        continue;
-      }
-      for (int64_t i0 = 0; i0 < n;) { /* the tokens of one panel */
-        const int64_t key = t + i0, o = key & 31;
-        const int64_t len = n - i0 < 32 - o ? n - i0 : 32 - o;
-        float *panel = kh + (key >> 5) * D * 32 + o;
-        for (int32_t d = 0; d < D; d++)
-          for (int64_t i = 0; i < len; i++) panel[d * 32 + i] = tmp[(i0 + i) * D + d] * scale;
-        i0 += len;
-      }
     }
   }
 }
@@ -367,7 +373,7 @@ static void run_chunk(run_job *j, const bsa__work_item *it, const piece *pc, int
   const float *Q = s->qbase + (int64_t)it->kv_head * s->q_hstride + it->q_begin * s->q_tstride;
   const int64_t lda = s->q_ld;
   const int64_t ld = s->ld;
-  const float *KT = s->kt + (int64_t)it->kv_head * D * s->np_k;
+  float *KT = s->kt + (int64_t)it->kv_head * D * s->np_k;
   const float *V = s->vbase + (int64_t)it->kv_head * s->hstride;
   const int alibi = p->pos_encoding == BSA_POS_ALIBI;
 
@@ -383,33 +389,24 @@ static void run_chunk(run_job *j, const bsa__work_item *it, const piece *pc, int
    * HND); NHD input rows are Hkv * D apart, which the product reads badly. */
   const int v_inplace = inplace && ld == Dp;
   int64_t c0 = 0;
-  if (inplace && s->kt_panels) {
+  if (inplace) {
+    /* One product per contiguous run of K: the whole piece row-major, a
+     * panel (the piece starts on one) in panels. */
     for (int i = 0; i < np; i++) {
-      for (int64_t c = 0; c < pc[i].n; c += 32) /* one product per panel */
-        bsa__gemm(R, 32, D, Q, lda, KT + ((pc[i].kb + c) >> 5) * D * 32, 32, w->S + c0 + c, SLD, 0);
-      c0 += pc[i].n;
-    }
-  } else if (inplace) {
-    for (int i = 0; i < np; i++) {
-      bsa__gemm(R, ROUND32(pc[i].n), D, Q, lda, KT + pc[i].kb, s->np_k, w->S + c0, SLD, 0);
-      c0 += pc[i].n;
+      const int64_t end = pc[i].kb + pc[i].n;
+      for (int64_t key = pc[i].kb, len = 0; key < end; key += len, c0 += len) {
+        const float *b = kt_run(s, KT, D, 0, key, end, &len);
+        bsa__gemm(R, ROUND32(len), D, Q, lda, b, kt_ld(s), w->S + c0, SLD, 0);
+      }
     }
   } else {
     for (int32_t d = 0; d < D; d++) {
       float *dst = w->Kt + (int64_t)d * KC;
       c0 = 0;
       for (int i = 0; i < np; i++) {
-        if (!s->kt_panels) {
-          memcpy(dst + c0, KT + (int64_t)d * s->np_k + pc[i].kb, sizeof(float) * (size_t)pc[i].n);
-          c0 += pc[i].n;
-          continue;
-        }
-        for (int64_t key = pc[i].kb, end = pc[i].kb + pc[i].n; key < end;) {
-          const int64_t o = key & 31, len = end - key < 32 - o ? end - key : 32 - o;
-          memcpy(dst + c0, KT + (key >> 5) * D * 32 + d * 32 + o, sizeof(float) * (size_t)len);
-          c0 += len;
-          key += len;
-        }
+        const int64_t end = pc[i].kb + pc[i].n;
+        for (int64_t key = pc[i].kb, len = 0; key < end; key += len, c0 += len)
+          memcpy(dst + c0, kt_run(s, KT, D, d, key, end, &len), sizeof(float) * (size_t)len);
       }
       memset(dst + nkeys, 0, sizeof(float) * (size_t)(NP - nkeys));
     }
