@@ -289,7 +289,8 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
   }
   /* Split length: an item with more keys than about twice a fair share of
    * one CTA slot is cut into pieces of 64-key tiles. */
-  const int64_t slots = (int64_t)(ctx->sm_count > 0 ? ctx->sm_count : 1) * kern.ctas_per_sm;
+  const int32_t nctas = ctx->sm_count > 0 ? ctx->sm_count : 1; /* persistent CTAs: one per SM */
+  const int64_t slots = (int64_t)nctas * kern.ctas_per_sm;
   int64_t split_len = (total_keys + 2 * slots - 1) / (2 * slots);
   if (split_len < SPLIT_MIN_KEYS) split_len = SPLIT_MIN_KEYS;
   int64_t n_sched = 0, n_merge = 0, n_parts = 0;
@@ -315,8 +316,8 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
   const size_t off_slopes = align256(off_merges + sizeof(bsa__gpu_merge) * (size_t)n_merge);
   const size_t off_mask =
       align256(off_slopes + (alibi ? sizeof(float) * (size_t)p->num_qo_heads : 0));
-  /* Persistent CTAs' work lists (filled when the plan runs persistent). */
-  const int32_t nctas = ctx->sm_count > 0 ? ctx->sm_count : 1;
+  /* Persistent CTAs' work lists, last: filled and uploaded only when the
+   * plan runs persistent. */
   const int64_t n_works = n_sched * grid_y;
   const size_t off_wlist = align256(off_mask + (size_t)plan->mask_bytes);
   const size_t off_ctaoff = align256(off_wlist + sizeof(int32_t) * (size_t)n_works);
@@ -479,7 +480,8 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
     return bsa__fail(ctx, BSA_ERR_NOMEM, "plan: cudaMallocAsync of %zu bytes failed: %s", total,
                      cudaGetErrorString(e));
   }
-  e = cudaMemcpyAsync(cp->blob, host, upload, cudaMemcpyHostToDevice, (cudaStream_t)cp->stream);
+  e = cudaMemcpyAsync(cp->blob, host, persist ? upload : off_wlist, cudaMemcpyHostToDevice,
+                      (cudaStream_t)cp->stream);
   if (e != cudaSuccess) {
     cudaFreeAsync(cp->blob, (cudaStream_t)cp->stream);
     free(cp);
