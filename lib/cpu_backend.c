@@ -405,8 +405,10 @@ static void run_chunk(run_job *j, const bsa__work_item *it, const piece *pc, int
       c0 = 0;
       for (int i = 0; i < np; i++) {
         const int64_t end = pc[i].kb + pc[i].n;
-        for (int64_t key = pc[i].kb, len = 0; key < end; key += len, c0 += len)
-          memcpy(dst + c0, kt_run(s, KT, D, d, key, end, &len), sizeof(float) * (size_t)len);
+        for (int64_t key = pc[i].kb, len = 0; key < end; key += len, c0 += len) {
+          const float *src = kt_run(s, KT, D, d, key, end, &len); /* sets len */
+          memcpy(dst + c0, src, sizeof(float) * (size_t)len);
+        }
       }
       memset(dst + nkeys, 0, sizeof(float) * (size_t)(NP - nkeys));
     }
