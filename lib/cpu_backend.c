@@ -2,19 +2,27 @@
  * lib/cpu_backend.c - exact block-sparse attention on the CPU.
  *
  * A run has two phases:
- *  1. Staging: q, k, v are converted to float32, RoPE is applied, K is
- *     multiplied by sm_scale, and the data is laid out so that the rows of
- *     one work item are contiguous: q as [Hkv, M, group, D] (the query heads
- *     of a GQA group interleaved per token; float32 MHA q without RoPE is
- *     used in place), K transposed as [Hkv, D, N] so any key range is a
- *     column range, V as [Hkv, N, D] (float32 HND V is used in place).
- *  2. Work items (longest first) are taken by worker threads.  For an item
- *     with R = rows * group query rows, each KV segment is visited in
- *     chunks of KC keys (short segments gathered into one chunk):
- *     S = Q K^T (lib/cpu_gemm.c), the logits epilogue (soft cap,
- *     ALiBi, masks only on flagged segments), online softmax (running max
- *     m and sum l per row), O += P V.  Finally O /= l and
- *     LSE = m + log l; rows that saw no key get O = 0 and LSE = -inf.
+ *  1. Staging: q, k, v are converted to float32 and RoPE is applied where
+ *     needed: q as [Hkv, M, group, D] (the query heads of a GQA group
+ *     interleaved per token), K as [Hkv, N, D], V as [Hkv, N, Dp] (Dp = D
+ *     rounded up to 32, zero padded).  float32 inputs without RoPE are read
+ *     in place where their rows suit the products (see k_direct, v_direct,
+ *     q_direct), so sparse runs do not pay for staging what they skip.
+ *  2. Work items (longest first) are taken by worker threads.  An item's
+ *     R = rows * group query rows are transposed once into Q^T [D, RP]
+ *     (RP = R rounded up to 16) and multiplied by sm_scale.  Its KV
+ *     segments are visited in chunks of up to KC keys; for each chunk
+ *         S^T = K Q^T   [keys, RP]  (lib/cpu_gemm.c, one pointer per key row)
+ *     then the logits epilogue (soft cap, ALiBi, masks only on flagged
+ *     segments), the online softmax down the columns (running max m and sum
+ *     l per query row, vectorised across query rows), and
+ *         O += P V      [R, Dp]     (P read as the softmax left it, V rows
+ *                                    through one pointer per key)
+ *     Finally O /= l and LSE = m + log l; rows that saw no key get O = 0 and
+ *     LSE = -inf.
+ * Computing the scores transposed is what lets a chunk gather keys from
+ * any number of scattered segments at the cost of a pointer per key: K and
+ * V rows are read where they lie, never packed.
  *
  * The float32 buffers live in the plan and are reused across runs.
  */
@@ -28,47 +36,33 @@
 
 #include "internal.h"
 
-#define KC 512 /* keys per chunk: S = [R, SLD] stays in L2 */
-/* Row stride of S: room for a last piece's product rounded up to 32. */
-#define SLD (KC + 32)
-/* Pieces at least this long are multiplied in place, one product each. */
-#define PIECE_INPLACE 64
+#define KC 512 /* keys per chunk: S^T = [KC, RP] stays in L2 */
 
 typedef struct cpu_state {
-  float *q, *v; /* staged inputs (K is staged transposed in kt) */
+  float *q, *k, *v; /* staged inputs, NULL where the caller's are read in place */
   size_t q_elems, kv_elems;
-  float *scratch; /* per thread: S [Rmax, KC], O [Rmax, D], m, l [Rmax] */
+  float *scratch; /* per thread, see item_scratch */
   size_t scratch_per_thread;
   int threads;
   float *slopes;     /* [Hq] ALiBi slopes */
   double *rope_freq; /* [D/2] RoPE: theta^(-2i/D) / rope_scale */
-  /* Where a run reads K and V: the staged copies, or the caller's float32
-   * tensors in place when no conversion or RoPE is needed.  Key j of kv
-   * head h starts at base + h * hstride + j * ld. */
-  const float *vbase;
-  int64_t ld, hstride;
+  /* Where a run reads K and V: key j of kv head h starts at
+   * kbase + h * k_hs + j * k_ld (V likewise); staged copies or the caller's
+   * float32 tensors. */
+  const float *kbase, *vbase;
+  int64_t k_ld, k_hs, v_ld, v_hs;
   /* Where the query rows of item (kv head h, first token t) start:
    * qbase + h * q_hstride + t * q_tstride, rows q_ld floats apart; the
    * staged copy, or the caller's q for float32 MHA without RoPE. */
   const float *qbase;
   int64_t q_hstride, q_tstride, q_ld;
-  /* K transposed, with np_k = kv_len rounded up to 32 plus 32 zero
-   * columns.  Row-major [Hkv, D, np_k], so any key range is a column range
-   * read in place; or, when every segment starts at a multiple of 32 keys
-   * (dense, BSR with C a multiple of 32), in panels [Hkv, np_k / 32, D, 32]:
-   * the 32 keys of a panel are one contiguous 16 KB (D = 128) block, which
-   * the product streams in order where row-major rows of scattered blocks
-   * sit 4 * np_k bytes apart (5-8% on BSR at density 0.1). */
-  float *kt;
-  int64_t np_k;
-  int kt_panels;
 } cpu_state;
 
 static void cpu_state_free(bsa_plan *plan) {
   cpu_state *s = plan->backend;
   if (!s) return;
   free(s->q);
-  free(s->kt);
+  free(s->k);
   free(s->v);
   free(s->scratch);
   free(s->slopes);
@@ -80,21 +74,9 @@ static void cpu_state_free(bsa_plan *plan) {
 
 /* ---------------------------------------------------------------- helpers */
 
-/* K row d, key `key` in the staged K of one kv head (kh): its address, and
- * in *len how many of the keys up to `end` follow it contiguously (the
- * rest of the row when row-major, of the panel in panels).  kt_ld is the
- * distance between rows d and d + 1 of a key run. */
-static inline float *kt_run(const cpu_state *s, float *kh, int32_t D, int32_t d, int64_t key,
-                            int64_t end, int64_t *len) {
-  if (!s->kt_panels) {
-    *len = end - key;
-    return kh + (int64_t)d * s->np_k + key;
-  }
-  const int64_t o = key & 31;
-  *len = end - key < 32 - o ? end - key : 32 - o;
-  return kh + (key >> 5) * D * 32 + d * 32 + o;
-}
-static inline int64_t kt_ld(const cpu_state *s) { return s->kt_panels ? 32 : s->np_k; }
+#define ROUND8(x) (((x) + 7) & ~(int64_t)7)
+#define ROUND16(x) (((x) + 15) & ~(int64_t)15)
+#define ROUND32(x) (((x) + 31) & ~(int64_t)31)
 
 /* Element i of base in dtype t, as a byte address. */
 static inline const void *elem_at(const void *base, bsa_dtype t, int64_t i) {
@@ -191,49 +173,35 @@ static void stage_q(stage_job *j, int64_t t0, int64_t t1) {
   }
 }
 
-/* K tokens [t0, t1) into kt [Hkv, D, np_k], rotated and scaled: blocks of
- * tokens are loaded row by row, then written transposed so that each of the
- * D rows of kt gets one contiguous run. */
+/* K tokens [t0, t1) into [Hkv, N, D], rotated at position t. */
 static void stage_k(stage_job *j, int64_t t0, int64_t t1) {
   const bsa_attn_params *p = &j->plan->p;
   cpu_state *s = j->s;
   const int32_t D = p->head_dim, Hkv = p->num_kv_heads;
   const int64_t N = p->kv_len;
   const int rope = p->pos_encoding == BSA_POS_ROPE_LLAMA;
-  const float scale = p->sm_scale; /* folded into K: (s q).k = q.(s k) */
-  float tmp[4096];
-  double c[4096 / 2], sn[4096 / 2]; /* angles of the block's tokens */
-  const int64_t tb = (int64_t)(sizeof tmp / sizeof tmp[0]) / D;
-  for (int64_t t = t0; t < t1; t += tb) {
-    const int64_t n = t1 - t < tb ? t1 - t : tb;
-    if (rope)
-      for (int64_t i = 0; i < n; i++)
-        rope_angles(s, D, (double)(t + i), c + i * (D / 2), sn + i * (D / 2));
+  double c[512], sn[512];
+  for (int64_t t = t0; t < t1; t++) {
+    if (rope) rope_angles(s, D, (double)t, c, sn);
     for (int32_t h = 0; h < Hkv; h++) {
-      for (int64_t i = 0; i < n; i++) {
-        load_row(tmp + i * D, j->k, p->kv_dtype, bsa__tok_offset(p->layout, N, Hkv, D, t + i, h),
-                 D);
-        if (rope) rope_rotate(tmp + i * D, D, c + i * (D / 2), sn + i * (D / 2));
-      }
-      float *kh = s->kt + (int64_t)h * D * s->np_k;
-      for (int32_t d = 0; d < D; d++)
-        for (int64_t i0 = 0, len = 0; i0 < n; i0 += len) {
-          float *dst = kt_run(s, kh, D, d, t + i0, t + n, &len);
-          for (int64_t i = 0; i < len; i++) dst[i] = tmp[(i0 + i) * D + d] * scale;
-        }
+      float *dst = s->k + ((int64_t)h * N + t) * D;
+      load_row(dst, j->k, p->kv_dtype, bsa__tok_offset(p->layout, N, Hkv, D, t, h), D);
+      if (rope) rope_rotate(dst, D, c, sn);
     }
   }
 }
 
-/* V tokens [t0, t1) into [Hkv, N, D]. */
+/* V tokens [t0, t1) into [Hkv, N, Dp], the columns past D zero. */
 static void stage_v(stage_job *j, int64_t t0, int64_t t1) {
   const bsa_attn_params *p = &j->plan->p;
   const int32_t D = p->head_dim, Hkv = p->num_kv_heads;
-  const int64_t N = p->kv_len;
+  const int64_t N = p->kv_len, Dp = ROUND32(D);
   for (int64_t t = t0; t < t1; t++)
-    for (int32_t h = 0; h < Hkv; h++)
-      load_row(j->s->v + ((int64_t)h * N + t) * D, j->v, p->kv_dtype,
-               bsa__tok_offset(p->layout, N, Hkv, D, t, h), D);
+    for (int32_t h = 0; h < Hkv; h++) {
+      float *dst = j->s->v + ((int64_t)h * N + t) * Dp;
+      load_row(dst, j->v, p->kv_dtype, bsa__tok_offset(p->layout, N, Hkv, D, t, h), D);
+      if (Dp > D) memset(dst + D, 0, sizeof(float) * (size_t)(Dp - D));
+    }
 }
 
 static void *stage_worker(void *arg) {
@@ -271,212 +239,179 @@ typedef struct run_job {
   pthread_mutex_t lock;
 } run_job;
 
-/* Logits epilogue for keys [kb, kb + n) of one query row at token t: soft
- * cap, ALiBi, and masks only where the segment is flagged. */
-__attribute__((target_clones("avx512f", "avx2", "default"))) static void row_logits(
-    float *srow, int64_t n, int64_t kb, int64_t t, int64_t off, int32_t flags, const uint8_t *mrow,
-    float cap, float slope, int alibi) {
-  if (cap > 0.0f) {
-    const float rc = 1.0f / cap;
-    for (int64_t c = 0; c < n; c++) srow[c] = cap * tanhf(srow[c] * rc);
-  }
-  if (alibi) {
-    const float base = (float)(kb - (t + off));
-    for (int64_t c = 0; c < n; c++) srow[c] += slope * (base + (float)c);
-  }
-  if (flags & BSA__SEG_CAUSAL) {
-    int64_t lim = t + off + 1 - kb; /* columns >= lim are not visible */
-    if (lim < 0) lim = 0;
-    for (int64_t c = lim; c < n; c++) srow[c] = -INFINITY;
-  }
-  if (flags & BSA__SEG_ELEMASK)
-    for (int64_t c = 0; c < n; c++)
-      if (!mrow[c]) srow[c] = -INFINITY;
-}
-
-/* Online-softmax update of one row over a chunk of n logits: on return srow
- * holds p = exp(s - m_new), *m and *l are updated, and the result is the
- * factor by which the row's previous O must be scaled. */
-__attribute__((target_clones("avx512f", "avx2", "default"))) static float row_softmax(float *srow,
-                                                                                      int64_t n,
-                                                                                      float *m,
-                                                                                      float *l) {
-  /* Reductions in 16 independent lanes so the compiler keeps them in
-   * vector registers (a single accumulator would serialise them). */
-  float lane[16];
-  for (int u = 0; u < 16; u++) lane[u] = -INFINITY;
-  int64_t c = 0;
-  for (; c + 16 <= n; c += 16)
-    for (int u = 0; u < 16; u++) lane[u] = srow[c + u] > lane[u] ? srow[c + u] : lane[u];
-  float mx = -INFINITY;
-  for (; c < n; c++) mx = srow[c] > mx ? srow[c] : mx;
-  for (int u = 0; u < 16; u++) mx = lane[u] > mx ? lane[u] : mx;
-  float m_old = *m;
-  float m_new = mx > m_old ? mx : m_old;
-  if (m_new == -INFINITY) { /* nothing visible yet */
-    for (c = 0; c < n; c++) srow[c] = 0.0f;
-    return 1.0f;
-  }
-  for (int u = 0; u < 16; u++) lane[u] = 0.0f;
-  for (c = 0; c + 16 <= n; c += 16)
-    for (int u = 0; u < 16; u++) {
-      float e = exp_neg(srow[c + u] - m_new);
-      srow[c + u] = e;
-      lane[u] += e;
-    }
-  float sum = 0.0f;
-  for (; c < n; c++) {
-    float e = exp_neg(srow[c] - m_new);
-    srow[c] = e;
-    sum += e;
-  }
-  for (int u = 0; u < 16; u++) sum += lane[u];
-  float alpha = m_old == -INFINITY ? 0.0f : exp_neg(m_old - m_new);
-  *m = m_new;
-  *l = *l * alpha + sum;
-  return alpha;
-}
-
-/* A chunk is up to KC keys taken from one or more segments (pieces).  The
- * product S = Q Kt needs K transposed with NP = nkeys rounded to 32 columns:
- * staging keeps all of K transposed, so a one-piece chunk reads it in place
- * and several pieces are copied as contiguous runs.  V is used in place when
- * the chunk is one piece and its rows are exactly Dp floats apart, else
- * packed into Vp [n, Dp]. */
+/* A chunk is up to KC keys taken from one or more segments (pieces). */
 typedef struct piece {
   const bsa__segment *seg;
   int64_t kb, n; /* keys [kb, kb + n) */
 } piece;
 
+/* One thread's buffers for an item with R query rows (RP = R rounded up to
+ * 16; all arrays sized for the plan's largest item). */
 typedef struct item_scratch {
-  float *S;  /* [Rmax, SLD] logits, then probabilities */
-  float *O;  /* [Rmax, Dp] unnormalised output */
-  float *m;  /* [Rmax] running max */
-  float *l;  /* [Rmax] running sum */
-  float *Kt; /* [D, KC] */
-  float *Vp; /* [KC, Dp] */
+  float *Qt;                  /* [D, RP] Q^T * sm_scale, columns past R zero */
+  float *St;                  /* [KC + 8, RP] S^T, then P^T */
+  float *O;                   /* [RP, Dp] unnormalised output (rows past R unused) */
+  float *m;                   /* [RP] running max */
+  float *l;                   /* [RP] running sum */
+  float *alpha;               /* [RP] per chunk: the new max, then the rescale factor */
+  float *psum;                /* [RP] per chunk: sum of the chunk's probabilities */
+  float *slope;               /* [RP] ALiBi slope of each query row */
+  int64_t *tq;                /* [RP] last visible key of each row (its token + kv_len - qo_len) */
+  const float **krow, **vrow; /* [KC + 8] key and value rows of the chunk */
 } item_scratch;
 
-#define ROUND32(x) (((x) + 31) & ~(int64_t)31)
+/* Floats of one thread's scratch for items of up to RP rows (16-float
+ * aligned pieces; the two int64 and two pointer arrays count double). */
+static size_t scratch_floats(int64_t RP, int64_t D, int64_t Dp) {
+  return (size_t)(D * RP + (KC + 8) * RP + RP * Dp + 5 * RP + 2 * RP + 4 * (KC + 8) + 64);
+}
+
+static item_scratch scratch_carve(float *base, int64_t RP, int64_t D, int64_t Dp) {
+  item_scratch w;
+  float *f = base;
+  w.Qt = f, f += D * RP;
+  w.St = f, f += (KC + 8) * RP;
+  w.O = f, f += RP * Dp;
+  w.m = f, f += RP;
+  w.l = f, f += RP;
+  w.alpha = f, f += RP;
+  w.psum = f, f += RP;
+  w.slope = f, f += RP;
+  w.tq = (int64_t *)(void *)f, f += 2 * RP;
+  w.krow = (const float **)(void *)f, f += 2 * (KC + 8);
+  w.vrow = (const float **)(void *)f;
+  return w;
+}
+
+/* Keys past the end of a chunk, up to a multiple of 8, point at zeros (their
+ * S^T rows are computed and ignored). */
+static const float zero_row[1024];
+
+/* The logits epilogue for one piece's rows of S^T (keys [kb, kb + n), R
+ * query rows across, ld RP): soft cap, ALiBi, and masks where the segment
+ * is flagged.  Query row r is token tq[r] - (kv_len - qo_len); mrow0 is the
+ * mask byte of (row 0, key kb) for element masks, mstride the bytes from
+ * one query row to the next. */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void piece_logits(
+    float *St, int64_t RP, int64_t R, int64_t kb, int64_t n, const item_scratch *w, int32_t flags,
+    const uint8_t *mrow0, int64_t mrow_of_r_div, int64_t mstride, float cap, int alibi) {
+  for (int64_t c = 0; c < n; c++) {
+    float *row = St + c * RP;
+    const int64_t key = kb + c;
+    if (cap > 0.0f) {
+      const float rc = 1.0f / cap;
+      for (int64_t r = 0; r < R; r++) row[r] = cap * tanhf(row[r] * rc);
+    }
+    if (alibi)
+      for (int64_t r = 0; r < R; r++) row[r] += w->slope[r] * (float)(key - w->tq[r]);
+    if (flags & BSA__SEG_CAUSAL)
+      for (int64_t r = 0; r < R; r++)
+        if (key > w->tq[r]) row[r] = -INFINITY;
+    if (flags & BSA__SEG_ELEMASK)
+      for (int64_t r = 0; r < R; r++)
+        if (!mrow0[(r / mrow_of_r_div) * mstride + c]) row[r] = -INFINITY;
+  }
+}
+
+/* Online-softmax update over a chunk's nk rows of S^T (ld RP), all RP
+ * columns at once: on return St holds P = exp(S - m_new), m and l are
+ * updated and alpha[r] is the factor row r's previous O must be scaled by.
+ * Columns with nothing visible yet subtract 0, so their P is 0. */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void chunk_softmax(
+    float *St, int64_t nk, int64_t RP, const item_scratch *w) {
+  float *restrict mx = w->alpha, *restrict ps = w->psum;
+  float *restrict m = w->m, *restrict l = w->l;
+  for (int64_t r = 0; r < RP; r++) mx[r] = m[r], ps[r] = 0.0f;
+  for (int64_t c = 0; c < nk; c++) {
+    const float *row = St + c * RP;
+    for (int64_t r = 0; r < RP; r++) mx[r] = row[r] > mx[r] ? row[r] : mx[r];
+  }
+  for (int64_t c = 0; c < nk; c++) {
+    float *row = St + c * RP;
+    for (int64_t r = 0; r < RP; r++) {
+      const float p = exp_neg(row[r] - (mx[r] == -INFINITY ? 0.0f : mx[r]));
+      row[r] = p;
+      ps[r] += p;
+    }
+  }
+  for (int64_t r = 0; r < RP; r++) {
+    const float a = m[r] == -INFINITY ? 0.0f : exp_neg(m[r] - mx[r]);
+    m[r] = mx[r];
+    l[r] = l[r] * a + ps[r];
+    mx[r] = a; /* alpha from here on */
+  }
+}
 
 /* first: this is the item's first chunk, so O holds nothing yet and the
- * first product overwrites it instead of accumulating. */
-static void run_chunk(run_job *j, const bsa__work_item *it, const piece *pc, int np, int64_t nkeys,
+ * product overwrites it instead of accumulating. */
+static void run_chunk(run_job *j, const bsa__work_item *it, const piece *pc, int np, int64_t nk,
                       const item_scratch *w, int first) {
   bsa_plan *plan = j->plan;
   const bsa_attn_params *p = &plan->p;
   cpu_state *s = j->s;
   const int32_t D = p->head_dim, g = plan->group;
-  const int64_t Dp = ROUND32(D), NP = ROUND32(nkeys);
-  const int64_t M = p->qo_len, off = p->kv_len - M;
-  const int64_t R = (it->q_end - it->q_begin) * g;
-  const float *Q = s->qbase + (int64_t)it->kv_head * s->q_hstride + it->q_begin * s->q_tstride;
-  const int64_t lda = s->q_ld;
-  const int64_t ld = s->ld;
-  float *KT = s->kt + (int64_t)it->kv_head * D * s->np_k;
-  const float *V = s->vbase + (int64_t)it->kv_head * s->hstride;
+  const int64_t Dp = ROUND32(D);
+  const int64_t R = (it->q_end - it->q_begin) * g, RP = ROUND16(R), R8 = ROUND8(R);
+  const float *K = s->kbase + (int64_t)it->kv_head * s->k_hs;
+  const float *V = s->vbase + (int64_t)it->kv_head * s->v_hs;
   const int alibi = p->pos_encoding == BSA_POS_ALIBI;
 
-  /* In place: every piece is long, so each gets its own products straight
-   * from kt and V (its S columns rounded up to 32 spill into the next
-   * piece's columns, which that piece's product then overwrites, or into
-   * the slack of SLD).  Packed: pieces are copied into Kt [D, NP] and
-   * Vp [nkeys, Dp] for one product each. */
-  int inplace = D == Dp;
-  for (int i = 0; i < np && inplace; i++)
-    inplace = (pc[i].n >= PIECE_INPLACE || np == 1) && (!s->kt_panels || (pc[i].kb & 31) == 0);
-  /* V rows in place only where they are contiguous per head (staged or
-   * HND); NHD input rows are Hkv * D apart, which the product reads badly. */
-  const int v_inplace = inplace && ld == Dp;
-  int64_t c0 = 0;
-  if (inplace) {
-    /* One product per contiguous run of K: the whole piece row-major, a
-     * panel (the piece starts on one) in panels. */
-    for (int i = 0; i < np; i++) {
-      const int64_t end = pc[i].kb + pc[i].n;
-      for (int64_t key = pc[i].kb, len = 0; key < end; key += len, c0 += len) {
-        const float *b = kt_run(s, KT, D, 0, key, end, &len);
-        bsa__gemm(R, ROUND32(len), D, Q, lda, b, kt_ld(s), w->S + c0, SLD, 0);
-      }
+  int64_t c = 0;
+  for (int i = 0; i < np; i++)
+    for (int64_t key = pc[i].kb; key < pc[i].kb + pc[i].n; key++, c++) {
+      w->krow[c] = K + key * s->k_ld;
+      w->vrow[c] = V + key * s->v_ld;
     }
-  } else {
-    for (int32_t d = 0; d < D; d++) {
-      float *dst = w->Kt + (int64_t)d * KC;
-      c0 = 0;
-      for (int i = 0; i < np; i++) {
-        const int64_t end = pc[i].kb + pc[i].n;
-        for (int64_t key = pc[i].kb, len = 0; key < end; key += len, c0 += len) {
-          const float *src = kt_run(s, KT, D, d, key, end, &len); /* sets len */
-          memcpy(dst + c0, src, sizeof(float) * (size_t)len);
-        }
-      }
-      memset(dst + nkeys, 0, sizeof(float) * (size_t)(NP - nkeys));
-    }
-    bsa__gemm(R, NP, D, Q, lda, w->Kt, KC, w->S, SLD, 0);
-  }
-  if (!v_inplace) {
-    c0 = 0;
-    for (int i = 0; i < np; i++)
-      for (int64_t r = 0; r < pc[i].n; r++, c0++) {
-        memcpy(w->Vp + c0 * Dp, V + (pc[i].kb + r) * ld, sizeof(float) * (size_t)D);
-        if (Dp > D) memset(w->Vp + c0 * Dp + D, 0, sizeof(float) * (size_t)(Dp - D));
-      }
-  }
+  for (; c < ROUND8(nk); c++) w->krow[c] = zero_row;
+  bsa__gemm_arows(ROUND8(nk), RP, D, w->krow, w->Qt, RP, w->St, RP);
 
-  for (int64_t r = 0; r < R; r++) {
-    const int64_t t = it->q_begin + r / g;
-    const int32_t qh = it->kv_head * g + (int32_t)(r % g);
-    float *srow = w->S + r * SLD;
-    c0 = 0;
-    for (int i = 0; i < np; i++) {
-      const bsa__segment *seg = pc[i].seg;
-      const uint8_t *mrow = NULL;
+  c = 0;
+  for (int i = 0; i < np; i++) {
+    const bsa__segment *seg = pc[i].seg;
+    if (seg->flags || alibi || p->logits_soft_cap > 0.0f) {
+      const uint8_t *mrow0 = NULL;
       if (seg->flags & BSA__SEG_ELEMASK)
-        mrow = plan->mask + seg->mask_offset + (seg->mask_row0 + (t - it->q_begin)) * plan->C +
-               (pc[i].kb - seg->kv_begin);
-      if (seg->flags || alibi || p->logits_soft_cap > 0.0f)
-        row_logits(srow + c0, pc[i].n, pc[i].kb, t, off, seg->flags, mrow, p->logits_soft_cap,
-                   alibi ? s->slopes[qh] : 0.0f, alibi);
-      c0 += pc[i].n;
+        mrow0 = plan->mask + seg->mask_offset + (int64_t)seg->mask_row0 * plan->C +
+                (pc[i].kb - seg->kv_begin);
+      piece_logits(w->St + c * RP, RP, R, pc[i].kb, pc[i].n, w, seg->flags, mrow0, g, plan->C,
+                   p->logits_soft_cap, alibi);
     }
-    float alpha = row_softmax(srow, nkeys, &w->m[r], &w->l[r]);
-    if (alpha != 1.0f && !first) {
+    c += pc[i].n;
+  }
+  chunk_softmax(w->St, nk, RP, w);
+  if (!first)
+    for (int64_t r = 0; r < R; r++) {
+      const float a = w->alpha[r];
+      if (a == 1.0f) continue;
       float *orow = w->O + r * Dp;
-      for (int64_t d = 0; d < Dp; d++) orow[d] *= alpha;
+      for (int64_t d = 0; d < Dp; d++) orow[d] *= a;
     }
-  }
-  if (v_inplace) {
-    c0 = 0;
-    for (int i = 0; i < np; i++) {
-      bsa__gemm(R, Dp, pc[i].n, w->S + c0, SLD, V + pc[i].kb * ld, ld, w->O, Dp, !first || i > 0);
-      c0 += pc[i].n;
-    }
-  } else {
-    bsa__gemm(R, Dp, nkeys, w->S, SLD, w->Vp, Dp, w->O, Dp, !first);
-  }
+  bsa__gemm_at_brows(R8, Dp, nk, w->St, RP, w->vrow, w->O, Dp, !first);
 }
 
 static void run_item(run_job *j, const bsa__work_item *it, float *scratch) {
   bsa_plan *plan = j->plan;
   const bsa_attn_params *p = &plan->p;
+  cpu_state *s = j->s;
   const int32_t D = p->head_dim, g = plan->group, Hq = p->num_qo_heads;
   const int64_t Dp = ROUND32(D);
-  const int64_t M = p->qo_len;
-  const int64_t R = (it->q_end - it->q_begin) * g;
-  const int64_t Rmax = plan->max_item_rows * g;
-  item_scratch w;
-  w.S = scratch;
-  w.O = w.S + Rmax * SLD;
-  w.m = w.O + Rmax * Dp;
-  w.l = w.m + Rmax;
-  w.Kt = w.l + Rmax;
-  w.Vp = w.Kt + (int64_t)KC * D;
+  const int64_t M = p->qo_len, off = p->kv_len - M;
+  const int64_t R = (it->q_end - it->q_begin) * g, RP = ROUND16(R);
+  const item_scratch w = scratch_carve(scratch, RP, D, Dp);
 
-  int first = 1; /* O is written by the first chunk's product */
-  for (int64_t r = 0; r < R; r++) {
+  /* Q^T with sm_scale folded in: (s q).k = s (q.k). */
+  const float *Q = s->qbase + (int64_t)it->kv_head * s->q_hstride + it->q_begin * s->q_tstride;
+  bsa__transpose_scaled(R, D, Q, s->q_ld, p->sm_scale, w.Qt, RP);
+  for (int64_t r = 0; r < RP; r++) {
     w.m[r] = -INFINITY;
     w.l[r] = 0.0f;
+    w.tq[r] = it->q_begin + r / g + off;
+    w.slope[r] = p->pos_encoding == BSA_POS_ALIBI && r < R
+                     ? s->slopes[it->kv_head * g + (int32_t)(r % g)]
+                     : 0.0f;
   }
+
+  int first = 1; /* O is written by the first chunk's product */
   piece pc[KC];
   int np = 0;
   int64_t nkeys = 0;
@@ -548,17 +483,20 @@ static void parallel(int n, void *(*fn)(void *), void *arg) {
   for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
 }
 
-/* V is read straight from the caller's float32 input: always for HND (rows
- * of a head are contiguous, products take them in place), and for NHD when
- * the plan is sparse (density <= V_DIRECT_DENSITY) and D is a multiple of 32:
- * then each chunk copies its V rows into Vp, which costs less than staging
- * all of V when few rows are used (a dense NHD plan stages V). */
-#define V_DIRECT_DENSITY 0.25
+/* Whether the products read the caller's float32 K (or V) in place: only
+ * HND rows, D floats apart.  NHD rows of one head lie Hkv * D floats apart
+ * (4 KB at Hkv = 8, D = 128), so the rows a product streams all fall in the
+ * same few L1 sets; staging them costs less (measured in docs/PERF.md).
+ * K needs no RoPE, V needs D a multiple of 32 (the product reads 32-column
+ * panels). */
+static int k_direct(const bsa_plan *plan) {
+  const bsa_attn_params *p = &plan->p;
+  return p->kv_dtype == BSA_DTYPE_F32 && p->pos_encoding != BSA_POS_ROPE_LLAMA &&
+         p->layout == BSA_LAYOUT_HND;
+}
 static int v_direct(const bsa_plan *plan) {
   const bsa_attn_params *p = &plan->p;
-  if (p->kv_dtype != BSA_DTYPE_F32) return 0;
-  if (p->layout == BSA_LAYOUT_HND) return 1;
-  return p->head_dim % 32 == 0 && plan->info.density <= V_DIRECT_DENSITY;
+  return p->kv_dtype == BSA_DTYPE_F32 && p->head_dim % 32 == 0 && p->layout == BSA_LAYOUT_HND;
 }
 
 /* The caller's q can be used in place: float32, no RoPE, and one query
@@ -566,17 +504,6 @@ static int v_direct(const bsa_plan *plan) {
 static int q_direct(const bsa_plan *plan) {
   const bsa_attn_params *p = &plan->p;
   return p->q_dtype == BSA_DTYPE_F32 && p->pos_encoding != BSA_POS_ROPE_LLAMA && plan->group == 1;
-}
-
-/* Whether every segment of the work list starts at a multiple of 32 keys
- * (K is then staged in panels, see cpu_state). */
-static int segments_aligned(const bsa_plan *plan) {
-  for (int64_t i = 0; i < plan->num_items; i++) {
-    const bsa__work_item *it = &plan->items[i];
-    for (int32_t k = 0; k < it->num_segments; k++)
-      if (plan->segs[it->seg_offset + k].kv_begin & 31) return 0;
-  }
-  return 1;
 }
 
 static bsa_status ensure_state(bsa_plan *plan, cpu_state **out) {
@@ -590,31 +517,25 @@ static bsa_status ensure_state(bsa_plan *plan, cpu_state **out) {
   if (!s) return bsa__fail(plan->ctx, BSA_ERR_NOMEM, "cpu run: out of memory");
   s->threads = plan->ctx->num_threads;
   if (s->threads > plan->num_items) s->threads = plan->num_items > 0 ? (int)plan->num_items : 1;
-  s->q_elems = (size_t)p->num_qo_heads * (size_t)p->qo_len * (size_t)p->head_dim;
-  s->kv_elems = (size_t)p->num_kv_heads * (size_t)p->kv_len * (size_t)p->head_dim;
-  const size_t Rmax = (size_t)plan->max_item_rows * (size_t)plan->group;
-  const size_t Dp = (size_t)ROUND32(p->head_dim);
-  s->scratch_per_thread =
-      Rmax * SLD + Rmax * Dp + 2 * Rmax + (size_t)KC * p->head_dim + (size_t)KC * Dp + 16;
-  s->scratch_per_thread = (s->scratch_per_thread + 15) & ~(size_t)15;
-  const int need_q = !q_direct(plan);
+  const int64_t D = p->head_dim, Dp = ROUND32(D);
+  s->q_elems = (size_t)p->num_qo_heads * (size_t)p->qo_len * (size_t)D;
+  s->kv_elems = (size_t)p->num_kv_heads * (size_t)p->kv_len * (size_t)D;
+  const int64_t RPmax = ROUND16(plan->max_item_rows * plan->group);
+  s->scratch_per_thread = (scratch_floats(RPmax, D, Dp) + 15) & ~(size_t)15;
+  const int need_q = !q_direct(plan), need_k = !k_direct(plan), need_v = !v_direct(plan);
+  const size_t v_elems = (size_t)p->num_kv_heads * (size_t)p->kv_len * (size_t)Dp;
   if (need_q) s->q = bsa__aligned_alloc(s->q_elems * sizeof(float));
-  const int need_v = !v_direct(plan);
-  if (need_v) s->v = bsa__aligned_alloc(s->kv_elems * sizeof(float));
-  s->np_k = ROUND32(p->kv_len) + 32;
-  s->kt_panels = segments_aligned(plan);
-  const size_t kt_elems = (size_t)p->num_kv_heads * (size_t)p->head_dim * (size_t)s->np_k;
-  s->kt = bsa__aligned_alloc(kt_elems * sizeof(float));
-  if (s->kt) memset(s->kt, 0, kt_elems * sizeof(float)); /* the padding stays zero */
+  if (need_k) s->k = bsa__aligned_alloc(s->kv_elems * sizeof(float));
+  if (need_v) s->v = bsa__aligned_alloc(v_elems * sizeof(float));
   s->scratch = bsa__aligned_alloc(s->scratch_per_thread * (size_t)s->threads * sizeof(float));
   s->slopes = malloc(sizeof(float) * (size_t)p->num_qo_heads);
   const int rope = p->pos_encoding == BSA_POS_ROPE_LLAMA;
   if (rope) s->rope_freq = malloc(sizeof(double) * (size_t)(p->head_dim / 2 + 1));
   plan->backend = s;
   plan->backend_free = cpu_state_free;
-  if ((need_q && !s->q) || !s->kt || (need_v && !s->v) || !s->scratch || !s->slopes ||
+  if ((need_q && !s->q) || (need_k && !s->k) || (need_v && !s->v) || !s->scratch || !s->slopes ||
       (rope && !s->rope_freq)) {
-    size_t total = (s->q_elems + 2 * s->kv_elems) * sizeof(float);
+    size_t total = (s->q_elems + s->kv_elems + v_elems) * sizeof(float);
     cpu_state_free(plan);
     return bsa__fail(plan->ctx, BSA_ERR_NOMEM,
                      "cpu run: out of memory for %zu bytes of staged inputs", total);
@@ -632,15 +553,25 @@ bsa_status bsa__cpu_run(bsa_plan *plan, const void *q, const void *k, const void
   bsa_status st = ensure_state(plan, &s);
   if (st != BSA_OK) return st;
   const bsa_attn_params *p = &plan->p;
-  /* V is read from the input when v_direct says so; K is always staged
-   * (transposed, with RoPE). */
-  const int direct = v_direct(plan);
-  s->vbase = direct ? v : s->v;
-  /* Staged V is HND. */
-  bsa__strides(direct ? p->layout : BSA_LAYOUT_HND, p->kv_len, p->num_kv_heads, p->head_dim, &s->ld,
-               &s->hstride);
-  const int64_t D = p->head_dim, M = p->qo_len;
-  if (q_direct(plan)) {
+  const int64_t D = p->head_dim, M = p->qo_len, N = p->kv_len;
+  const int kd = k_direct(plan), vd = v_direct(plan), qd = q_direct(plan);
+  if (kd) {
+    s->kbase = k;
+    bsa__strides(p->layout, N, p->num_kv_heads, (int32_t)D, &s->k_ld, &s->k_hs);
+  } else { /* staged [Hkv, N, D] */
+    s->kbase = s->k;
+    s->k_ld = D;
+    s->k_hs = N * D;
+  }
+  if (vd) {
+    s->vbase = v;
+    bsa__strides(p->layout, N, p->num_kv_heads, (int32_t)D, &s->v_ld, &s->v_hs);
+  } else { /* staged [Hkv, N, Dp] */
+    s->vbase = s->v;
+    s->v_ld = ROUND32(D);
+    s->v_hs = N * s->v_ld;
+  }
+  if (qd) {
     s->qbase = q;
     bsa__strides(p->layout, M, p->num_qo_heads, (int32_t)D, &s->q_tstride, &s->q_hstride);
     s->q_ld = s->q_tstride;
@@ -658,12 +589,12 @@ bsa_status bsa__cpu_run(bsa_plan *plan, const void *q, const void *k, const void
   sj.k = k;
   sj.v = v;
   const int64_t mc = (M + STAGE_CHUNK - 1) / STAGE_CHUNK;
-  const int64_t nc = (p->kv_len + STAGE_CHUNK - 1) / STAGE_CHUNK;
-  sj.nq = q_direct(plan) ? 0 : mc;
-  sj.nk = nc;
-  sj.nv = direct ? 0 : nc;
+  const int64_t nc = (N + STAGE_CHUNK - 1) / STAGE_CHUNK;
+  sj.nq = qd ? 0 : mc;
+  sj.nk = kd ? 0 : nc;
+  sj.nv = vd ? 0 : nc;
   atomic_init(&sj.next, 0);
-  parallel(plan->ctx->num_threads, stage_worker, &sj);
+  if (sj.nq + sj.nk + sj.nv > 0) parallel(plan->ctx->num_threads, stage_worker, &sj);
   run_job rj;
   memset(&rj, 0, sizeof rj);
   rj.plan = plan;

@@ -1,13 +1,24 @@
 /*
- * lib/cpu_gemm.c - the small matrix product of the CPU backend.
+ * lib/cpu_gemm.c - the two small matrix products of the CPU backend.
  *
- * C[M, N] (+)= A[M, K] B[K, N], all row-major, N a multiple of 32.  The
- * attention tiles are small (M <= a few hundred rows, K = head_dim or a
- * chunk of keys, N = a chunk of keys or head_dim), so the product is done in
- * one pass: for each 32-column panel of B (it stays in L1 while all row
- * strips use it), an 8 x 32 block of C is kept in registers (16 vectors of
- * 16 floats) while k runs over K.  Written with GCC vector extensions and
- * compiled for AVX-512, AVX2 and the baseline, picked at load time.
+ * The backend computes scores transposed, S^T = K Q^T (keys down, query
+ * rows across), so that both products read K and V rows where they lie,
+ * through one pointer per key: a chunk of keys gathered from scattered
+ * segments costs a pointer each, never a copy.
+ *
+ *   bsa__gemm_arows:    C[M, N]  = A[M, K] B[K, N], row i of A at arow[i]
+ *                       (S^T: A = key rows, B = Q^T [D, query rows]);
+ *   bsa__gemm_at_brows: C[M, N] (+)= A[M, K] B[K, N], A given transposed
+ *                       (At [K, M], element (i, k) at At[k * ldat + i]) and
+ *                       row k of B at brow[k]  (O += P V: At = the
+ *                       probabilities P^T as the softmax leaves them,
+ *                       B = value rows).
+ *
+ * Both keep a block of C in registers (8 rows x 32 columns = 16 vectors of
+ * 16 floats) while k runs over K, for each 32-column panel of B, which
+ * stays in L1 while the row strips use it.  Written with GCC vector
+ * extensions and compiled for AVX-512, AVX2 and the baseline, picked at load
+ * time.
  */
 #include "config.h"
 
@@ -21,9 +32,6 @@
 
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
 
-#define MR 8
-#define NR 32
-
 #define GEMM_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 
 static inline v16 load16(const float *p) {
@@ -34,30 +42,12 @@ static inline v16 load16(const float *p) {
 
 static inline void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
 
-GEMM_CLONES void bsa__gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
-                           const float *B, int64_t ldb, float *C, int64_t ldc, int accumulate) {
-  for (int64_t j = 0; j < N; j += NR) {
-    int64_t i = 0;
-    for (; i + MR <= M; i += MR) {
-      /* Sixteen named accumulators: an array here ends up in memory. */
-      float *c = C + i * ldc + j;
-      v16 c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0},
-          c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0}, c60 = {0}, c61 = {0}, c70 = {0}, c71 = {0};
-      const float *a = A + i * lda;
-      const float *b = B + j;
-      for (int64_t k = 0; k < K; k++) {
-        const v16 b0 = load16(b + k * ldb), b1 = load16(b + k * ldb + 16);
-#define ROW(r)                       \
-  {                                  \
-    const float av = a[r * lda + k]; \
-    c##r##0 += av * b0;              \
-    c##r##1 += av * b1;              \
-  }
-        ROW(0) ROW(1) ROW(2) ROW(3) ROW(4) ROW(5) ROW(6) ROW(7)
-      }
-#define OUT(r)                    \
+/* Eight rows of sixteen or thirty-two accumulators: named variables, since
+ * an array of vectors ends up in memory. */
+#define DECL2(r) v16 c##r##0 = {0}, c##r##1 = {0};
+#define STORE2(r)                 \
   {                               \
-    float *cr = c + r * ldc;      \
+    float *cr = c + (r)*ldc;      \
     if (accumulate) {             \
       c##r##0 += load16(cr);      \
       c##r##1 += load16(cr + 16); \
@@ -65,34 +55,131 @@ GEMM_CLONES void bsa__gemm(int64_t M, int64_t N, int64_t K, const float *A, int6
     store16(cr, c##r##0);         \
     store16(cr + 16, c##r##1);    \
   }
-      OUT(0) OUT(1) OUT(2) OUT(3) OUT(4) OUT(5) OUT(6) OUT(7)
-    }
-    for (; i + 4 <= M; i += 4) { /* four remaining rows */
-      float *c = C + i * ldc + j;
-      v16 c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
-      const float *a = A + i * lda;
-      const float *b = B + j;
+
+GEMM_CLONES void bsa__gemm_arows(int64_t M, int64_t N, int64_t K, const float *const *arow,
+                                 const float *B, int64_t ldb, float *C, int64_t ldc) {
+  const int accumulate = 0;
+  int64_t j = 0;
+  for (; j + 32 <= N; j += 32) {
+    for (int64_t i = 0; i < M; i += 8) {
+      const float *a0 = arow[i], *a1 = arow[i + 1], *a2 = arow[i + 2], *a3 = arow[i + 3],
+                  *a4 = arow[i + 4], *a5 = arow[i + 5], *a6 = arow[i + 6], *a7 = arow[i + 7];
+      DECL2(0)
+      DECL2(1) DECL2(2) DECL2(3) DECL2(4) DECL2(5) DECL2(6) DECL2(7) const float *b = B + j;
       for (int64_t k = 0; k < K; k++) {
         const v16 b0 = load16(b + k * ldb), b1 = load16(b + k * ldb + 16);
-        ROW(0) ROW(1) ROW(2) ROW(3)
+#define ROW2(r)               \
+  {                           \
+    const float av = a##r[k]; \
+    c##r##0 += av * b0;       \
+    c##r##1 += av * b1;       \
+  }
+        ROW2(0) ROW2(1) ROW2(2) ROW2(3) ROW2(4) ROW2(5) ROW2(6) ROW2(7)
+#undef ROW2
       }
-      OUT(0) OUT(1) OUT(2) OUT(3)
+      float *c = C + i * ldc + j;
+      STORE2(0) STORE2(1) STORE2(2) STORE2(3) STORE2(4) STORE2(5) STORE2(6) STORE2(7)
     }
-    for (; i < M; i++) { /* remaining rows one at a time */
-      v16 c0 = {0}, c1 = {0};
-      if (accumulate) {
-        c0 = load16(C + i * ldc + j);
-        c1 = load16(C + i * ldc + j + 16);
-      }
-      const float *a = A + i * lda;
+  }
+  if (j < N) { /* one last panel of 16 columns */
+    for (int64_t i = 0; i < M; i += 8) {
+      const float *a0 = arow[i], *a1 = arow[i + 1], *a2 = arow[i + 2], *a3 = arow[i + 3],
+                  *a4 = arow[i + 4], *a5 = arow[i + 5], *a6 = arow[i + 6], *a7 = arow[i + 7];
+      v16 c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0}, c4 = {0}, c5 = {0}, c6 = {0}, c7 = {0};
+      const float *b = B + j;
       for (int64_t k = 0; k < K; k++) {
-        c0 += a[k] * load16(B + k * ldb + j);
-        c1 += a[k] * load16(B + k * ldb + j + 16);
+        const v16 b0 = load16(b + k * ldb);
+        c0 += a0[k] * b0;
+        c1 += a1[k] * b0;
+        c2 += a2[k] * b0;
+        c3 += a3[k] * b0;
+        c4 += a4[k] * b0;
+        c5 += a5[k] * b0;
+        c6 += a6[k] * b0;
+        c7 += a7[k] * b0;
       }
-      store16(C + i * ldc + j, c0);
-      store16(C + i * ldc + j + 16, c1);
+      float *c = C + i * ldc + j;
+      store16(c, c0);
+      store16(c + ldc, c1);
+      store16(c + 2 * ldc, c2);
+      store16(c + 3 * ldc, c3);
+      store16(c + 4 * ldc, c4);
+      store16(c + 5 * ldc, c5);
+      store16(c + 6 * ldc, c6);
+      store16(c + 7 * ldc, c7);
     }
   }
 }
-#undef ROW
-#undef OUT
+
+GEMM_CLONES void bsa__gemm_at_brows(int64_t M, int64_t N, int64_t K, const float *At, int64_t ldat,
+                                    const float *const *brow, float *C, int64_t ldc,
+                                    int accumulate) {
+  for (int64_t j = 0; j < N; j += 32) {
+    for (int64_t i = 0; i < M; i += 8) {
+      DECL2(0)
+      DECL2(1) DECL2(2) DECL2(3) DECL2(4) DECL2(5) DECL2(6) DECL2(7) const float *a = At + i;
+      for (int64_t k = 0; k < K; k++) {
+        const float *bk = brow[k] + j;
+        const v16 b0 = load16(bk), b1 = load16(bk + 16);
+        const float *ak = a + k * ldat;
+#define ROW2(r)             \
+  {                         \
+    const float av = ak[r]; \
+    c##r##0 += av * b0;     \
+    c##r##1 += av * b1;     \
+  }
+        ROW2(0) ROW2(1) ROW2(2) ROW2(3) ROW2(4) ROW2(5) ROW2(6) ROW2(7)
+#undef ROW2
+      }
+      float *c = C + i * ldc + j;
+      STORE2(0) STORE2(1) STORE2(2) STORE2(3) STORE2(4) STORE2(5) STORE2(6) STORE2(7)
+    }
+  }
+}
+#undef DECL2
+#undef STORE2
+
+typedef int32_t vi16 __attribute__((vector_size(64)));
+
+/* One stage of the 16 x 16 transpose: rows i and i + b (i & b == 0)
+ * exchange their blocks of b lanes. */
+#define TSTAGE(b, LO, HI)                             \
+  for (int i = 0; i < 16; i++)                        \
+    if (!(i & (b))) {                                 \
+      const v16 x = t[i], y = t[i + (b)];             \
+      t[i] = __builtin_shuffle(x, y, (vi16)LO);       \
+      t[i + (b)] = __builtin_shuffle(x, y, (vi16)HI); \
+    }
+
+GEMM_CLONES void bsa__transpose_scaled(int64_t R, int64_t D, const float *Q, int64_t ldq,
+                                       float scale, float *Qt, int64_t ldt) {
+  const int64_t R16 = (R + 15) & ~(int64_t)15, D16 = D & ~(int64_t)15;
+  for (int64_t r0 = 0; r0 < R16; r0 += 16) {
+    for (int64_t d0 = 0; d0 < D16; d0 += 16) {
+      v16 t[16];
+      for (int i = 0; i < 16; i++) {
+        if (r0 + i < R) {
+          t[i] = load16(Q + (r0 + i) * ldq + d0) * scale;
+        } else {
+          const v16 z = {0};
+          t[i] = z;
+        }
+      }
+      /* Lane j of the first row takes x[j] where (j & b) == 0, else
+       * y[j - b]; of the second, x[j + b] or y[j]. */
+      TSTAGE(8, ((vi16){0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23}),
+             ((vi16){8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}))
+      TSTAGE(4, ((vi16){0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27}),
+             ((vi16){4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31}))
+      TSTAGE(2, ((vi16){0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29}),
+             ((vi16){2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31}))
+      TSTAGE(1, ((vi16){0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}),
+             ((vi16){1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}))
+      for (int c = 0; c < 16; c++) store16(Qt + (d0 + c) * ldt + r0, t[c]);
+    }
+    for (int64_t d = D16; d < D; d++) /* head dims that are not a multiple of 16 */
+      for (int64_t i = 0; i < 16; i++)
+        Qt[d * ldt + r0 + i] = r0 + i < R ? Q[(r0 + i) * ldq + d] * scale : 0.0f;
+  }
+}
+#undef TSTAGE

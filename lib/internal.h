@@ -137,10 +137,21 @@ static inline int64_t bsa__tok_offset(bsa_layout layout, int64_t len, int32_t he
 bsa_status bsa__cpu_run(bsa_plan *plan, const void *q, const void *k, const void *v, void *o,
                         float *lse);
 
-/* C[M, N] (+)= A[M, K] B[K, N], row-major, N a multiple of 32 (lib/cpu_gemm.c).
- * accumulate = 0 overwrites C. */
-void bsa__gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B,
-               int64_t ldb, float *C, int64_t ldc, int accumulate);
+/* The products of the CPU backend (lib/cpu_gemm.c), row-major.
+ * bsa__gemm_arows: C[M, N] = A[M, K] B[K, N] with row i of A at arow[i];
+ * M a multiple of 8, N a multiple of 16.
+ * bsa__gemm_at_brows: C[M, N] (+)= A[M, K] B[K, N] with A transposed
+ * (element (i, k) at At[k * ldat + i]) and row k of B at brow[k] (32-column
+ * panels read up to N); M a multiple of 8, N a multiple of 32; accumulate = 0
+ * overwrites C. */
+void bsa__gemm_arows(int64_t M, int64_t N, int64_t K, const float *const *arow, const float *B,
+                     int64_t ldb, float *C, int64_t ldc);
+void bsa__gemm_at_brows(int64_t M, int64_t N, int64_t K, const float *At, int64_t ldat,
+                        const float *const *brow, float *C, int64_t ldc, int accumulate);
+/* Qt[d * ldt + r] = scale * Q[r * ldq + d] for r < R, d < D, and 0 for
+ * R <= r < R rounded up to 16 (ldt >= that). */
+void bsa__transpose_scaled(int64_t R, int64_t D, const float *Q, int64_t ldq, float scale,
+                           float *Qt, int64_t ldt);
 
 /* Aligned host allocation (64 bytes); free with free(). */
 void *bsa__aligned_alloc(size_t bytes);
