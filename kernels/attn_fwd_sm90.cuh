@@ -318,23 +318,27 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a
       ++cn;
       const int need = __syncthreads_or((fbits >> stage) & 1);
       const uint32_t sK = sKV + stage * 2 * C::TILE, sV = sK + C::TILE;
+      if (!active) {
+        load_next();
+        cp_async_commit();
+        continue;
+      }
       /* S = Q K^T goes to the tensor cores first and the loader issues the
        * next tile's copies while they compute (the loader writes the stage
-       * the previous tile used, whose products are complete). */
-      if (active) {
-        wg_fence();
+       * the previous tile used, whose products are complete).  The loader
+       * is called on both paths so that every wgmma and its wait stay on
+       * one path (split over two, ptxas serialises them, warning C7518). */
+      wg_fence();
 #pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk) {
-          const uint32_t koff = (kk & 3) * 32; /* 16 columns = 32 bytes */
-          const uint64_t da = wg_desc(sQwg + (kk >> 2) * (BM * 128) + koff, 16, 1024);
-          const uint64_t db = wg_desc(sK + (kk >> 2) * (BN * 128) + koff, 16, 1024);
-          Wgmma<BN, T>::ss(s[0], da, db, kk > 0);
-        }
-        wg_commit();
+      for (int kk = 0; kk < D / 16; ++kk) {
+        const uint32_t koff = (kk & 3) * 32; /* 16 columns = 32 bytes */
+        const uint64_t da = wg_desc(sQwg + (kk >> 2) * (BM * 128) + koff, 16, 1024);
+        const uint64_t db = wg_desc(sK + (kk >> 2) * (BN * 128) + koff, 16, 1024);
+        Wgmma<BN, T>::ss(s[0], da, db, kk > 0);
       }
+      wg_commit();
       load_next();
       cp_async_commit();
-      if (!active) continue;
       wg_wait<0>();
       fence_regs<NB8>(s[0]);
 
