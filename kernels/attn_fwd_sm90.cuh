@@ -92,6 +92,61 @@ template <int N> __device__ __forceinline__ void fence_regs(float (&x)[N][4]) {
     for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(x[i][e])::"memory");
 }
 
+/* Epilogue of a warp's 16 rows of a whole item through shared memory: the
+ * warp writes its normalised O (f16/bf16) into its own rows of the item's Q
+ * slot, which no product reads any more (the last Q K^T of the item is
+ * complete and the slot is refilled only after the next barrier), with the
+ * slot's 128-byte swizzle (conflict free: the 8 rows of a store land in 8
+ * different chunks), then stores whole 16-byte chunks, 16 lanes per
+ * 256-byte row, where the accumulator layout stores 4 bytes per lane and
+ * half of a 32-byte sector per row and instruction.  LSE as epilogue(). */
+template <int ND8, int BM>
+__device__ __forceinline__ void epilogue_smem(const float (&o)[1][ND8][4], const float (&m)[1][2],
+                                              const float (&l)[1][2], const bsa__attn_args &a,
+                                              const bsa__gpu_item &it, int prow0, int wrow0,
+                                              int nprows, int lane, uint32_t slot) {
+  const int group = a.group;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float lsum = l[0][h];
+    lsum += __shfl_xor_sync(0xffffffffu, lsum, 1);
+    lsum += __shfl_xor_sync(0xffffffffu, lsum, 2);
+    const int r = wrow0 + (lane >> 2) + 8 * h;
+    const float inv = lsum > 0.f ? 1.f / lsum : 0.f;
+#pragma unroll
+    for (int d = 0; d < ND8; ++d) {
+      const float x = o[0][d][2 * h] * inv, y = o[0][d][2 * h + 1] * inv;
+      const uint32_t v =
+          a.o_dtype == 1 ? pack2<__half>(x, y) : pack2<__nv_bfloat16>(x, y);
+      asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(slot + pswz<BM>(r, d) + (lane & 3) * 4),
+                   "r"(v)
+                   : "memory");
+    }
+    if (r < nprows && a.lse && (lane & 3) == 0) {
+      const int pr = prow0 + r;
+      const float lse2 = lsum > 0.f ? m[0][h] + __log2f(lsum) : -INFINITY;
+      a.lse[(int64_t)(it.q_begin + pr / group) * a.num_qo_heads +
+            (int64_t)it.kv_head * group + pr % group] = lse2 * 0.6931471805599453f;
+    }
+  }
+  __syncwarp();
+#pragma unroll
+  for (int idx = lane; idx < 16 * ND8; idx += 32) {
+    const int r = wrow0 + idx / ND8, c = idx % ND8;
+    if (r >= nprows) continue;
+    int4 v;
+    asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "r"(slot + pswz<BM>(r, c))
+                 : "memory");
+    const int pr = prow0 + r;
+    const int64_t tok = it.q_begin + pr / group;
+    const int64_t head = (int64_t)it.kv_head * group + pr % group;
+    *reinterpret_cast<int4 *>(static_cast<uint16_t *>(a.o) + tok * a.o_st + head * a.o_sh +
+                              c * 8) = v;
+  }
+}
+
 /* Look-ahead of a persistent CTA's work metadata.  Moving the loader to the
  * next work needs its work id (from the CTA's list), its item and the
  * item's first two segment records: a chain of three dependent global
@@ -357,7 +412,15 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a
       wg_wait<0>();
       fence_regs<ND8>(o[0]);
     }
-    if (active) epilogue<1, ND8, BM>(o, m, l, a, it, w % a.grid_y, prow0, wrow0, nprows, lane);
+    if (!active) continue;
+    /* Whole items with tiles through shared memory (16-byte aligned O);
+     * pieces of split items (float32 partials) and items without keys
+     * (whose Q slot may be in flight) store directly. */
+    if (it.part < 0 && ntiles > 0 && ((uintptr_t)a.o & 15) == 0)
+      epilogue_smem<ND8, BM>(o, m, l, a, it, prow0, wrow0, nprows, lane,
+                             sQ0 + cq * C::Q_BYTES);
+    else
+      epilogue<1, ND8, BM>(o, m, l, a, it, w % a.grid_y, prow0, wrow0, nprows, lane);
   }
   cp_async_wait<0>();
 #else
