@@ -10,6 +10,7 @@
 #ifndef BSA_KERNELS_H
 #define BSA_KERNELS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -132,6 +133,15 @@ int bsa__attn_merge_launch(int head_dim, const bsa__attn_args *args, const bsa__
 int bsa__rope_launch(int dtype, const void *x, void *y, int64_t len, int32_t heads,
                      int32_t head_dim, int64_t st, int64_t sh, int64_t pos_offset, float rope_scale,
                      float rope_theta, void *stream);
+
+/* For tests (lib/cuda_backend.c, host side): the bytes a CUDA plan
+ * uploaded at plan time (items, segments, merges, slopes, masks and, when
+ * the plan runs persistent, the work lists), copied from the device.
+ * *bytes always receives their count; the copy into dst happens only when
+ * cap holds them all.  Synchronises the plan's stream.  Returns a
+ * cudaError_t value (cudaErrorInvalidValue for a plan without CUDA state). */
+struct bsa_plan;
+int bsa__cuda_plan_schedule(const struct bsa_plan *plan, void *dst, size_t cap, size_t *bytes);
 
 #ifdef __cplusplus
 }

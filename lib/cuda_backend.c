@@ -22,6 +22,7 @@
 
 #include <cuda_runtime_api.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,6 +105,7 @@ typedef struct cuda_plan {
   int32_t persist; /* with persistent CTAs (where the kernel has them) */
   int32_t ctas;    /* persistent CTAs the work lists are made for */
   int32_t *work_list, *cta_off;
+  size_t upload_bytes; /* the schedule's bytes at the start of blob */
 } cuda_plan;
 
 static void cuda_plan_free(bsa_plan *plan) {
@@ -225,6 +227,206 @@ static unsigned char *stage_get(size_t bytes) {
   return stage_buf;
 }
 
+/* BSA_CUDA_CTAS=N makes persistent plans run on N CTAs (at least 1)
+ * instead of one per SM, so that the tests walk many works per CTA on small
+ * problems.  Read when a plan is made; 0 when unset. */
+static int32_t ctas_override(void) {
+  const char *env = getenv("BSA_CUDA_CTAS");
+  if (!env || !*env) return 0;
+  char *end;
+  const long n = strtol(env, &end, 10);
+  return *end == '\0' && n >= 1 && n <= 1 << 20 ? (int32_t)n : 0;
+}
+
+/* ---------------------------------------------------- schedule build */
+
+/* The schedule is built in two passes over the work list's items: pass 1
+ * counts keys and device segments per item, pass 2 writes the segments,
+ * the items (split where long) and the merges.  Large plans run both passes
+ * on up to SCHED_MAX_PARTS threads (at most the context's num_threads) over
+ * ranges of items that start at an item with its own segments (so a range
+ * never needs the segments of the one before); a range writes at offsets
+ * that the counts of the ranges before it give, so the result is the same
+ * bytes for every number of threads. */
+#define SCHED_MAX_PARTS 8
+/* Items plus work-list segments below which one thread builds it all. */
+#define SCHED_PARALLEL_MIN (1 << 15)
+
+typedef struct sched_range {
+  int64_t i0, i1;                     /* items [i0, i1) */
+  int64_t nsegs, keys;                /* pass 1: device segments and keys */
+  int64_t nsched, nmerge, parts;      /* pieces, split items, pieces of split items */
+  int64_t seg0, item0, merge0, part0; /* pass 2: where the range writes */
+  int64_t kmin, kmax, ksum;           /* pass 2: keys per piece */
+  int32_t bmin, bmax;                 /* pass 2: cost buckets in use */
+} sched_range;
+
+typedef struct sched_build {
+  const bsa_plan *plan;
+  int64_t off; /* kv_len - qo_len */
+  int64_t *item_keys;
+  int64_t split_len;
+  bsa__gpu_seg *segs;
+  bsa__gpu_merge *merges;
+  bsa__gpu_item *tmp; /* the pieces in work-list order */
+  int32_t *bkt;       /* their cost buckets */
+  sched_range r[SCHED_MAX_PARTS];
+  int nparts;
+  /* Threads: workers report pass 1 done and wait for go (abort: skip
+   * pass 2). */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int done, go, abort;
+} sched_build;
+
+/* Pass 1 over a range: keys and device segments per item.  A causal
+ * segment is cut where the item's first row stops seeing keys: the part
+ * every row sees, [kv_begin, q_begin + off + 1), runs unmasked, only the
+ * rest is flagged, so the masked path covers the diagonal tiles alone.
+ * Items that share the work list's segments (the tiles of one block row
+ * without causal clipping or element masks, made one after the other)
+ * share their device segments too. */
+static void sched_pass1(sched_build *sb, sched_range *r) {
+  const bsa_plan *plan = sb->plan;
+  int64_t nsegs = 0, keys = 0;
+  for (int64_t i = r->i0; i < r->i1; i++) {
+    const bsa__work_item *w = &plan->items[i];
+    if (i > r->i0 && shares_segments(plan->items, i)) {
+      sb->item_keys[i] = sb->item_keys[i - 1];
+      keys += sb->item_keys[i];
+      continue;
+    }
+    const int64_t vis_all = w->q_begin + sb->off + 1;
+    int64_t nk = 0;
+    for (int32_t k = 0; k < w->num_segments; k++) {
+      const bsa__segment *sg = &plan->segs[w->seg_offset + k];
+      nsegs +=
+          1 + ((sg->flags & BSA__SEG_CAUSAL) && vis_all > sg->kv_begin && vis_all < sg->kv_end);
+      nk += sg->kv_end - sg->kv_begin;
+    }
+    sb->item_keys[i] = nk;
+    keys += nk;
+  }
+  r->nsegs = nsegs;
+  r->keys = keys;
+}
+
+/* Pieces of an item of nk keys: one, or (nk > split_len) pieces of about
+ * nk / np keys rounded up to 64-key tiles; *chunk gets the piece length. */
+static int64_t sched_pieces(int64_t nk, int64_t split_len, int64_t *chunk) {
+  int64_t np = nk > split_len ? (nk + split_len - 1) / split_len : 1;
+  if (np == 1) {
+    *chunk = nk;
+    return 1;
+  }
+  int64_t c = (nk + np - 1) / np;
+  c = (c + 63) / 64 * 64;
+  *chunk = c;
+  return (nk + c - 1) / c;
+}
+
+/* Pass 2 over a range: segments, pieces (with their cost buckets) and
+ * merges, at the range's offsets. */
+static void sched_pass2(sched_build *sb, sched_range *r) {
+  const bsa_plan *plan = sb->plan;
+  bsa__gpu_seg *segs = sb->segs;
+  int64_t ns = r->item0, nm = r->merge0, part = r->part0, sp = r->seg0, s0 = sp, nseg = 0;
+  int64_t kmin = INT64_MAX, kmax = 0, ksum = 0;
+  int32_t bmin = COST_BUCKETS, bmax = 0;
+  for (int64_t i = r->i0; i < r->i1; i++) {
+    const bsa__work_item *w = &plan->items[i];
+    const int64_t vis_all = w->q_begin + sb->off + 1;
+    const int share = i > r->i0 && shares_segments(plan->items, i);
+    if (!share) s0 = sp;
+    for (int32_t k = 0; k < w->num_segments && !share; k++) {
+      const bsa__segment *sg = &plan->segs[w->seg_offset + k];
+      const int32_t mflag = sg->flags & BSA__SEG_ELEMASK;
+      const int32_t mbase =
+          mflag ? (int32_t)(sg->mask_offset + (int64_t)sg->mask_row0 * plan->C - sg->kv_begin) : 0;
+      int64_t kb = sg->kv_begin;
+      const int64_t ke = sg->kv_end;
+      if ((sg->flags & BSA__SEG_CAUSAL) && vis_all > kb && vis_all < ke) {
+        segs[sp++] = (bsa__gpu_seg){(int32_t)kb, (int32_t)(vis_all - kb), mflag, mbase};
+        kb = vis_all;
+      }
+      int32_t fl = sg->flags & (BSA__SEG_CAUSAL | BSA__SEG_ELEMASK);
+      if ((sg->flags & BSA__SEG_CAUSAL) && vis_all >= ke) fl &= ~BSA__SEG_CAUSAL;
+      segs[sp++] = (bsa__gpu_seg){(int32_t)kb, (int32_t)(ke - kb), fl, mbase};
+    }
+    const int64_t rows = w->q_end - w->q_begin, nk = sb->item_keys[i];
+    if (!share) nseg = sp - s0;
+    int64_t chunk;
+    const int64_t np = sched_pieces(nk, sb->split_len, &chunk);
+    if (np > 1)
+      sb->merges[nm++] = (bsa__gpu_merge){w->kv_head,    (int32_t)rows, (int32_t)w->q_begin,
+                                          (int32_t)part, (int32_t)np,   0};
+    int64_t s = s0, seg_start = 0; /* virtual start of segment s */
+    for (int64_t pi = 0; pi < np; pi++) {
+      const int64_t v0 = pi * chunk;
+      const int64_t v1 = v0 + chunk < nk ? v0 + chunk : nk;
+      int64_t s_end = s0 + nseg - 1, skip = 0;
+      if (np > 1) {
+        while (seg_start + segs[s].len <= v0) seg_start += segs[s++].len;
+        int64_t e_start = seg_start;
+        for (s_end = s; e_start + segs[s_end].len < v1;) e_start += segs[s_end++].len;
+        skip = v0 - seg_start;
+      }
+      const int32_t b = cost_bucket(rows * (v1 - v0));
+      sb->bkt[ns] = b;
+      sb->tmp[ns++] = (bsa__gpu_item){w->kv_head,          (int32_t)rows,
+                                      (int32_t)w->q_begin, (int32_t)(v1 - v0),
+                                      (int32_t)s,          (int32_t)(s_end - s + 1),
+                                      (int32_t)skip,       np > 1 ? (int32_t)(part + pi) : -1};
+      kmin = v1 - v0 < kmin ? v1 - v0 : kmin;
+      kmax = v1 - v0 > kmax ? v1 - v0 : kmax;
+      ksum += v1 - v0;
+      bmin = b < bmin ? b : bmin;
+      bmax = b > bmax ? b : bmax;
+    }
+    if (np > 1) part += np;
+  }
+  r->kmin = kmin;
+  r->kmax = kmax;
+  r->ksum = ksum;
+  r->bmin = bmin;
+  r->bmax = bmax;
+}
+
+typedef struct sched_worker {
+  sched_build *sb;
+  sched_range *r;
+} sched_worker;
+
+/* A worker thread: pass 1 over its range, then (once the main thread has
+ * laid out the arrays and said go) pass 2. */
+static void *sched_thread(void *arg) {
+  sched_worker *wk = arg;
+  sched_build *sb = wk->sb;
+  sched_pass1(sb, wk->r);
+  pthread_mutex_lock(&sb->mu);
+  sb->done++;
+  pthread_cond_broadcast(&sb->cv);
+  while (!sb->go) pthread_cond_wait(&sb->cv, &sb->mu);
+  const int abort = sb->abort;
+  pthread_mutex_unlock(&sb->mu);
+  if (!abort) sched_pass2(sb, wk->r);
+  return NULL;
+}
+
+/* Splits the items into nparts ranges, each starting at an item with its
+ * own segments (a range may be empty). */
+static void sched_ranges(sched_build *sb, int nparts) {
+  const bsa_plan *plan = sb->plan;
+  const int64_t n = plan->num_items;
+  sb->nparts = nparts;
+  for (int k = 0; k <= nparts; k++) {
+    int64_t i = n * k / nparts;
+    while (i > 0 && i < n && shares_segments(plan->items, i)) i++;
+    if (k < nparts) sb->r[k].i0 = i;
+    if (k > 0) sb->r[k - 1].i1 = i;
+  }
+}
+
 bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
   bsa_ctx *ctx = plan->ctx;
   const bsa_attn_params *p = &plan->p;
@@ -259,52 +461,74 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
   const int64_t off = p->kv_len - p->qo_len;
   const int64_t n_items = plan->num_items;
 
-  /* Pass 1: keys and device segments per item.  A causal segment is cut
-   * where the item's first row stops seeing keys: the part every row sees,
-   * [kv_begin, q_begin + off + 1), runs unmasked, only the rest is flagged,
-   * so the masked path covers the diagonal tiles alone.  Items that share
-   * the work list's segments (the tiles of one block row without causal
-   * clipping or element masks, made one after the other) share their
-   * device segments too. */
+  /* Pass 1 on the workers and this thread, which also takes the ranges of
+   * workers that could not be started. */
   int64_t *item_keys = malloc(sizeof(int64_t) * (size_t)(n_items + 1));
-  if (!item_keys) return bsa__fail(ctx, BSA_ERR_NOMEM, "plan: out of host memory");
-  int64_t nsegs = 0, total_keys = 0;
-  for (int64_t i = 0; i < n_items; i++) {
-    const bsa__work_item *w = &plan->items[i];
-    if (shares_segments(plan->items, i)) {
-      item_keys[i] = item_keys[i - 1];
-      total_keys += item_keys[i];
-      continue;
-    }
-    const int64_t vis_all = w->q_begin + off + 1;
-    int64_t nk = 0;
-    for (int32_t k = 0; k < w->num_segments; k++) {
-      const bsa__segment *sg = &plan->segs[w->seg_offset + k];
-      nsegs +=
-          1 + ((sg->flags & BSA__SEG_CAUSAL) && vis_all > sg->kv_begin && vis_all < sg->kv_end);
-      nk += sg->kv_end - sg->kv_begin;
-    }
-    item_keys[i] = nk;
-    total_keys += nk;
+  sched_build *sb = calloc(1, sizeof *sb);
+  if (!item_keys || !sb) {
+    free(item_keys);
+    free(sb);
+    return bsa__fail(ctx, BSA_ERR_NOMEM, "plan: out of host memory");
   }
+  sb->plan = plan;
+  sb->off = off;
+  sb->item_keys = item_keys;
+  int nparts = ctx->num_threads < SCHED_MAX_PARTS ? ctx->num_threads : SCHED_MAX_PARTS;
+  if (nparts < 1 || n_items + plan->num_segs < SCHED_PARALLEL_MIN) nparts = 1;
+  sched_ranges(sb, nparts);
+  pthread_t th[SCHED_MAX_PARTS];
+  sched_worker wk[SCHED_MAX_PARTS];
+  int started[SCHED_MAX_PARTS] = {0}, nstarted = 0;
+  if (nparts > 1) {
+    pthread_mutex_init(&sb->mu, NULL);
+    pthread_cond_init(&sb->cv, NULL);
+    for (int k = 1; k < nparts; k++) {
+      wk[k] = (sched_worker){sb, &sb->r[k]};
+      started[k] = pthread_create(&th[k], NULL, sched_thread, &wk[k]) == 0;
+      nstarted += started[k];
+    }
+  }
+  for (int k = 0; k < nparts; k++)
+    if (!started[k]) sched_pass1(sb, &sb->r[k]);
+  if (nstarted) {
+    pthread_mutex_lock(&sb->mu);
+    while (sb->done < nstarted) pthread_cond_wait(&sb->cv, &sb->mu);
+    pthread_mutex_unlock(&sb->mu);
+  }
+  int64_t nsegs = 0, total_keys = 0;
+  for (int k = 0; k < nparts; k++) {
+    sb->r[k].seg0 = nsegs;
+    nsegs += sb->r[k].nsegs;
+    total_keys += sb->r[k].keys;
+  }
+
   /* Split length: an item with more keys than about twice a fair share of
-   * one CTA slot is cut into pieces of 64-key tiles. */
-  const int32_t nctas = ctx->sm_count > 0 ? ctx->sm_count : 1; /* persistent CTAs: one per SM */
-  const int64_t slots = (int64_t)nctas * kern.ctas_per_sm;
+   * one CTA slot is cut into pieces of 64-key tiles.  Then the pieces and
+   * merges of each range, which place the ranges' output. */
+  const int32_t n_sm = ctx->sm_count > 0 ? ctx->sm_count : 1;
+  const int32_t ctas_env = ctas_override();
+  const int32_t nctas = ctas_env > 0 ? ctas_env : n_sm; /* persistent CTAs: one per SM */
+  const int64_t slots = (int64_t)n_sm * kern.ctas_per_sm;
   int64_t split_len = (total_keys + 2 * slots - 1) / (2 * slots);
   if (split_len < SPLIT_MIN_KEYS) split_len = SPLIT_MIN_KEYS;
+  sb->split_len = split_len;
   int64_t n_sched = 0, n_merge = 0, n_parts = 0;
-  for (int64_t i = 0; i < n_items; i++) {
-    int64_t np = item_keys[i] > split_len ? (item_keys[i] + split_len - 1) / split_len : 1;
-    n_sched += np;
-    if (np > 1) n_merge++, n_parts += np;
-  }
-  if (n_sched >= INT32_MAX / 2 || nsegs >= INT32_MAX) {
-    free(item_keys);
-    return bsa__fail(ctx, BSA_ERR_UNSUPPORTED,
-                     "the plan has %lld work items and %lld segments; the CUDA backend "
-                     "handles at most %d of each",
-                     (long long)n_sched, (long long)nsegs, INT32_MAX / 2);
+  for (int k = 0; k < nparts; k++) {
+    sched_range *r = &sb->r[k];
+    r->item0 = n_sched;
+    r->merge0 = n_merge;
+    r->part0 = n_parts;
+    for (int64_t i = r->i0; i < r->i1; i++) {
+      if (item_keys[i] <= split_len) {
+        n_sched++;
+        continue;
+      }
+      int64_t chunk;
+      const int64_t np = sched_pieces(item_keys[i], split_len, &chunk);
+      n_sched += np;
+      n_merge++;
+      n_parts += np;
+    }
   }
 
   /* Layout of the device blob: uploaded part first, then workspaces. */
@@ -333,96 +557,64 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
 
   /* Staging: the upload, then scratch for the unsorted items and their
    * buckets. */
+  const int too_many = n_sched >= INT32_MAX / 2 || n_works >= INT32_MAX || nsegs >= INT32_MAX;
   const size_t off_tmp = align256(upload);
   const size_t off_bkt = align256(off_tmp + sizeof(bsa__gpu_item) * (size_t)n_sched);
-  unsigned char *host = stage_get(off_bkt + sizeof(int32_t) * (size_t)(n_works + 1));
-  cuda_plan *cp = calloc(1, sizeof *cp);
-  if (!host || !cp) {
-    free(item_keys);
-    free(cp);
-    return bsa__fail(ctx, BSA_ERR_NOMEM, "plan: out of host memory for the CUDA schedule");
+  unsigned char *host =
+      too_many ? NULL : stage_get(off_bkt + sizeof(int32_t) * (size_t)(n_works + 1));
+  cuda_plan *cp = host ? calloc(1, sizeof *cp) : NULL;
+  if (host) {
+    sb->segs = (bsa__gpu_seg *)(host + off_segs);
+    sb->merges = (bsa__gpu_merge *)(host + off_merges);
+    sb->tmp = (bsa__gpu_item *)(host + off_tmp);
+    sb->bkt = (int32_t *)(host + off_bkt);
   }
-  bsa__gpu_seg *segs = (bsa__gpu_seg *)(host + off_segs);
-  bsa__gpu_merge *merges = (bsa__gpu_merge *)(host + off_merges);
-  bsa__gpu_item *tmp = (bsa__gpu_item *)(host + off_tmp);
-  int32_t *bkt = (int32_t *)(host + off_bkt);
 
-  /* Pass 2: write segments, items (split where long) and merges. */
-  int64_t ns = 0, nm = 0, part = 0, sp = 0, s0 = 0, nseg = 0;
-  for (int64_t i = 0; i < n_items; i++) {
-    const bsa__work_item *w = &plan->items[i];
-    const int64_t vis_all = w->q_begin + off + 1;
-    const int share = shares_segments(plan->items, i);
-    if (!share) s0 = sp;
-    for (int32_t k = 0; k < w->num_segments && !share; k++) {
-      const bsa__segment *sg = &plan->segs[w->seg_offset + k];
-      const int32_t mflag = sg->flags & BSA__SEG_ELEMASK;
-      const int32_t mbase =
-          mflag ? (int32_t)(sg->mask_offset + (int64_t)sg->mask_row0 * plan->C - sg->kv_begin) : 0;
-      int64_t kb = sg->kv_begin;
-      const int64_t ke = sg->kv_end;
-      if ((sg->flags & BSA__SEG_CAUSAL) && vis_all > kb && vis_all < ke) {
-        segs[sp++] = (bsa__gpu_seg){(int32_t)kb, (int32_t)(vis_all - kb), mflag, mbase};
-        kb = vis_all;
-      }
-      int32_t fl = sg->flags & (BSA__SEG_CAUSAL | BSA__SEG_ELEMASK);
-      if ((sg->flags & BSA__SEG_CAUSAL) && vis_all >= ke) fl &= ~BSA__SEG_CAUSAL;
-      segs[sp++] = (bsa__gpu_seg){(int32_t)kb, (int32_t)(ke - kb), fl, mbase};
-    }
-    const int64_t rows = w->q_end - w->q_begin, nk = item_keys[i];
-    if (!share) nseg = sp - s0;
-    int64_t np = nk > split_len ? (nk + split_len - 1) / split_len : 1;
-    if (np == 1) {
-      bkt[ns] = cost_bucket(rows * nk);
-      tmp[ns++] = (bsa__gpu_item){w->kv_head,
-                                  (int32_t)rows,
-                                  (int32_t)w->q_begin,
-                                  (int32_t)nk,
-                                  (int32_t)s0,
-                                  (int32_t)nseg,
-                                  0,
-                                  -1};
-      continue;
-    }
-    /* Pieces of about nk / np keys, rounded to 64-key tiles. */
-    int64_t chunk = (nk + np - 1) / np;
-    chunk = (chunk + 63) / 64 * 64;
-    np = (nk + chunk - 1) / chunk;
-    merges[nm++] = (bsa__gpu_merge){w->kv_head,    (int32_t)rows, (int32_t)w->q_begin,
-                                    (int32_t)part, (int32_t)np,   0};
-    int64_t s = s0, seg_start = 0; /* virtual start of segment s */
-    for (int64_t pi = 0; pi < np; pi++) {
-      const int64_t v0 = pi * chunk;
-      const int64_t v1 = v0 + chunk < nk ? v0 + chunk : nk;
-      while (seg_start + segs[s].len <= v0) seg_start += segs[s++].len;
-      int64_t s_end = s, e_start = seg_start;
-      while (e_start + segs[s_end].len < v1) e_start += segs[s_end++].len;
-      bkt[ns] = cost_bucket(rows * (v1 - v0));
-      tmp[ns++] = (bsa__gpu_item){w->kv_head,
-                                  (int32_t)rows,
-                                  (int32_t)w->q_begin,
-                                  (int32_t)(v1 - v0),
-                                  (int32_t)s,
-                                  (int32_t)(s_end - s + 1),
-                                  (int32_t)(v0 - seg_start),
-                                  (int32_t)(part + pi)};
-    }
-    part += np;
+  /* Pass 2 (skipped by all when the layout failed), then the threads end. */
+  const int abort = !cp;
+  if (nparts > 1) {
+    pthread_mutex_lock(&sb->mu);
+    sb->go = 1;
+    sb->abort = abort;
+    pthread_cond_broadcast(&sb->cv);
+    pthread_mutex_unlock(&sb->mu);
+  }
+  for (int k = 0; k < nparts && !abort; k++)
+    if (!started[k]) sched_pass2(sb, &sb->r[k]);
+  for (int k = 1; k < nparts; k++)
+    if (started[k]) pthread_join(th[k], NULL);
+  if (nparts > 1) {
+    pthread_mutex_destroy(&sb->mu);
+    pthread_cond_destroy(&sb->cv);
   }
   free(item_keys);
+  int64_t kmin = INT64_MAX, kmax = 0, ksum = 0;
+  int32_t bmin = COST_BUCKETS, bmax = 0; /* the sort key spans the buckets in use */
+  for (int k = 0; k < nparts && !abort; k++) {
+    const sched_range *r = &sb->r[k];
+    if (r->i0 == r->i1) continue;
+    kmin = r->kmin < kmin ? r->kmin : kmin;
+    kmax = r->kmax > kmax ? r->kmax : kmax;
+    ksum += r->ksum;
+    bmin = r->bmin < bmin ? r->bmin : bmin;
+    bmax = r->bmax > bmax ? r->bmax : bmax;
+  }
+  free(sb);
+  if (too_many)
+    return bsa__fail(ctx, BSA_ERR_UNSUPPORTED,
+                     "the plan has %lld work items and %lld segments; the CUDA backend "
+                     "handles at most %d of each",
+                     (long long)n_works, (long long)nsegs, INT32_MAX / 2);
+  if (!cp) return bsa__fail(ctx, BSA_ERR_NOMEM, "plan: out of host memory for the CUDA schedule");
+  const int64_t ns = n_sched;
+  bsa__gpu_item *tmp = (bsa__gpu_item *)(host + off_tmp);
+  int32_t *bkt = (int32_t *)(host + off_bkt);
 
   /* Persistent CTAs (one per SM, each walking a fixed share of the items
    * while its loader runs into the next item) save each item's start-up:
    * worth it for short items, and for equal ones, where a fixed share is
    * as even as the hardware's dynamic block scheduling.  Long uneven items
    * go to one CTA each (measured in docs/kernels.md). */
-  int64_t kmin = INT64_MAX, kmax = 0, ksum = 0;
-  for (int64_t i = 0; i < ns; i++) {
-    const int64_t nk = tmp[i].nkeys;
-    kmin = nk < kmin ? nk : kmin;
-    kmax = nk > kmax ? nk : kmax;
-    ksum += nk;
-  }
   const int persist = kern.hopper && ns > 0 && (ksum < PERSIST_MEAN_KEYS * ns || kmin == kmax);
 
   /* Order: kv-head group, then bucket descending, then kv head, then
@@ -437,11 +629,6 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
   bsa__gpu_item *items = (bsa__gpu_item *)(host + off_items);
   const int32_t hpg = l2_head_group(ctx, p);
   const int32_t ngroups = (p->num_kv_heads + hpg - 1) / hpg;
-  int32_t bmin = COST_BUCKETS, bmax = 0; /* the key spans the buckets in use */
-  for (int64_t i = 0; i < ns; i++) {
-    bmin = bkt[i] < bmin ? bkt[i] : bmin;
-    bmax = bkt[i] > bmax ? bkt[i] : bmax;
-  }
   const int64_t nb = bmax >= bmin ? bmax - bmin + 1 : 1;
   const int64_t nkeys_sort = (int64_t)ngroups * nb * hpg;
   int64_t *count = calloc((size_t)nkeys_sort + 1, sizeof *count);
@@ -480,7 +667,8 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
     return bsa__fail(ctx, BSA_ERR_NOMEM, "plan: cudaMallocAsync of %zu bytes failed: %s", total,
                      cudaGetErrorString(e));
   }
-  e = cudaMemcpyAsync(cp->blob, host, persist ? upload : off_wlist, cudaMemcpyHostToDevice,
+  cp->upload_bytes = persist ? upload : off_wlist;
+  e = cudaMemcpyAsync(cp->blob, host, cp->upload_bytes, cudaMemcpyHostToDevice,
                       (cudaStream_t)cp->stream);
   if (e != cudaSuccess) {
     cudaFreeAsync(cp->blob, (cudaStream_t)cp->stream);
@@ -498,7 +686,7 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
   cp->q_rope = rope ? b + off_qr : NULL;
   cp->k_rope = rope ? b + off_kr : NULL;
   cp->num_items = (int32_t)ns;
-  cp->num_merges = (int32_t)nm;
+  cp->num_merges = (int32_t)n_merge;
   cp->grid_y = grid_y;
   cp->hopper = kern.hopper;
   cp->persist = persist;
@@ -508,6 +696,19 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
   plan->backend = cp;
   plan->backend_free = cuda_plan_free;
   return BSA_OK;
+}
+
+int bsa__cuda_plan_schedule(const struct bsa_plan *plan, void *dst, size_t cap, size_t *bytes) {
+  const cuda_plan *cp = plan ? plan->backend : NULL;
+  if (!cp) return (int)cudaErrorInvalidValue;
+  *bytes = cp->upload_bytes;
+  if (!dst || cap < cp->upload_bytes) return (int)cudaSuccess;
+  cudaError_t e = cudaSetDevice(plan->ctx->cuda_device);
+  if (e == cudaSuccess)
+    e = cudaMemcpyAsync(dst, cp->blob, cp->upload_bytes, cudaMemcpyDeviceToHost,
+                        (cudaStream_t)cp->stream);
+  if (e == cudaSuccess) e = cudaStreamSynchronize((cudaStream_t)cp->stream);
+  return (int)e;
 }
 
 /* ------------------------------------------------------------------ run */

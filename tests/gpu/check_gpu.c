@@ -9,8 +9,14 @@
  * first), rows with no visible key exactly 0 with LSE = -inf, and LSE close.
  *
  * Every case runs each kernel family on the same inputs and reference
- * (BSA_CUDA_KERNEL=wgmma, then =mma; just the one given when the variable is
- * set by the caller), so one CUDA context per case serves both.
+ * (BSA_CUDA_KERNEL=wgmma, then =wgmma with its persistent plans on 3 CTAs
+ * (BSA_CUDA_CTAS=3: each CTA walks many works, where one CTA per SM would
+ * leave these small problems one or two each), then =mma; just the one
+ * given when the variable is set by the caller), so one CUDA context per
+ * case serves them all.
+ *
+ * test_schedule_threads builds large plans with 1 to 8 plan threads and
+ * compares the uploaded schedules byte for byte.
  *
  * The process never touches CUDA itself: a child process probes for a
  * device (exit 77 = skip when there is none), and every test runs in its
@@ -34,12 +40,26 @@
 #include <unistd.h>
 
 #include "bsa.h"
+#include "kernels/kernels.h"
 
 static uint64_t g_seed;
-/* Kernel families every case runs (BSA_CUDA_KERNEL values). */
-static const char *g_kernels[2] = {"wgmma", "mma"};
-static int g_nkernels = 2;
+/* Kernel families every case runs: BSA_CUDA_KERNEL and BSA_CUDA_CTAS
+ * values (NULL: unset) and a label. */
+typedef struct family {
+  const char *kernel, *ctas, *label;
+} family;
+static family g_fam[3] = {
+    {"wgmma", NULL, "wgmma"}, {"wgmma", "3", "wgmma on 3 CTAs"}, {"mma", NULL, "mma"}};
+static int g_nfam = 3;
 static char g_given[32];
+
+static void set_family(const family *f) {
+  setenv("BSA_CUDA_KERNEL", f->kernel, 1);
+  if (f->ctas)
+    setenv("BSA_CUDA_CTAS", f->ctas, 1);
+  else
+    unsetenv("BSA_CUDA_CTAS");
+}
 
 static uint64_t rnd_u64(uint64_t *s) {
   uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
@@ -318,16 +338,16 @@ static void run_case(const gcase *c, uint64_t seed) {
   float *lse = malloc(sizeof(float) * nl);
 
   /* Each kernel family on the same inputs and reference. */
-  for (int kf = 0; kf < g_nkernels; kf++) {
+  for (int kf = 0; kf < g_nfam; kf++) {
     char label[64];
-    setenv("BSA_CUDA_KERNEL", g_kernels[kf], 1);
+    set_family(&g_fam[kf]);
     bsa_plan *gplan = NULL;
     st = make_plan(d.ctx, c, &p, &b, &rng, &gplan);
-    ck_assert_msg(st == BSA_OK, "cuda plan (%s): %s", g_kernels[kf], bsa_ctx_last_error(d.ctx));
+    ck_assert_msg(st == BSA_OK, "cuda plan (%s): %s", g_fam[kf].label, bsa_ctx_last_error(d.ctx));
     dev_poison_run(&d, gplan, nq * esz, nl, c->want_lse);
     ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, o, d.o, nq * esz), BSA_OK);
     ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, lse, d.lse, nl * 4), BSA_OK);
-    snprintf(label, sizeof label, "run, %s", g_kernels[kf]);
+    snprintf(label, sizeof label, "run, %s", g_fam[kf].label);
     compare(c, &p, o, c->want_lse ? lse : NULL, o_ref, lse_ref, label);
 
     /* Plan reuse with fresh q. */
@@ -339,7 +359,7 @@ static void run_case(const gcase *c, uint64_t seed) {
       dev_poison_run(&d, gplan, nq * esz, nl, 1);
       ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, o, d.o, nq * esz), BSA_OK);
       ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, lse, d.lse, nl * 4), BSA_OK);
-      snprintf(label, sizeof label, "reuse, %s", g_kernels[kf]);
+      snprintf(label, sizeof label, "reuse, %s", g_fam[kf].label);
       compare(c, &p, o, lse, o_ref, lse_ref, label);
     }
     bsa_plan_destroy(gplan);
@@ -499,8 +519,8 @@ START_TEST(test_graph_capture) {
   unsigned char *o1 = malloc(nq * 2), *o2 = malloc(nq * 2);
   unsigned char *poison = malloc(nq * 2);
   memset(poison, 0xff, nq * 2);
-  for (int kf = 0; kf < g_nkernels; kf++) {
-    setenv("BSA_CUDA_KERNEL", g_kernels[kf], 1);
+  for (int kf = 0; kf < g_nfam; kf++) {
+    set_family(&g_fam[kf]);
     bsa_plan *plan;
     ck_assert_int_eq(make_plan(d.ctx, &c, &p, &b, &rng, &plan), BSA_OK);
     dev_poison_run(&d, plan, nq * 2, nl, 1);
@@ -511,14 +531,14 @@ START_TEST(test_graph_capture) {
     ck_assert_int_eq(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
     bsa_status st = bsa_plan_run(plan, d.q, d.k, d.v, d.o, d.lse);
     ck_assert_int_eq(cudaStreamEndCapture(s, &g), cudaSuccess);
-    ck_assert_msg(st == BSA_OK, "run under capture (%s): %s", g_kernels[kf],
+    ck_assert_msg(st == BSA_OK, "run under capture (%s): %s", g_fam[kf].label,
                   bsa_ctx_last_error(d.ctx));
     ck_assert_int_eq(cudaGraphInstantiate(&ge, g, 0), cudaSuccess);
     ck_assert_int_eq(cudaGraphLaunch(ge, s), cudaSuccess);
     ck_assert_int_eq(cudaStreamSynchronize(s), cudaSuccess);
     ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, o2, d.o, nq * 2), BSA_OK);
     ck_assert_msg(memcmp(o1, o2, nq * 2) == 0, "graph replay differs from a direct run (%s)",
-                  g_kernels[kf]);
+                  g_fam[kf].label);
     cudaGraphExecDestroy(ge);
     cudaGraphDestroy(g);
     bsa_plan_destroy(plan);
@@ -528,6 +548,117 @@ START_TEST(test_graph_capture) {
   bsa_ctx_destroy(d.ctx);
   cudaStreamDestroy(s);
   free(q), free(k), free(v), free(o1), free(o2), free(poison);
+  free_desc(&b);
+}
+END_TEST
+
+/* Downloads a plan's uploaded schedule into a fresh buffer (*n bytes). */
+static unsigned char *schedule_of(const bsa_plan *plan, size_t *n) {
+  ck_assert_int_eq(bsa__cuda_plan_schedule(plan, NULL, 0, n), cudaSuccess);
+  unsigned char *buf = malloc(*n ? *n : 1);
+  ck_assert_int_eq(bsa__cuda_plan_schedule(plan, buf, *n, n), cudaSuccess);
+  return buf;
+}
+
+/* Plans above the threshold of the threaded schedule build (items plus
+ * work-list segments at least SCHED_PARALLEL_MIN = 2^15, lib/cuda_backend.c)
+ * give the same uploaded bytes with 1, 2, 3, 5 and 8 plan threads: a range
+ * dropped, done twice or written at the wrong offset changes them.  Shapes
+ * (_i): 0 BSR 16x16, 1 the same causal (cut segments), 2 with per-element
+ * masks (one segment per block), 3 variable blocks of about 200 rows (the
+ * items of a block row share segments, so ranges must start at an item
+ * with its own), 4 the same causal with a GQA group of 2 and persistent
+ * work lists on 5 CTAs.  Every 37th block row is full, so that its items
+ * are longer than the split length (pieces and merges). */
+START_TEST(test_schedule_threads) {
+  const int v = _i;
+  gcase c;
+  memset(&c, 0, sizeof c);
+  c.kind = v < 3 ? KIND_BSR : KIND_VAR;
+  c.M = c.N = v < 3 ? 4096 : 8192;
+  c.R = c.C = 16;
+  c.Hkv = v < 3 ? 4 : 16;
+  c.Hq = v == 4 ? 2 * c.Hkv : c.Hkv;
+  c.D = 128;
+  c.dtype = BSA_DTYPE_BF16;
+  c.causal = v == 1 || v == 4;
+  c.elemask = v == 2;
+  c.per_head = 1;
+  c.MB = 40;
+  c.NB = 600;
+  uint64_t rng = g_seed ^ (0x7ead00ull + (uint64_t)v);
+  bsa_attn_params p;
+  case_params(&c, 0, &p);
+  built b;
+  memset(&b, 0, sizeof b);
+  if (c.kind == KIND_BSR) {
+    const int64_t MB = c.M / c.R, NB = c.N / c.C;
+    b.indptr = malloc(sizeof(int32_t) * (size_t)(c.Hkv * (MB + 1)));
+    b.indices = malloc(sizeof(int32_t) * (size_t)(c.Hkv * MB * NB));
+    int64_t nnz = 0;
+    for (int h = 0; h < c.Hkv; h++) {
+      b.indptr[h * (MB + 1)] = (int32_t)nnz;
+      for (int64_t i = 0; i < MB; i++) {
+        for (int64_t j = 0; j < NB; j++)
+          if (i % 37 == 0 || rnd_unit(&rng) < 0.2) b.indices[nnz++] = (int32_t)j;
+        b.indptr[h * (MB + 1) + i + 1] = (int32_t)nnz;
+      }
+    }
+    if (c.elemask) {
+      b.bmask = malloc((size_t)(nnz * c.R * c.C));
+      for (int64_t e = 0; e < nnz * c.R * c.C; e++) b.bmask[e] = rnd_unit(&rng) < 0.7;
+    }
+  } else {
+    b.rsz = malloc(sizeof(int32_t) * (size_t)(c.Hkv * c.MB));
+    b.csz = malloc(sizeof(int32_t) * (size_t)(c.Hkv * c.NB));
+    b.map = malloc((size_t)(c.Hkv * c.MB * c.NB));
+    for (int h = 0; h < c.Hkv; h++) {
+      random_partition(b.rsz + h * c.MB, c.MB, c.M, 0, &rng);
+      random_partition(b.csz + h * c.NB, c.NB, c.N, 0, &rng);
+      for (int64_t i = 0; i < c.MB; i++)
+        for (int64_t j = 0; j < c.NB; j++)
+          b.map[(h * c.MB + i) * c.NB + j] = i % 37 == 0 || rnd_unit(&rng) < 0.2;
+    }
+  }
+  setenv("BSA_CUDA_KERNEL", "wgmma", 1);
+  if (v == 4)
+    setenv("BSA_CUDA_CTAS", "5", 1);
+  else
+    unsetenv("BSA_CUDA_CTAS");
+  const int threads[5] = {1, 2, 3, 5, 8};
+  unsigned char *ref = NULL;
+  size_t nref = 0;
+  for (int t = 0; t < 5; t++) {
+    bsa_ctx *ctx;
+    bsa_ctx_options opt = {0};
+    opt.device = BSA_DEVICE_CUDA;
+    opt.num_threads = threads[t];
+    ck_assert_int_eq(bsa_ctx_create(&opt, &ctx), BSA_OK);
+    bsa_plan *plan = NULL;
+    bsa_status st = make_plan(ctx, &c, &p, &b, &rng, &plan);
+    ck_assert_msg(st == BSA_OK, "plan (%d threads): %s", threads[t], bsa_ctx_last_error(ctx));
+    bsa_plan_info info;
+    bsa_plan_get_info(plan, &info);
+    ck_assert_msg(info.num_work_items + info.num_segments >= (1 << 15),
+                  "shape %d: %lld items + %lld segments, below the threaded build", v,
+                  (long long)info.num_work_items, (long long)info.num_segments);
+    size_t n;
+    unsigned char *got = schedule_of(plan, &n);
+    if (t == 0) {
+      ref = got;
+      nref = n;
+    } else {
+      ck_assert_msg(n == nref && memcmp(got, ref, n) == 0,
+                    "shape %d: the schedule with %d plan threads differs from 1 thread's (%zu "
+                    "vs %zu bytes; seed=%llu)",
+                    v, threads[t], n, nref, (unsigned long long)g_seed);
+      free(got);
+    }
+    bsa_plan_destroy(plan);
+    bsa_ctx_destroy(ctx);
+  }
+  free(ref);
+  unsetenv("BSA_CUDA_CTAS");
   free_desc(&b);
 }
 END_TEST
@@ -573,6 +704,7 @@ static Suite *gpu_suite(void) {
   tcase_add_loop_test(tc, test_split_kv, 0, 4);
   tcase_add_loop_test(tc, test_wide_group, 0, 2);
   tcase_add_test(tc, test_graph_capture);
+  tcase_add_loop_test(tc, test_schedule_threads, 0, 5);
   suite_add_tcase(s, tc);
   TCase *te = tcase_create("errors");
   tcase_add_test(te, test_unsupported);
@@ -613,11 +745,12 @@ int main(void) {
   const char *given = getenv("BSA_CUDA_KERNEL");
   if (given) {
     snprintf(g_given, sizeof g_given, "%s", given);
-    g_kernels[0] = g_given;
-    g_nkernels = 1;
+    g_fam[0] = (family){g_given, getenv("BSA_CUDA_CTAS"), g_given};
+    g_nfam = 1;
   }
-  fprintf(stderr, "check_gpu: kernels %s%s%s\n", g_kernels[0], g_nkernels > 1 ? ", " : "",
-          g_nkernels > 1 ? g_kernels[1] : "");
+  fprintf(stderr, "check_gpu: kernels");
+  for (int kf = 0; kf < g_nfam; kf++) fprintf(stderr, "%s %s", kf ? "," : "", g_fam[kf].label);
+  fprintf(stderr, "\n");
   SRunner *sr = srunner_create(gpu_suite());
   srunner_run_all(sr, CK_NORMAL);
   const int failed = srunner_ntests_failed(sr);
