@@ -375,6 +375,34 @@ START_TEST(test_dims_dtypes_layouts) {
 }
 END_TEST
 
+/* CPU head dims that are not multiples of 16 or 32: the Q^T transpose
+ * runs its scalar tail and V is staged padded to 32 columns.  Variable
+ * blocks, so chunks gather many short pieces; every layout and dtype, with
+ * RoPE (even dims) or ALiBi, causal, a soft cap and a pass over the KC = 512
+ * key chunk edge (N = 700). */
+START_TEST(test_odd_head_dims) {
+  static const int ODD_DIMS[4] = {8, 24, 40, 100};
+  tcase c;
+  memset(&c, 0, sizeof c);
+  c.kind = KIND_VAR;
+  c.M = 90;
+  c.N = 700;
+  c.Hq = 4;
+  c.Hkv = 2;
+  c.D = ODD_DIMS[_i % 4];
+  c.dtype = (bsa_dtype)((_i / 4) % 3);
+  c.odtype = c.dtype;
+  c.layout = (bsa_layout)((_i / 12) % 2);
+  c.pos = _i % 2 ? BSA_POS_ROPE_LLAMA : BSA_POS_ALIBI;
+  c.cap = _i % 3 == 0 ? 5.0f : 0.0f;
+  c.causal = 1;
+  c.density = 0.5;
+  c.blocks = 20;
+  c.want_lse = 1;
+  run_case(&c, mix((uint64_t)_i + 14000));
+}
+END_TEST
+
 /* ------------------------------------------------------------ unit facts */
 
 START_TEST(test_half_conversions) {
@@ -685,6 +713,7 @@ static Suite *attention_suite(void) {
   tcase_add_loop_test(tc, test_dense_grid, 0, 50);
   tcase_add_loop_test(tc, test_var_threaded_build, 0, 4);
   tcase_add_loop_test(tc, test_dims_dtypes_layouts, 0, 24);
+  tcase_add_loop_test(tc, test_odd_head_dims, 0, 24);
   suite_add_tcase(s, tc);
   TCase *tu = tcase_create("units");
   tcase_add_test(tu, test_half_conversions);
