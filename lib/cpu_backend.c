@@ -8,9 +8,9 @@
  *     rounded up to 32, zero padded).  float32 inputs without RoPE are read
  *     in place where their rows suit the products (see k_direct, v_direct,
  *     q_direct), so sparse runs do not pay for staging what they skip.
- *  2. Work items (longest first) are taken by worker threads.  An item's
- *     R = rows * group query rows are transposed once into Q^T [D, RP]
- *     (RP = R rounded up to 16) and multiplied by sm_scale.  Its KV
+ *  2. Work items (by kv head, longest first within a head) are taken by
+ *     worker threads.  An item's R = rows * group query rows are transposed
+ *     once into Q^T [D, RP] (RP = R rounded up to 16) times sm_scale.  Its KV
  *     segments are visited in chunks of up to KC keys; for each chunk
  *         S^T = K Q^T   [keys, RP]  (lib/cpu_gemm.c, one pointer per key row)
  *     then the logits epilogue (soft cap, ALiBi, masks only on flagged

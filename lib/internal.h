@@ -46,7 +46,8 @@ struct bsa_ctx {
  * the query rows of all Hq/Hkv heads of the group are processed together
  * (GQA packing).  A segment is a contiguous key range [kv_begin, kv_end)
  * built by merging adjacent kept blocks; flags say whether elements inside
- * it need masking.  Items are sorted longest first (cost = rows * keys).
+ * it need masking.  CPU plans order items by kv head, longest first within
+ * a head (cost = rows * keys).
  * ---------------------------------------------------------------------- */
 enum {
   BSA__SEG_CAUSAL = 1u << 0, /* some (row, key) of it is past the diagonal */
@@ -103,9 +104,9 @@ struct bsa_plan {
 /* Compiles the work list.  Inputs are validated already.  For a BSR plan
  * bsr is non-NULL, for a variable plan var is non-NULL, for dense both are
  * NULL.  tile_q bounds the rows of an item.  longest_first orders the items
- * by cost, longest first (the CPU backend's dynamic schedule wants it; the
- * CUDA backend orders items itself), else they stay in the order made
- * (kv head, block row, tile). */
+ * by kv head and within a head by cost, longest first (the CPU backend's
+ * dynamic schedule wants it; the CUDA backend orders items itself), else
+ * they stay in the order made (kv head, block row, tile). */
 bsa_status bsa__worklist_build(bsa_plan *plan, const bsa_bsr_desc *bsr, const bsa_var_desc *var,
                                int64_t tile_q, int longest_first);
 
