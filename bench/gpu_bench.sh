@@ -44,10 +44,23 @@ cat "$OUTD/nvidia-smi.txt"
 status=0
 case " $STEPS " in *" check "*)
   if [ -n "$CHECK" ]; then
-    echo "== check_gpu"
-    CK_VERBOSITY=normal timeout 560 "$CHECK" > "$OUTD/check_gpu.log" 2>&1
-    rc=$?
-    grep -E "^[0-9]+%|BSA_TEST_SEED|device" "$OUTD/check_gpu.log"
+    # CHECK_SHARDS processes side by side (BSA_TEST_SHARD), one seed; each
+    # test's time is mostly its process's CUDA start.
+    n=${CHECK_SHARDS:-3}
+    seed=${BSA_TEST_SEED:-$(( $(date +%s) ^ $$ ))}
+    echo "== check_gpu ($n shards, BSA_TEST_SEED=$seed)"
+    k=0
+    pids=
+    while [ $k -lt $n ]; do
+      BSA_TEST_SEED=$seed BSA_TEST_SHARD=$k/$n CK_VERBOSITY=normal timeout 560 "$CHECK" \
+        > "$OUTD/check_gpu.$k.log" 2>&1 &
+      pids="$pids $!"
+      k=$((k + 1))
+    done
+    rc=0
+    for pid in $pids; do wait "$pid" || rc=1; done
+    cat "$OUTD"/check_gpu.*.log > "$OUTD/check_gpu.log"
+    grep -E "^[0-9]+%|shard|device" "$OUTD/check_gpu.log"
     grep -E ":[EF]:" "$OUTD/check_gpu.log" | head -20
     echo "check_gpu exit $rc"
     [ $rc -eq 0 ] || status=1

@@ -18,6 +18,10 @@
  * test_schedule_threads builds large plans with 1 to 8 plan threads and
  * compares the uploaded schedules byte for byte.
  *
+ * BSA_TEST_SHARD=k/n runs every n-th test only (see other_shard), for n
+ * processes side by side: each test's time is mostly its process's CUDA
+ * start, which the GPU machine's cores run in parallel.
+ *
  * The process never touches CUDA itself: a child process probes for a
  * device (exit 77 = skip when there is none), and every test runs in its
  * own Check fork.  Set BSA_TEST_SEED to repeat a run; failures print it.
@@ -52,6 +56,11 @@ static family g_fam[3] = {
     {"wgmma", NULL, "wgmma"}, {"wgmma", "3", "wgmma on 3 CTAs"}, {"mma", NULL, "mma"}};
 static int g_nfam = 3;
 static char g_given[32];
+/* BSA_TEST_SHARD=k/n: this process runs test k of every n (numbered over
+ * the suite, loop iterations each) and passes the others at once, so that
+ * n processes with k = 0 .. n - 1 run every test once between them. */
+static int g_shard = 0, g_nshards = 1;
+static int other_shard(int num) { return g_nshards > 1 && num % g_nshards != g_shard; }
 
 static void set_family(const family *f) {
   setenv("BSA_CUDA_KERNEL", f->kernel, 1);
@@ -400,6 +409,7 @@ static void draw_features(gcase *c, uint64_t i) {
 
 /* Each head dim x dtype x layout, dense, at M and N from the grid. */
 START_TEST(test_dense_grid) {
+  if (other_shard(0 + _i)) return;
   gcase c;
   memset(&c, 0, sizeof c);
   c.kind = KIND_DENSE;
@@ -417,6 +427,7 @@ END_TEST
 
 /* BSR: every (R, C) pair, three draws each, masks and per-head patterns. */
 START_TEST(test_bsr_grid) {
+  if (other_shard(36 + _i)) return;
   gcase c;
   memset(&c, 0, sizeof c);
   c.kind = KIND_BSR;
@@ -432,6 +443,7 @@ END_TEST
 
 /* Variable blocks with zero sizes and empty rows. */
 START_TEST(test_var_grid) {
+  if (other_shard(84 + _i)) return;
   gcase c;
   memset(&c, 0, sizeof c);
   c.kind = KIND_VAR;
@@ -444,6 +456,7 @@ END_TEST
 
 /* Few long rows: the schedule splits the keys and merges by LSE. */
 START_TEST(test_split_kv) {
+  if (other_shard(120 + _i)) return;
   gcase c;
   memset(&c, 0, sizeof c);
   c.kind = _i < 2 ? KIND_DENSE : KIND_VAR;
@@ -461,6 +474,7 @@ END_TEST
 
 /* GQA groups larger than one CTA's rows (packed rows split over CTAs). */
 START_TEST(test_wide_group) {
+  if (other_shard(124 + _i)) return;
   gcase c;
   memset(&c, 0, sizeof c);
   c.kind = _i == 0 ? KIND_DENSE : KIND_BSR;
@@ -479,6 +493,7 @@ END_TEST
 
 /* A run captured in a CUDA graph gives the same bytes as a direct run. */
 START_TEST(test_graph_capture) {
+  if (other_shard(126)) return;
   gcase c;
   memset(&c, 0, sizeof c);
   c.kind = KIND_VAR;
@@ -571,6 +586,7 @@ static unsigned char *schedule_of(const bsa_plan *plan, size_t *n) {
  * work lists on 5 CTAs.  Every 37th block row is full, so that its items
  * are longer than the split length (pieces and merges). */
 START_TEST(test_schedule_threads) {
+  if (other_shard(127 + _i)) return;
   const int v = _i;
   gcase c;
   memset(&c, 0, sizeof c);
@@ -665,6 +681,7 @@ END_TEST
 
 /* Requests the CUDA backend cannot do fail with a message naming them. */
 START_TEST(test_unsupported) {
+  if (other_shard(132)) return;
   bsa_ctx *ctx;
   bsa_ctx_options opt = {0};
   opt.device = BSA_DEVICE_CUDA;
@@ -738,6 +755,13 @@ int main(void) {
   const char *env = getenv("BSA_TEST_SEED");
   g_seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
   fprintf(stderr, "check_gpu: BSA_TEST_SEED=%llu\n", (unsigned long long)g_seed);
+  const char *shard = getenv("BSA_TEST_SHARD");
+  if (shard && (sscanf(shard, "%d/%d", &g_shard, &g_nshards) != 2 || g_nshards < 1 || g_shard < 0 ||
+                g_shard >= g_nshards)) {
+    fprintf(stderr, "check_gpu: BSA_TEST_SHARD=%s is not k/n with 0 <= k < n\n", shard);
+    return 2;
+  }
+  if (g_nshards > 1) fprintf(stderr, "check_gpu: shard %d of %d\n", g_shard, g_nshards);
   if (!have_device()) return 77;
   /* Every case runs each kernel family on the same inputs: generation 2
    * (wgmma, where the device and the binary have it; mma.sync elsewhere),
