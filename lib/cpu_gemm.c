@@ -56,6 +56,14 @@ static inline void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
     store16(cr + 16, c##r##1);    \
   }
 
+/* Row r of the block gains A value AV times the two B vectors b0, b1. */
+#define FMA2(r, AV)        \
+  {                        \
+    const float av = (AV); \
+    c##r##0 += av * b0;    \
+    c##r##1 += av * b1;    \
+  }
+
 GEMM_CLONES void bsa__gemm_arows(int64_t M, int64_t N, int64_t K, const float *const *arow,
                                  const float *B, int64_t ldb, float *C, int64_t ldc) {
   const int accumulate = 0;
@@ -64,21 +72,35 @@ GEMM_CLONES void bsa__gemm_arows(int64_t M, int64_t N, int64_t K, const float *c
     for (int64_t i = 0; i < M; i += 8) {
       const float *a0 = arow[i], *a1 = arow[i + 1], *a2 = arow[i + 2], *a3 = arow[i + 3],
                   *a4 = arow[i + 4], *a5 = arow[i + 5], *a6 = arow[i + 6], *a7 = arow[i + 7];
-      DECL2(0)
-      DECL2(1) DECL2(2) DECL2(3) DECL2(4) DECL2(5) DECL2(6) DECL2(7) const float *b = B + j;
+      DECL2(0);
+      DECL2(1);
+      DECL2(2);
+      DECL2(3);
+      DECL2(4);
+      DECL2(5);
+      DECL2(6);
+      DECL2(7);
+      const float *b = B + j;
       for (int64_t k = 0; k < K; k++) {
         const v16 b0 = load16(b + k * ldb), b1 = load16(b + k * ldb + 16);
-#define ROW2(r)               \
-  {                           \
-    const float av = a##r[k]; \
-    c##r##0 += av * b0;       \
-    c##r##1 += av * b1;       \
-  }
-        ROW2(0) ROW2(1) ROW2(2) ROW2(3) ROW2(4) ROW2(5) ROW2(6) ROW2(7)
-#undef ROW2
+        FMA2(0, a0[k]);
+        FMA2(1, a1[k]);
+        FMA2(2, a2[k]);
+        FMA2(3, a3[k]);
+        FMA2(4, a4[k]);
+        FMA2(5, a5[k]);
+        FMA2(6, a6[k]);
+        FMA2(7, a7[k]);
       }
       float *c = C + i * ldc + j;
-      STORE2(0) STORE2(1) STORE2(2) STORE2(3) STORE2(4) STORE2(5) STORE2(6) STORE2(7)
+      STORE2(0);
+      STORE2(1);
+      STORE2(2);
+      STORE2(3);
+      STORE2(4);
+      STORE2(5);
+      STORE2(6);
+      STORE2(7);
     }
   }
   if (j < N) { /* one last panel of 16 columns */
@@ -116,28 +138,43 @@ GEMM_CLONES void bsa__gemm_at_brows(int64_t M, int64_t N, int64_t K, const float
                                     int accumulate) {
   for (int64_t j = 0; j < N; j += 32) {
     for (int64_t i = 0; i < M; i += 8) {
-      DECL2(0)
-      DECL2(1) DECL2(2) DECL2(3) DECL2(4) DECL2(5) DECL2(6) DECL2(7) const float *a = At + i;
+      DECL2(0);
+      DECL2(1);
+      DECL2(2);
+      DECL2(3);
+      DECL2(4);
+      DECL2(5);
+      DECL2(6);
+      DECL2(7);
+      const float *a = At + i;
       for (int64_t k = 0; k < K; k++) {
         const float *bk = brow[k] + j;
         const v16 b0 = load16(bk), b1 = load16(bk + 16);
         const float *ak = a + k * ldat;
-#define ROW2(r)             \
-  {                         \
-    const float av = ak[r]; \
-    c##r##0 += av * b0;     \
-    c##r##1 += av * b1;     \
-  }
-        ROW2(0) ROW2(1) ROW2(2) ROW2(3) ROW2(4) ROW2(5) ROW2(6) ROW2(7)
-#undef ROW2
+        FMA2(0, ak[0]);
+        FMA2(1, ak[1]);
+        FMA2(2, ak[2]);
+        FMA2(3, ak[3]);
+        FMA2(4, ak[4]);
+        FMA2(5, ak[5]);
+        FMA2(6, ak[6]);
+        FMA2(7, ak[7]);
       }
       float *c = C + i * ldc + j;
-      STORE2(0) STORE2(1) STORE2(2) STORE2(3) STORE2(4) STORE2(5) STORE2(6) STORE2(7)
+      STORE2(0);
+      STORE2(1);
+      STORE2(2);
+      STORE2(3);
+      STORE2(4);
+      STORE2(5);
+      STORE2(6);
+      STORE2(7);
     }
   }
 }
 #undef DECL2
 #undef STORE2
+#undef FMA2
 
 typedef int32_t vi16 __attribute__((vector_size(64)));
 

@@ -223,8 +223,8 @@ static void run_case(const tcase *c, uint64_t seed) {
     for (int h = 0; h < c->Hq; h++) {
       double lr = lref[t * c->Hq + h];
       if (lr == -INFINITY) {
-        int64_t ob = c->layout == BSA_LAYOUT_NHD ? (t * c->Hq + h) * c->D
-                                                 : ((int64_t)h * c->M + t) * c->D;
+        int64_t ob =
+            c->layout == BSA_LAYOUT_NHD ? (t * c->Hq + h) * c->D : ((int64_t)h * c->M + t) * c->D;
         int nonzero = 0;
         for (int d = 0; d < c->D; d++) nonzero += of[ob + d] != 0.0f;
         if (nonzero) ck_abort_msg("row %lld head %d sees no key but o != 0", (long long)t, h);
@@ -354,22 +354,30 @@ START_TEST(test_var_threaded_build) {
 END_TEST
 
 /* Each head dim, dtype and layout at a mid-size shape with GQA 16/4. */
-START_TEST(test_dims_dtypes_layouts) {
+/* Case i of a 24-case sweep: head dim dims[i % 4], dtype (i / 4) % 3 (the
+ * output in the same dtype), layout (i / 12) % 2, with LSE. */
+static tcase sweep_case(kind_t kind, int64_t M, int64_t N, int Hq, int Hkv, const int *dims,
+                        int i) {
   tcase c;
   memset(&c, 0, sizeof c);
-  c.kind = KIND_BSR;
+  c.kind = kind;
+  c.M = M;
+  c.N = N;
+  c.Hq = Hq;
+  c.Hkv = Hkv;
+  c.D = dims[i % 4];
+  c.dtype = (bsa_dtype)((i / 4) % 3);
+  c.odtype = c.dtype;
+  c.layout = (bsa_layout)((i / 12) % 2);
+  c.want_lse = 1;
+  return c;
+}
+
+START_TEST(test_dims_dtypes_layouts) {
+  tcase c = sweep_case(KIND_BSR, 100, 130, 16, 4, DIMS, _i);
   c.R = 16;
   c.C = 16;
-  c.M = 100;
-  c.N = 130;
-  c.Hq = 16;
-  c.Hkv = 4;
-  c.D = DIMS[_i % 4];
-  c.dtype = (bsa_dtype)((_i / 4) % 3);
-  c.odtype = c.dtype;
-  c.layout = (bsa_layout)((_i / 12) % 2);
   c.density = 0.4;
-  c.want_lse = 1;
   c.causal = 1;
   run_case(&c, mix((uint64_t)_i + 13000));
 }
@@ -382,23 +390,12 @@ END_TEST
  * key chunk edge (N = 700). */
 START_TEST(test_odd_head_dims) {
   static const int ODD_DIMS[4] = {8, 24, 40, 100};
-  tcase c;
-  memset(&c, 0, sizeof c);
-  c.kind = KIND_VAR;
-  c.M = 90;
-  c.N = 700;
-  c.Hq = 4;
-  c.Hkv = 2;
-  c.D = ODD_DIMS[_i % 4];
-  c.dtype = (bsa_dtype)((_i / 4) % 3);
-  c.odtype = c.dtype;
-  c.layout = (bsa_layout)((_i / 12) % 2);
+  tcase c = sweep_case(KIND_VAR, 90, 700, 4, 2, ODD_DIMS, _i);
   c.pos = _i % 2 ? BSA_POS_ROPE_LLAMA : BSA_POS_ALIBI;
   c.cap = _i % 3 == 0 ? 5.0f : 0.0f;
   c.causal = 1;
   c.density = 0.5;
   c.blocks = 20;
-  c.want_lse = 1;
   run_case(&c, mix((uint64_t)_i + 14000));
 }
 END_TEST
@@ -527,8 +524,8 @@ static void expect_fail(bsa_ctx *ctx, const bsa_attn_params *p, const bsa_bsr_de
                       : bsa_plan_create_dense(ctx, p, &plan);
   ck_assert_int_eq(st, want);
   ck_assert_ptr_null(plan);
-  ck_assert_msg(strstr(bsa_ctx_last_error(ctx), needle) != NULL,
-                "message '%s' does not name '%s'", bsa_ctx_last_error(ctx), needle);
+  ck_assert_msg(strstr(bsa_ctx_last_error(ctx), needle) != NULL, "message '%s' does not name '%s'",
+                bsa_ctx_last_error(ctx), needle);
   ck_assert_str_eq(bsa_last_error(), bsa_ctx_last_error(ctx));
 }
 
@@ -536,9 +533,9 @@ START_TEST(test_param_errors) {
   bsa_ctx *ctx;
   ck_assert_int_eq(bsa_ctx_create(NULL, &ctx), BSA_OK);
   bsa_attn_params p;
-#define BAD(field, value, needle)                              \
-  p = good_params();                                           \
-  p.field = value;                                             \
+#define BAD(field, value, needle) \
+  p = good_params();              \
+  p.field = value;                \
   expect_fail(ctx, &p, NULL, NULL, BSA_ERR_INVALID_ARG, needle);
   BAD(num_qo_heads, 0, "num_qo_heads = 0");
   BAD(num_kv_heads, 0, "num_kv_heads = 0");
