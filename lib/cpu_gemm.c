@@ -56,6 +56,26 @@ static inline void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
     store16(cr + 16, c##r##1);    \
   }
 
+/* The 8 x 32 block of C: its accumulators, and their store. */
+#define DECL_BLOCK \
+  DECL2(0);        \
+  DECL2(1);        \
+  DECL2(2);        \
+  DECL2(3);        \
+  DECL2(4);        \
+  DECL2(5);        \
+  DECL2(6);        \
+  DECL2(7)
+#define STORE_BLOCK \
+  STORE2(0);        \
+  STORE2(1);        \
+  STORE2(2);        \
+  STORE2(3);        \
+  STORE2(4);        \
+  STORE2(5);        \
+  STORE2(6);        \
+  STORE2(7)
+
 /* Row r of the block gains A value AV times the two B vectors b0, b1. */
 #define FMA2(r, AV)        \
   {                        \
@@ -72,14 +92,7 @@ GEMM_CLONES void bsa__gemm_arows(int64_t M, int64_t N, int64_t K, const float *c
     for (int64_t i = 0; i < M; i += 8) {
       const float *a0 = arow[i], *a1 = arow[i + 1], *a2 = arow[i + 2], *a3 = arow[i + 3],
                   *a4 = arow[i + 4], *a5 = arow[i + 5], *a6 = arow[i + 6], *a7 = arow[i + 7];
-      DECL2(0);
-      DECL2(1);
-      DECL2(2);
-      DECL2(3);
-      DECL2(4);
-      DECL2(5);
-      DECL2(6);
-      DECL2(7);
+      DECL_BLOCK;
       const float *b = B + j;
       for (int64_t k = 0; k < K; k++) {
         const v16 b0 = load16(b + k * ldb), b1 = load16(b + k * ldb + 16);
@@ -93,14 +106,7 @@ GEMM_CLONES void bsa__gemm_arows(int64_t M, int64_t N, int64_t K, const float *c
         FMA2(7, a7[k]);
       }
       float *c = C + i * ldc + j;
-      STORE2(0);
-      STORE2(1);
-      STORE2(2);
-      STORE2(3);
-      STORE2(4);
-      STORE2(5);
-      STORE2(6);
-      STORE2(7);
+      STORE_BLOCK;
     }
   }
   if (j < N) { /* one last panel of 16 columns */
@@ -138,14 +144,7 @@ GEMM_CLONES void bsa__gemm_at_brows(int64_t M, int64_t N, int64_t K, const float
                                     int accumulate) {
   for (int64_t j = 0; j < N; j += 32) {
     for (int64_t i = 0; i < M; i += 8) {
-      DECL2(0);
-      DECL2(1);
-      DECL2(2);
-      DECL2(3);
-      DECL2(4);
-      DECL2(5);
-      DECL2(6);
-      DECL2(7);
+      DECL_BLOCK;
       const float *a = At + i;
       for (int64_t k = 0; k < K; k++) {
         const float *bk = brow[k] + j;
@@ -161,20 +160,15 @@ GEMM_CLONES void bsa__gemm_at_brows(int64_t M, int64_t N, int64_t K, const float
         FMA2(7, ak[7]);
       }
       float *c = C + i * ldc + j;
-      STORE2(0);
-      STORE2(1);
-      STORE2(2);
-      STORE2(3);
-      STORE2(4);
-      STORE2(5);
-      STORE2(6);
-      STORE2(7);
+      STORE_BLOCK;
     }
   }
 }
 #undef DECL2
 #undef STORE2
 #undef FMA2
+#undef DECL_BLOCK
+#undef STORE_BLOCK
 
 typedef int32_t vi16 __attribute__((vector_size(64)));
 
