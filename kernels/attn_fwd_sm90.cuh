@@ -95,8 +95,9 @@ template <int N> __device__ __forceinline__ void fence_regs(float (&x)[N][4]) {
 /* Epilogue of a warp's 16 rows of a whole item through shared memory: the
  * warp writes its normalised O (f16/bf16) into its own rows of the item's Q
  * slot, which no product reads any more (the item's last Q K^T is complete)
- * and no copy refills yet (the loader, at most ST - 1 items ahead, fills
- * the other QS - 1 slots; this one only after the next barrier), with the
+ * and no copy refills yet (the loader's Q copies, early or not, go to the
+ * other QS - 1 slots until the math starts its next item, after the next
+ * barrier), with the
  * slot's 128-byte swizzle (conflict free: the 8 rows of a store land in 8
  * different chunks), then stores whole 16-byte chunks, 16 lanes per
  * 256-byte row, where the accumulator layout stores 4 bytes per lane and
@@ -148,6 +149,86 @@ __device__ __forceinline__ void epilogue_smem(const float (&o)[1][ND8][4], const
   }
 }
 
+/* Look-ahead of a persistent CTA's work metadata.  Moving the loader to the
+ * next work needs its work id (from the CTA's list), its item and the
+ * item's first two segment records: a chain of three dependent global
+ * loads, which, issued when the work starts, stalls every thread (the math
+ * of the tile in flight included) for a few memory latencies.  The chain is
+ * instead kept in flight three works deep, one link per work: starting
+ * work r takes what was loaded during the previous starts and issues the
+ * next link of works r + 1 (segments), r + 2 (item) and r + 3 (work id), so
+ * each load has a whole work's time to land.  The values are spread over
+ * the lanes of every warp (lane j < 8 holds int j of an item, lanes 8..15
+ * the ints of two segment records) and gathered with shuffles, so the
+ * look-ahead costs five registers.  Every thread of the CTA runs the same
+ * calls (all lanes must take part in the shuffles). */
+struct WorkAhead {
+  int w1, w2, w3; /* work ids of list entries r + 1, r + 2, r + 3; nwork past the end */
+  int it1;        /* item of w1 (lanes 0..7), its segments 0 and 1 (lanes 8..15) */
+  int it2;        /* item of w2 (lanes 0..7) */
+
+  static __device__ __forceinline__ int item_int(const bsa__attn_args &a, int w, int nwork,
+                                                 int lane) {
+    if (lane >= 8 || w >= nwork) return 0;
+    return reinterpret_cast<const int *>(a.items)[(int64_t)(w / a.grid_y) * 8 + lane];
+  }
+  /* Lanes 8..15: segment record (lane - 8) / 4 of an item whose first
+   * segment and count are sb and ns. */
+  static __device__ __forceinline__ int seg_int(const bsa__attn_args &a, int sb, int ns,
+                                                int lane) {
+    const int k = (lane - 8) >> 2;
+    if (lane < 8 || lane >= 16 || k >= ns) return 0;
+    return reinterpret_cast<const int *>(a.segs)[(int64_t)(sb + k) * 4 + ((lane - 8) & 3)];
+  }
+  static __device__ __forceinline__ int list(const bsa__attn_args &a, int wl0, int wln, int i,
+                                             int nwork) {
+    return i < wln ? a.work_list[wl0 + i] : nwork;
+  }
+  /* Fills the look-ahead for list entries 0, 1 and 2 (these loads wait). */
+  __device__ __forceinline__ void start(const bsa__attn_args &a, int wl0, int wln, int nwork,
+                                        int lane) {
+    w1 = list(a, wl0, wln, 0, nwork);
+    w2 = list(a, wl0, wln, 1, nwork);
+    w3 = list(a, wl0, wln, 2, nwork);
+    it2 = item_int(a, w2, nwork, lane);
+    it1 = item_int(a, w1, nwork, lane);
+    const int sb = __shfl_sync(0xffffffffu, it1, 4), ns = __shfl_sync(0xffffffffu, it1, 5);
+    if (lane >= 8) it1 = w1 < nwork ? seg_int(a, sb, ns, lane) : 0;
+  }
+  /* The item of w1 (lanes 0..7 of it1). */
+  __device__ __forceinline__ bsa__gpu_item item1() const {
+    bsa__gpu_item it;
+    it.kv_head = __shfl_sync(0xffffffffu, it1, 0);
+    it.rows = __shfl_sync(0xffffffffu, it1, 1);
+    it.q_begin = __shfl_sync(0xffffffffu, it1, 2);
+    it.nkeys = __shfl_sync(0xffffffffu, it1, 3);
+    it.seg_begin = __shfl_sync(0xffffffffu, it1, 4);
+    it.nseg = __shfl_sync(0xffffffffu, it1, 5);
+    it.skip = __shfl_sync(0xffffffffu, it1, 6);
+    it.part = __shfl_sync(0xffffffffu, it1, 7);
+    return it;
+  }
+  /* Takes work w1 (list entry r + 1: its id, item and first two segment
+   * records) and moves the look-ahead one work on; next3 is list entry
+   * r + 4. */
+  __device__ __forceinline__ int take(const bsa__attn_args &a, int next3, int nwork, int lane,
+                                      bsa__gpu_item &it, int4 &s0, int4 &s1) {
+    const int w = w1;
+    it = item1();
+    s0 = make_int4(__shfl_sync(0xffffffffu, it1, 8), __shfl_sync(0xffffffffu, it1, 9),
+                   __shfl_sync(0xffffffffu, it1, 10), __shfl_sync(0xffffffffu, it1, 11));
+    s1 = make_int4(__shfl_sync(0xffffffffu, it1, 12), __shfl_sync(0xffffffffu, it1, 13),
+                   __shfl_sync(0xffffffffu, it1, 14), __shfl_sync(0xffffffffu, it1, 15));
+    const int sb = __shfl_sync(0xffffffffu, it2, 4), ns = __shfl_sync(0xffffffffu, it2, 5);
+    it1 = lane < 8 ? it2 : (w2 < nwork ? seg_int(a, sb, ns, lane) : 0);
+    w1 = w2;
+    w2 = w3;
+    w3 = next3;
+    it2 = item_int(a, w2, nwork, lane);
+    return w;
+  }
+};
+
 template <class C, typename T, bool PERSIST>
 __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -165,47 +246,72 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
   /* Work w = (item w / grid_y, row slice w % grid_y).  A persistent CTA
    * takes the works of its list in order (the host assigns them, balanced
-   * by cost); otherwise each CTA takes one. */
-  const int64_t nwork = (int64_t)a.num_items * a.grid_y;
+   * by cost; works and their count fit 31 bits); otherwise each CTA takes
+   * one. */
+  const int nwork = (int)min((int64_t)a.num_items * a.grid_y, (int64_t)INT_MAX);
   int wl0 = 0, wln = 1;
   if (PERSIST) {
     wl0 = a.cta_off[blockIdx.x];
     wln = a.cta_off[blockIdx.x + 1] - wl0;
   }
-  auto work_of = [&](int r) -> int64_t {
+  auto work_of = [&](int r) -> int {
     if (r >= wln) return nwork;
-    return PERSIST ? (int64_t)a.work_list[wl0 + r] : (int64_t)blockIdx.x;
+    return PERSIST ? a.work_list[wl0 + r] : (int)blockIdx.x;
   };
-  auto work = [&](int64_t w, bsa__gpu_item &itw, int &prow0w, int &nprowsw) -> int {
-    itw = a.items[w / a.grid_y];
-    prow0w = (int)(w % a.grid_y) * BM;
+  auto slice = [&](int w, const bsa__gpu_item &itw, int &prow0w, int &nprowsw) -> int {
+    prow0w = (w % a.grid_y) * BM;
     nprowsw = itw.rows * a.group - prow0w;
     return nprowsw > 0 ? (itw.nkeys + BN - 1) / BN : 0;
   };
+  auto q_dst = [&](int slot) {
+    return [=](int r, int c) { return sQ0 + slot * C::Q_BYTES + pswz<BM>(r, c); };
+  };
 
   /* Loader: the CTA's tiles form one stream across its items; tile n of
-   * the stream goes to stage n % ST, and the Q of each item with tiles to
-   * Q slot (its ordinal) % QS, in the copy group of the item's first tile.
-   * The loader runs ST - 1 tiles ahead of the math, so it is at most ST - 1
-   * items ahead and QS = ST slots never overwrite a Q in use. */
-  int lr = -1, lt = 0, lnt = 0, lq = -1, ln = 0;
-  bsa__gpu_item lit = a.items[0];
+   * the stream goes to stage n % ST.  Items with tiles get Q slots in turn
+   * (ordinal k in slot k % QS).  The loader runs ST - 1 tiles ahead of the
+   * math.  A persistent CTA also loads the next item's Q as soon as its slot
+   * is free (the math has started the item QS - 1 ordinals before it), so
+   * Q, read from memory once per item, has the current item's time to
+   * land instead of one tile's; otherwise Q goes with the item's first
+   * tile (same copy group, so the wait for that tile covers it). */
+  int lr = -1, lt = 0, lnt = 0, ln = 0, lq = 0;
+  int qn = 0;   /* ordinals the loader has given out */
+  int qi = 0;   /* Q loads issued: qn, or qn + 1 with the next item's Q early */
+  int mq = 0;   /* items with tiles the math has started */
+  int early = -1; /* list entry whose early Q was looked at */
+  bsa__gpu_item lit;
   SegCursor lcur;
   int64_t lkv = 0;
   int fbits = 0;
+  WorkAhead ahead;
+  if (PERSIST) ahead.start(a, wl0, wln, nwork, lane);
   auto load_next = [&]() {
     while (lt >= lnt) {
-      const int64_t lw = work_of(++lr);
-      if (lw >= nwork) return;
-      int lprow0, lnprows;
-      lnt = work(lw, lit, lprow0, lnprows);
+      int lw, lprow0, lnprows;
+      int4 s0, s1;
+      if (PERSIST) {
+        if (ahead.w1 >= nwork) return;
+        ++lr;
+        lw = ahead.take(a, work_of(lr + 3), nwork, lane, lit, s0, s1);
+      } else {
+        lw = work_of(++lr);
+        if (lw >= nwork) return;
+        lit = a.items[lw / a.grid_y];
+      }
+      lnt = slice(lw, lit, lprow0, lnprows);
       lt = 0;
       if (lnt > 0) {
-        lq = (lq + 1) % QS;
-        load_q<BM, D, NT, T>(a, lit, lprow0, lnprows, tid, [&](int r, int c) {
-          return sQ0 + lq * C::Q_BYTES + pswz<BM>(r, c);
-        });
-        lcur.init(a, lit);
+        const int ord = qn++;
+        lq = ord % QS;
+        if (qi == ord) {
+          load_q<BM, D, NT, T>(a, lit, lprow0, lnprows, tid, q_dst(lq));
+          ++qi;
+        }
+        if (PERSIST)
+          lcur.init_from(a, lit, s0, s1);
+        else
+          lcur.init(a, lit);
         lkv = (int64_t)lit.kv_head * a.k_sh;
       }
     }
@@ -216,6 +322,19 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a
     fbits = (fbits & ~(1 << st)) | (f << st);
     ++lt;
     ++ln;
+    /* The next work's Q, early, once its slot is free: slot qi % QS last
+     * held ordinal qi - QS, done once the math has started ordinal
+     * qi - QS + 1. */
+    if (PERSIST && early != lr && qi == qn && qi - QS + 1 <= (mq > 0 ? mq - 1 : 0) &&
+        ahead.w1 < nwork) {
+      early = lr;
+      const bsa__gpu_item nit = ahead.item1();
+      int nprow0, nnprows;
+      if (slice(ahead.w1, nit, nprow0, nnprows) > 0) {
+        load_q<BM, D, NT, T>(a, nit, nprow0, nnprows, tid, q_dst(qi % QS));
+        ++qi;
+      }
+    }
   };
 #pragma unroll
   for (int i = 0; i < ST - 1; ++i) {
@@ -225,16 +344,17 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a
 
   /* Warp w holds rows 16 w .. 16 w + 15 (wgmma: warp w % 4 of warpgroup
    * w / 4); a warpgroup whose 64 rows are all past the item skips the math
-   * (wgmma is warpgroup-wide, so the skip is too). */
+   * (wgmma is warpgroup-wide, so the skip is too).  The math re-reads its
+   * work's id and item, which the loader's look-ahead brought into L1. */
   const int wrow0 = warp * 16;
-  int cn = 0, cq = -1; /* stream tiles consumed, Q slot in use */
+  int cn = 0, cq = 0; /* stream tiles consumed, Q slot in use */
   int r = 0;
-  for (int64_t w = work_of(0); w < nwork; w = work_of(++r)) {
-    bsa__gpu_item it;
+  for (int w = work_of(0); w < nwork; w = work_of(++r)) {
+    const bsa__gpu_item it = a.items[w / a.grid_y];
     int prow0, nprows;
-    const int ntiles = work(w, it, prow0, nprows);
+    const int ntiles = slice(w, it, prow0, nprows);
     if (nprows <= 0) continue;
-    if (ntiles > 0) cq = (cq + 1) % QS;
+    if (ntiles > 0) cq = mq++ % QS;
     const bool active = wg * 64 < nprows;
     int toklim[1][2];
     row_limits<1>(toklim, a, it, prow0, wrow0, lane);
@@ -247,17 +367,24 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a
     const uint32_t sQwg = sQ0 + cq * C::Q_BYTES + wg * 64 * 128;
 
     for (int t = 0; t < ntiles; ++t) {
-      /* An item's first tile also waits for its Q (same copy group). */
+      /* An item's first tile also waits for its Q (same or earlier copy
+       * group). */
       cp_async_wait<ST - 2>();
       fence_proxy_async();
       const int stage = cn % ST;
       ++cn;
       const int need = __syncthreads_or((fbits >> stage) & 1);
-      load_next();
-      cp_async_commit();
-      if (!active) continue;
       const uint32_t sK = sKV + stage * 2 * C::TILE, sV = sK + C::TILE;
-
+      if (!active) {
+        load_next();
+        cp_async_commit();
+        continue;
+      }
+      /* S = Q K^T goes to the tensor cores first and the loader issues the
+       * next tile's copies while they compute (the loader writes the stage
+       * the previous tile used, whose products are complete).  The loader
+       * is called on both paths so that every wgmma and its wait stay on
+       * one path (split over two, ptxas serialises them, warning C7518). */
       wg_fence();
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk) {
@@ -267,6 +394,8 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a
         Wgmma<BN, T>::ss(s[0], da, db, kk > 0);
       }
       wg_commit();
+      load_next();
+      cp_async_commit();
       wg_wait<0>();
       fence_regs<NB8>(s[0]);
 
@@ -293,7 +422,7 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a
       epilogue_smem<ND8, BM>(o, m, l, a, it, prow0, wrow0, nprows, lane,
                              sQ0 + cq * C::Q_BYTES);
     else
-      epilogue<1, ND8, BM>(o, m, l, a, it, (int)(w % a.grid_y), prow0, wrow0, nprows, lane);
+      epilogue<1, ND8, BM>(o, m, l, a, it, w % a.grid_y, prow0, wrow0, nprows, lane);
   }
   cp_async_wait<0>();
 #else

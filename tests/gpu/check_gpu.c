@@ -579,7 +579,7 @@ static unsigned char *schedule_of(const bsa_plan *plan, size_t *n) {
  * work-list segments at least SCHED_PARALLEL_MIN = 2^15, lib/cuda_backend.c)
  * give the same uploaded bytes with 1, 2, 3, 5 and 8 plan threads: a range
  * dropped, done twice or written at the wrong offset changes them.  Shapes
- * (_i): 0 BSR 16x16, 1 the same causal (cut segments), 2 with per-element
+ * (_i): 0 BSR 16x16, 1 the same causal on 8 heads (cut segments), 2 with per-element
  * masks (one segment per block), 3 variable blocks of about 200 rows (the
  * items of a block row share segments, so ranges must start at an item
  * with its own), 4 the same causal with a GQA group of 2 and persistent
@@ -593,7 +593,7 @@ START_TEST(test_schedule_threads) {
   c.kind = v < 3 ? KIND_BSR : KIND_VAR;
   c.M = c.N = v < 3 ? 4096 : 8192;
   c.R = c.C = 16;
-  c.Hkv = v < 3 ? 4 : 16;
+  c.Hkv = v == 1 ? 8 : v < 3 ? 4 : 16; /* causal BSR: half the segments */
   c.Hq = v == 4 ? 2 * c.Hkv : c.Hkv;
   c.D = 128;
   c.dtype = BSA_DTYPE_BF16;
