@@ -20,9 +20,10 @@
  *
  * Thread safety: a context and its plans may be used from one thread at a
  * time.  Different contexts are independent.  The CPU backend runs its own
- * worker threads (bsa_ctx_options.num_threads) for the duration of a run,
- * and bsa_plan_create_var builds large variable-block plans on up to 8 of
- * them (on any device) for the duration of the call.
+ * worker threads (bsa_ctx_options.num_threads) for the duration of a run;
+ * bsa_plan_create_var builds large variable-block plans, and a CUDA context
+ * prepares the device schedule of large plans, on up to 8 of them for the
+ * duration of the plan call.
  */
 #ifndef BSA_CORE_H
 #define BSA_CORE_H
