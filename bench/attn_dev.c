@@ -239,7 +239,8 @@ int main(int argc, char **argv) {
         "\"items\":%lld,\"segments\":%lld}\n",
         bsa_ctx_device_name(ctx), layout, H, Hkv, (long long)S, D, bsa_dtype_name(dt), causal,
         (long long)B, mb, nb, density, si.density, ms, dense_ms, dense_ms / ms, tf, tf / dense_tf,
-        plan_ms, plan_median_ms, plan_cpu_ms, (long long)si.num_work_items, (long long)si.num_segments);
+        plan_ms, plan_median_ms, plan_cpu_ms, (long long)si.num_work_items,
+        (long long)si.num_segments);
   }
   bsa_plan_destroy(plan);
   bsa_plan_destroy(dense);
