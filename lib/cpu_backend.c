@@ -289,12 +289,12 @@ static const float zero_row[1024];
 
 /* The logits epilogue for one piece's rows of S^T (keys [kb, kb + n), R
  * query rows across, ld RP): soft cap, ALiBi, and masks where the segment
- * is flagged.  Query row r is token tq[r] - (kv_len - qo_len); mrow0 is the
- * mask byte of (row 0, key kb) for element masks, mstride the bytes from
- * one query row to the next. */
+ * is flagged.  Query row r is token tq[r] - (kv_len - qo_len) and item row
+ * r / group; for element masks mrow0 is the mask byte of (item row 0, key
+ * kb) and mstride the bytes from one item row to the next. */
 __attribute__((target_clones("avx512f", "avx2", "default"))) static void piece_logits(
     float *St, int64_t RP, int64_t R, int64_t kb, int64_t n, const item_scratch *w, int32_t flags,
-    const uint8_t *mrow0, int64_t mrow_of_r_div, int64_t mstride, float cap, int alibi) {
+    const uint8_t *mrow0, int64_t group, int64_t mstride, float cap, int alibi) {
   for (int64_t c = 0; c < n; c++) {
     float *row = St + c * RP;
     const int64_t key = kb + c;
@@ -309,7 +309,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) static void piece_l
         if (key > w->tq[r]) row[r] = -INFINITY;
     if (flags & BSA__SEG_ELEMASK)
       for (int64_t r = 0; r < R; r++)
-        if (!mrow0[(r / mrow_of_r_div) * mstride + c]) row[r] = -INFINITY;
+        if (!mrow0[(r / group) * mstride + c]) row[r] = -INFINITY;
   }
 }
 
