@@ -31,6 +31,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -494,9 +495,16 @@ static int k_direct(const bsa_plan *plan) {
   return p->kv_dtype == BSA_DTYPE_F32 && p->pos_encoding != BSA_POS_ROPE_LLAMA &&
          p->layout == BSA_LAYOUT_HND;
 }
-static int v_direct(const bsa_plan *plan) {
+static int v_direct_plan(const bsa_plan *plan) {
   const bsa_attn_params *p = &plan->p;
   return p->kv_dtype == BSA_DTYPE_F32 && p->head_dim % 32 == 0 && p->layout == BSA_LAYOUT_HND;
+}
+/* V in place also needs the caller's tensor 64-byte aligned: every 64-byte
+ * vector load of a row would otherwise straddle two cache lines (dense HND
+ * from a 16-byte aligned malloc block ran 7% slower than from the staged
+ * copy, docs/PERF.md).  Decided per run, as the pointer comes per run. */
+static int v_direct(const bsa_plan *plan, const void *v) {
+  return v_direct_plan(plan) && ((uintptr_t)v & 63) == 0;
 }
 
 /* The caller's q can be used in place: float32, no RoPE, and one query
@@ -522,7 +530,7 @@ static bsa_status ensure_state(bsa_plan *plan, cpu_state **out) {
   s->kv_elems = (size_t)p->num_kv_heads * (size_t)p->kv_len * (size_t)D;
   const int64_t RPmax = ROUND16(plan->max_item_rows * plan->group);
   s->scratch_per_thread = (scratch_floats(RPmax, D, Dp) + 15) & ~(size_t)15;
-  const int need_q = !q_direct(plan), need_k = !k_direct(plan), need_v = !v_direct(plan);
+  const int need_q = !q_direct(plan), need_k = !k_direct(plan), need_v = !v_direct_plan(plan);
   const size_t v_elems = (size_t)p->num_kv_heads * (size_t)p->kv_len * (size_t)Dp;
   if (need_q) s->q = bsa__aligned_alloc(s->q_elems * sizeof(float));
   if (need_k) s->k = bsa__aligned_alloc(s->kv_elems * sizeof(float));
@@ -554,7 +562,15 @@ bsa_status bsa__cpu_run(bsa_plan *plan, const void *q, const void *k, const void
   if (st != BSA_OK) return st;
   const bsa_attn_params *p = &plan->p;
   const int64_t D = p->head_dim, M = p->qo_len, N = p->kv_len;
-  const int kd = k_direct(plan), vd = v_direct(plan), qd = q_direct(plan);
+  const int kd = k_direct(plan), vd = v_direct(plan, v), qd = q_direct(plan);
+  if (!vd && !s->v) { /* a plan that reads V in place met an unaligned V */
+    const size_t v_bytes = (size_t)p->num_kv_heads * (size_t)N * (size_t)ROUND32(D) * sizeof(float);
+    s->v = bsa__aligned_alloc(v_bytes);
+    if (!s->v)
+      return bsa__fail(
+          plan->ctx, BSA_ERR_NOMEM,
+          "cpu run: out of memory for %zu bytes of staged v (v is not 64-byte aligned)", v_bytes);
+  }
   if (kd) {
     s->kbase = k;
     bsa__strides(p->layout, N, p->num_kv_heads, (int32_t)D, &s->k_ld, &s->k_hs);

@@ -400,6 +400,58 @@ START_TEST(test_odd_head_dims) {
 }
 END_TEST
 
+/* Float32 HND V is read in place only when it is 64-byte aligned, else
+ * staged; the choice is made per run.  One plan runs on a 64-byte aligned V
+ * and then on a copy 16 bytes off (staged, with the staging buffer made on
+ * that run), then aligned again: all three against the reference, and the
+ * two paths must agree exactly (same products on the same values). */
+START_TEST(test_v_alignment_per_run) {
+  uint64_t rng = mix(15000 + (uint64_t)_i);
+  bsa_attn_params p = {0};
+  p.num_qo_heads = 4;
+  p.num_kv_heads = 2;
+  p.head_dim = 64;
+  p.qo_len = 150;
+  p.kv_len = 300;
+  p.layout = BSA_LAYOUT_HND;
+  p.causal = _i & 1;
+  const size_t nq = 150 * 4 * 64, nkv = 300 * 2 * 64;
+  float *qf, *kf, *vf;
+  float *q = random_tensor(BSA_DTYPE_F32, nq, &rng, &qf);
+  float *k = random_tensor(BSA_DTYPE_F32, nkv, &rng, &kf);
+  float *v = random_tensor(BSA_DTYPE_F32, nkv, &rng, &vf);
+  float *buf = NULL;
+  ck_assert_int_eq(posix_memalign((void **)&buf, 64, sizeof(float) * (nkv + 16)), 0);
+  float *v_al = buf, *v_off = buf + 4; /* 64-byte aligned, and 16 bytes past */
+  bsa_ctx *ctx;
+  ck_assert_int_eq(bsa_ctx_create(NULL, &ctx), BSA_OK);
+  bsa_plan *plan;
+  ck_assert_int_eq(bsa_plan_create_dense(ctx, &p, &plan), BSA_OK);
+  double *oref = malloc(sizeof(double) * nq), *lref = malloc(sizeof(double) * 150 * 4);
+  ref_attention(&p, qf, kf, vf, NULL, oref, lref);
+  float *o[3];
+  for (int r = 0; r < 3; r++) {
+    float *vr = r == 1 ? v_off : v_al;
+    memmove(vr, v, sizeof(float) * nkv);
+    o[r] = malloc(sizeof(float) * nq);
+    memset(o[r], 0xff, sizeof(float) * nq);
+    ck_assert_int_eq(bsa_plan_run(plan, q, k, vr, o[r], NULL), BSA_OK);
+    double num = 0, den = 0;
+    for (size_t i = 0; i < nq; i++) {
+      num += (o[r][i] - oref[i]) * (o[r][i] - oref[i]);
+      den += oref[i] * oref[i];
+    }
+    ck_assert_msg(sqrt(num / den) < 1e-5, "run %d: rel L2 = %.3g", r, sqrt(num / den));
+  }
+  ck_assert_msg(memcmp(o[0], o[1], sizeof(float) * nq) == 0, "staged and in-place V differ");
+  ck_assert_msg(memcmp(o[0], o[2], sizeof(float) * nq) == 0, "in-place V differs between runs");
+  for (int r = 0; r < 3; r++) free(o[r]);
+  free(oref), free(lref), free(buf), free(q), free(k), free(v), free(qf), free(kf), free(vf);
+  bsa_plan_destroy(plan);
+  bsa_ctx_destroy(ctx);
+}
+END_TEST
+
 /* ------------------------------------------------------------ unit facts */
 
 START_TEST(test_half_conversions) {
@@ -711,6 +763,7 @@ static Suite *attention_suite(void) {
   tcase_add_loop_test(tc, test_var_threaded_build, 0, 4);
   tcase_add_loop_test(tc, test_dims_dtypes_layouts, 0, 24);
   tcase_add_loop_test(tc, test_odd_head_dims, 0, 24);
+  tcase_add_loop_test(tc, test_v_alignment_per_run, 0, 2);
   suite_add_tcase(s, tc);
   TCase *tu = tcase_create("units");
   tcase_add_test(tu, test_half_conversions);
