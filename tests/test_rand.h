@@ -2,7 +2,8 @@
  * tests/test_rand.h - the random inputs of the Check suites that draw from
  * one seed per check: a splitmix64 stream, uniform, integer and normal
  * draws, and a fresh seed from the clock and pid (printed on failure as
- * g_seedstr so that a failing check can be told apart from the others).
+ * g_seedstr so that a failing check can be told apart from the others);
+ * BSA_TEST_SEED=N in the environment replays seed N in every check.
  * Included by one .c file each; everything is static.
  */
 #ifndef BSA_TESTS_TEST_RAND_H
@@ -11,6 +12,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,6 +41,8 @@ static inline void fresh_seed(void) {
   clock_gettime(CLOCK_REALTIME, &ts);
   g_seed = ((uint64_t)ts.tv_nsec * 0x2545F4914F6CDD1Dull) ^ ((uint64_t)getpid() << 32) ^
            (uint64_t)ts.tv_sec;
+  const char *given = getenv("BSA_TEST_SEED");
+  if (given && *given) g_seed = strtoull(given, NULL, 10);
   g_rng = g_seed;
   snprintf(g_seedstr, sizeof g_seedstr, "(seed %llu)", (unsigned long long)g_seed);
 }

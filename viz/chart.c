@@ -162,6 +162,10 @@ static void draw_series_line(cairo_t *cr, const bsa_viz_chart_geom *g, const bsa
 }
 
 static void draw_marker(cairo_t *cr, double px, double py, const uint8_t rgb[3]) {
+  /* cairo_arc joins the current point (text drawing leaves one behind) to
+   * the arc's start with a line, which the white outline would then draw
+   * across the chart: start a new sub-path first. */
+  cairo_new_sub_path(cr);
   cairo_arc(cr, px, py, 4.5, 0, 2 * M_PI);
   cairo_set_source_rgb(cr, rgb[0] / 255.0, rgb[1] / 255.0, rgb[2] / 255.0);
   cairo_fill_preserve(cr);
