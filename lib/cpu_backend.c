@@ -261,27 +261,32 @@ typedef struct item_scratch {
   const float **krow, **vrow; /* [KC + 8] key and value rows of the chunk */
 } item_scratch;
 
-/* Floats of one thread's scratch for items of up to RP rows (16-float
- * aligned pieces; the two int64 and two pointer arrays count double). */
-static size_t scratch_floats(int64_t RP, int64_t D, int64_t Dp) {
-  return (size_t)(D * RP + (KC + 8) * RP + RP * Dp + 5 * RP + 2 * RP + 4 * (KC + 8) + 64);
-}
-
-static item_scratch scratch_carve(float *base, int64_t RP, int64_t D, int64_t Dp) {
-  item_scratch w;
-  float *f = base;
-  w.Qt = f, f += D * RP;
-  w.St = f, f += (KC + 8) * RP;
-  w.O = f, f += RP * Dp;
-  w.m = f, f += RP;
-  w.l = f, f += RP;
-  w.alpha = f, f += RP;
-  w.psum = f, f += RP;
-  w.slope = f, f += RP;
-  w.tq = (int64_t *)(void *)f, f += 2 * RP;
-  w.krow = (const float **)(void *)f, f += 2 * (KC + 8);
-  w.vrow = (const float **)(void *)f;
-  return w;
+/* Lays out one thread's scratch for items of up to RP rows: sets w's
+ * pointers from base (unless w is NULL: then only the size is wanted) and
+ * returns the floats used.
+ * Every piece starts on a 16-float boundary (RP is a multiple of 16, KC + 8
+ * of 8 and the pointer arrays count double); the int64 and pointer arrays
+ * take two floats an entry. */
+static size_t scratch_layout(item_scratch *w, float *base, int64_t RP, int64_t D, int64_t Dp) {
+  enum { QT, ST, O, M, L, ALPHA, PSUM, SLOPE, TQ, KROW, VROW, END };
+  const int64_t sizes[END] = {D * RP, (KC + 8) * RP, RP * Dp,      RP,          RP, RP, RP,
+                              RP,     2 * RP,        2 * (KC + 8), 2 * (KC + 8)};
+  size_t off[END + 1] = {0};
+  for (int i = 0; i < END; i++) off[i + 1] = off[i] + (size_t)sizes[i];
+  if (w) {
+    w->Qt = base + off[QT];
+    w->St = base + off[ST];
+    w->O = base + off[O];
+    w->m = base + off[M];
+    w->l = base + off[L];
+    w->alpha = base + off[ALPHA];
+    w->psum = base + off[PSUM];
+    w->slope = base + off[SLOPE];
+    w->tq = (int64_t *)(void *)(base + off[TQ]);
+    w->krow = (const float **)(void *)(base + off[KROW]);
+    w->vrow = (const float **)(void *)(base + off[VROW]);
+  }
+  return off[END];
 }
 
 /* Keys past the end of a chunk, up to a multiple of 8, point at zeros (their
@@ -398,7 +403,8 @@ static void run_item(run_job *j, const bsa__work_item *it, float *scratch) {
   const int64_t Dp = ROUND32(D);
   const int64_t M = p->qo_len, off = p->kv_len - M;
   const int64_t R = (it->q_end - it->q_begin) * g, RP = ROUND16(R);
-  const item_scratch w = scratch_carve(scratch, RP, D, Dp);
+  item_scratch w;
+  scratch_layout(&w, scratch, RP, D, Dp);
 
   /* Q^T with sm_scale folded in: (s q).k = s (q.k). */
   const float *Q = s->qbase + (int64_t)it->kv_head * s->q_hstride + it->q_begin * s->q_tstride;
@@ -484,6 +490,11 @@ static void parallel(int n, void *(*fn)(void *), void *arg) {
   for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
 }
 
+/* Floats of staged V, [Hkv, N, Dp]. */
+static size_t staged_v_elems(const bsa_attn_params *p) {
+  return (size_t)p->num_kv_heads * (size_t)p->kv_len * (size_t)ROUND32(p->head_dim);
+}
+
 /* Whether the products read the caller's float32 K (or V) in place: only
  * HND rows, D floats apart.  NHD rows of one head lie Hkv * D floats apart
  * (4 KB at Hkv = 8, D = 128), so the rows a product streams all fall in the
@@ -529,9 +540,9 @@ static bsa_status ensure_state(bsa_plan *plan, cpu_state **out) {
   s->q_elems = (size_t)p->num_qo_heads * (size_t)p->qo_len * (size_t)D;
   s->kv_elems = (size_t)p->num_kv_heads * (size_t)p->kv_len * (size_t)D;
   const int64_t RPmax = ROUND16(plan->max_item_rows * plan->group);
-  s->scratch_per_thread = (scratch_floats(RPmax, D, Dp) + 15) & ~(size_t)15;
+  s->scratch_per_thread = (scratch_layout(NULL, NULL, RPmax, D, Dp) + 15) & ~(size_t)15;
   const int need_q = !q_direct(plan), need_k = !k_direct(plan), need_v = !v_direct_plan(plan);
-  const size_t v_elems = (size_t)p->num_kv_heads * (size_t)p->kv_len * (size_t)Dp;
+  const size_t v_elems = staged_v_elems(p);
   if (need_q) s->q = bsa__aligned_alloc(s->q_elems * sizeof(float));
   if (need_k) s->k = bsa__aligned_alloc(s->kv_elems * sizeof(float));
   if (need_v) s->v = bsa__aligned_alloc(v_elems * sizeof(float));
@@ -564,7 +575,7 @@ bsa_status bsa__cpu_run(bsa_plan *plan, const void *q, const void *k, const void
   const int64_t D = p->head_dim, M = p->qo_len, N = p->kv_len;
   const int kd = k_direct(plan), vd = v_direct(plan, v), qd = q_direct(plan);
   if (!vd && !s->v) { /* a plan that reads V in place met an unaligned V */
-    const size_t v_bytes = (size_t)p->num_kv_heads * (size_t)N * (size_t)ROUND32(D) * sizeof(float);
+    const size_t v_bytes = staged_v_elems(p) * sizeof(float);
     s->v = bsa__aligned_alloc(v_bytes);
     if (!s->v)
       return bsa__fail(

@@ -47,10 +47,10 @@ static inline void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
 /* Eight rows of sixteen or thirty-two accumulators: named variables, since
  * an array of vectors ends up in memory. */
 #define DECL2(r) v16 c##r##0 = {0}, c##r##1 = {0};
-#define STORE2(r)                 \
+#define STORE2(r, acc)            \
   {                               \
     float *cr = c + (r)*ldc;      \
-    if (accumulate) {             \
+    if (acc) {                    \
       c##r##0 += load16(cr);      \
       c##r##1 += load16(cr + 16); \
     }                             \
@@ -58,7 +58,8 @@ static inline void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
     store16(cr + 16, c##r##1);    \
   }
 
-/* The 8 x 32 block of C: its accumulators, and their store. */
+/* The 8 x 32 block of C: its accumulators, and their store (adding C's
+ * old values when acc). */
 #define DECL_BLOCK \
   DECL2(0);        \
   DECL2(1);        \
@@ -68,15 +69,15 @@ static inline void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
   DECL2(5);        \
   DECL2(6);        \
   DECL2(7)
-#define STORE_BLOCK \
-  STORE2(0);        \
-  STORE2(1);        \
-  STORE2(2);        \
-  STORE2(3);        \
-  STORE2(4);        \
-  STORE2(5);        \
-  STORE2(6);        \
-  STORE2(7)
+#define STORE_BLOCK(acc) \
+  STORE2(0, acc);        \
+  STORE2(1, acc);        \
+  STORE2(2, acc);        \
+  STORE2(3, acc);        \
+  STORE2(4, acc);        \
+  STORE2(5, acc);        \
+  STORE2(6, acc);        \
+  STORE2(7, acc)
 
 /* Row r of the block gains A value AV times the two B vectors b0, b1. */
 #define FMA2(r, AV)        \
@@ -88,7 +89,6 @@ static inline void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
 
 GEMM_CLONES void bsa__gemm_arows(int64_t M, int64_t N, int64_t K, const float *const *arow,
                                  const float *B, int64_t ldb, float *C, int64_t ldc) {
-  const int accumulate = 0;
   int64_t j = 0;
   for (; j + 32 <= N; j += 32) {
     for (int64_t i = 0; i < M; i += 8) {
@@ -114,7 +114,7 @@ GEMM_CLONES void bsa__gemm_arows(int64_t M, int64_t N, int64_t K, const float *c
         FMA2(7, a7[k]);
       }
       float *c = C + i * ldc + j;
-      STORE_BLOCK;
+      STORE_BLOCK(0);
     }
   }
   if (j < N) { /* one last panel of 16 columns */
@@ -172,7 +172,7 @@ GEMM_CLONES void bsa__gemm_at_brows(int64_t M, int64_t N, int64_t K, const float
         FMA2(7, ak[7]);
       }
       float *c = C + i * ldc + j;
-      STORE_BLOCK;
+      STORE_BLOCK(accumulate);
     }
   }
 }
