@@ -97,6 +97,17 @@ static void random_partition(int32_t *sz, int64_t nb, int64_t total, int allow_z
   free(cuts);
 }
 
+/* Sums of the squared error of o against ref and of ref squared, over n
+ * values (their ratio's root is the relative L2 error). */
+static void err_sums(const float *o, const double *ref, size_t n, double *num, double *den) {
+  *num = *den = 0;
+  for (size_t i = 0; i < n; i++) {
+    const double d = (double)o[i] - ref[i];
+    *num += d * d;
+    *den += ref[i] * ref[i];
+  }
+}
+
 static void run_case(const tcase *c, uint64_t seed) {
   uint64_t rng = seed;
   bsa_attn_params p;
@@ -201,17 +212,13 @@ static void run_case(const tcase *c, uint64_t seed) {
   bsa_convert(of, BSA_DTYPE_F32, o, c->odtype, nq);
   /* Plain loops with one assertion after them: Check records every
    * assertion it passes, which is slow inside element loops. */
-  double num = 0, den = 0;
+  double num, den;
   size_t bad = nq;
   for (size_t i = 0; i < nq && bad == nq; i++)
     if (!isfinite(of[i])) bad = i;
   ck_assert_msg(bad == nq, "o[%zu] = %g not written or not finite", bad,
                 bad < nq ? (double)of[bad] : 0.0);
-  for (size_t i = 0; i < nq; i++) {
-    double d = (double)of[i] - oref[i];
-    num += d * d;
-    den += oref[i] * oref[i];
-  }
+  err_sums(of, oref, nq, &num, &den);
   double tol = tolerance(c->odtype);
   if (den > 0)
     ck_assert_msg(sqrt(num / den) < tol, "rel L2 = %.3g >= %.1g (M=%lld N=%lld D=%d)",
@@ -248,12 +255,7 @@ static void run_case(const tcase *c, uint64_t seed) {
     ck_assert_int_eq(bsa_plan_run(plan, q, k, v, o, NULL), BSA_OK);
     ref_attention(&p, qf, kf, vf, emask, oref, lref);
     bsa_convert(of, BSA_DTYPE_F32, o, c->odtype, nq);
-    num = den = 0;
-    for (size_t i = 0; i < nq; i++) {
-      double d = (double)of[i] - oref[i];
-      num += d * d;
-      den += oref[i] * oref[i];
-    }
+    err_sums(of, oref, nq, &num, &den);
     if (den > 0) ck_assert_msg(sqrt(num / den) < tol, "reuse: rel L2 = %.3g", sqrt(num / den));
   }
 
@@ -436,11 +438,8 @@ START_TEST(test_v_alignment_per_run) {
     o[r] = malloc(sizeof(float) * nq);
     memset(o[r], 0xff, sizeof(float) * nq);
     ck_assert_int_eq(bsa_plan_run(plan, q, k, vr, o[r], NULL), BSA_OK);
-    double num = 0, den = 0;
-    for (size_t i = 0; i < nq; i++) {
-      num += (o[r][i] - oref[i]) * (o[r][i] - oref[i]);
-      den += oref[i] * oref[i];
-    }
+    double num, den;
+    err_sums(o[r], oref, nq, &num, &den);
     ck_assert_msg(sqrt(num / den) < 1e-5, "run %d: rel L2 = %.3g", r, sqrt(num / den));
   }
   ck_assert_msg(memcmp(o[0], o[1], sizeof(float) * nq) == 0, "staged and in-place V differ");
