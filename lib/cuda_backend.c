@@ -39,6 +39,19 @@ static int kernel_choice(void) {
   return BSA__KERNEL_AUTO;
 }
 
+/* Integer development knob: 1 and *out when the environment variable is
+ * a whole decimal number in [lo, hi], else 0 (unset or malformed values are
+ * ignored). */
+static int env_long(const char *name, long lo, long hi, long *out) {
+  const char *env = getenv(name);
+  if (!env || !*env) return 0;
+  char *end;
+  const long v = strtol(env, &end, 10);
+  if (*end != '\0' || v < lo || v > hi) return 0;
+  *out = v;
+  return 1;
+}
+
 /* Keys below which an item is never split (splitting adds a partial write
  * and a merge; short items gain nothing from it). */
 #define SPLIT_MIN_KEYS 512
@@ -137,12 +150,8 @@ static int32_t cost_bucket(int64_t cost) {
  * all heads (to measure the order). */
 static int32_t l2_head_group(const bsa_ctx *ctx, const bsa_attn_params *p) {
   int64_t l2 = ctx->l2_bytes;
-  const char *env = getenv("BSA_CUDA_L2_MB");
-  if (env && *env) {
-    char *end;
-    const long mb = strtol(env, &end, 10);
-    if (*end == '\0' && mb >= 0) l2 = (int64_t)mb << 20;
-  }
+  long mb;
+  if (env_long("BSA_CUDA_L2_MB", 0, 1L << 20, &mb)) l2 = (int64_t)mb << 20;
   const int64_t head_bytes = 2 * p->kv_len * p->head_dim * (int64_t)bsa_dtype_size(p->kv_dtype);
   if (l2 <= 0 || head_bytes <= 0) return p->num_kv_heads > 0 ? p->num_kv_heads : 1;
   const int64_t h = l2 / 2 / head_bytes;
@@ -231,11 +240,8 @@ static unsigned char *stage_get(size_t bytes) {
  * instead of one per SM, so that the tests walk many works per CTA on small
  * problems.  Read when a plan is made; 0 when unset. */
 static int32_t ctas_override(void) {
-  const char *env = getenv("BSA_CUDA_CTAS");
-  if (!env || !*env) return 0;
-  char *end;
-  const long n = strtol(env, &end, 10);
-  return *end == '\0' && n >= 1 && n <= 1 << 20 ? (int32_t)n : 0;
+  long n;
+  return env_long("BSA_CUDA_CTAS", 1, 1L << 20, &n) ? (int32_t)n : 0;
 }
 
 /* ---------------------------------------------------- schedule build */
@@ -243,12 +249,11 @@ static int32_t ctas_override(void) {
 /* The schedule is built in two passes over the work list's items: pass 1
  * counts keys and device segments per item, pass 2 writes the segments,
  * the items (split where long) and the merges.  Large plans run both passes
- * on up to SCHED_MAX_PARTS threads (at most the context's num_threads) over
+ * on up to bsa__plan_threads() threads over
  * ranges of items that start at an item with its own segments (so a range
  * never needs the segments of the one before); a range writes at offsets
  * that the counts of the ranges before it give, so the result is the same
  * bytes for every number of threads. */
-#define SCHED_MAX_PARTS 8
 /* Items plus work-list segments below which one thread builds it all. */
 #define SCHED_PARALLEL_MIN (1 << 15)
 
@@ -270,7 +275,7 @@ typedef struct sched_build {
   bsa__gpu_merge *merges;
   bsa__gpu_item *tmp; /* the pieces in work-list order */
   int32_t *bkt;       /* their cost buckets */
-  sched_range r[SCHED_MAX_PARTS];
+  sched_range r[BSA__PLAN_MAX_THREADS];
   int nparts;
   /* Threads: workers report pass 1 done and wait for go (abort: skip
    * pass 2). */
@@ -473,12 +478,12 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
   sb->plan = plan;
   sb->off = off;
   sb->item_keys = item_keys;
-  int nparts = ctx->num_threads < SCHED_MAX_PARTS ? ctx->num_threads : SCHED_MAX_PARTS;
-  if (nparts < 1 || n_items + plan->num_segs < SCHED_PARALLEL_MIN) nparts = 1;
+  int nparts = bsa__plan_threads(ctx);
+  if (n_items + plan->num_segs < SCHED_PARALLEL_MIN) nparts = 1;
   sched_ranges(sb, nparts);
-  pthread_t th[SCHED_MAX_PARTS];
-  sched_worker wk[SCHED_MAX_PARTS];
-  int started[SCHED_MAX_PARTS] = {0}, nstarted = 0;
+  pthread_t th[BSA__PLAN_MAX_THREADS];
+  sched_worker wk[BSA__PLAN_MAX_THREADS];
+  int started[BSA__PLAN_MAX_THREADS] = {0}, nstarted = 0;
   if (nparts > 1) {
     pthread_mutex_init(&sb->mu, NULL);
     pthread_cond_init(&sb->cv, NULL);
@@ -519,15 +524,10 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
     r->merge0 = n_merge;
     r->part0 = n_parts;
     for (int64_t i = r->i0; i < r->i1; i++) {
-      if (item_keys[i] <= split_len) {
-        n_sched++;
-        continue;
-      }
       int64_t chunk;
       const int64_t np = sched_pieces(item_keys[i], split_len, &chunk);
       n_sched += np;
-      n_merge++;
-      n_parts += np;
+      if (np > 1) n_merge++, n_parts += np;
     }
   }
 

@@ -110,6 +110,15 @@ struct bsa_plan {
 bsa_status bsa__worklist_build(bsa_plan *plan, const bsa_bsr_desc *bsr, const bsa_var_desc *var,
                                int64_t tile_q, int longest_first);
 
+/* Threads a plan build may use (the variable-block work list, the CUDA
+ * schedule): the context's num_threads, at most BSA__PLAN_MAX_THREADS
+ * (include/bsa/core.h documents the limit). */
+#define BSA__PLAN_MAX_THREADS 8
+static inline int bsa__plan_threads(const bsa_ctx *ctx) {
+  const int n = ctx->num_threads;
+  return n < 1 ? 1 : n > BSA__PLAN_MAX_THREADS ? BSA__PLAN_MAX_THREADS : n;
+}
+
 /* Validation (lib/validate.c).  Each returns BSA_OK or a failure whose
  * message names the argument, the value and the limit.  Resolves defaults
  * into *resolved (sm_scale, rope_scale, rope_theta). */

@@ -357,13 +357,12 @@ static void *var_heads_thread(void *arg) {
 
 /* Maps smaller than this (entries) are built on the calling thread alone. */
 #define VAR_PARALLEL_MIN (1 << 16)
-#define VAR_MAX_PARTS 8
 
 /* Variable blocks.  The arrays are sized once: items exactly, segments by
  * the kept blocks (exact without causal clipping, where a block row's
  * tiles share their segments; growing them by doubling copied and faulted
  * large plans in twice).  Without causal clipping, large maps are built by
- * up to VAR_MAX_PARTS threads (at most the context's num_threads), each
+ * bsa__plan_threads() threads (at most 8, at most num_threads), each
  * over a range of kv heads writing into its own region of the arrays:
  * items of all regions are contiguous (their counts are exact), segments
  * may leave gaps between regions (items refer to them by offset; nothing
@@ -392,8 +391,7 @@ static void build_var(builder *b, const bsa_var_desc *var, int64_t tile_q) {
     b->oom = 1;
     return;
   }
-  const int nthr = b->plan->ctx->num_threads; /* the context's threads, as for CPU runs */
-  int parts = nthr > VAR_MAX_PARTS ? VAR_MAX_PARTS : nthr < 1 ? 1 : nthr;
+  int parts = bsa__plan_threads(b->plan->ctx);
   if (parts > H) parts = H;
   if (p->causal || (int64_t)H * MB * NB < VAR_PARALLEL_MIN) parts = 1;
   if (parts == 1) {
@@ -403,11 +401,11 @@ static void build_var(builder *b, const bsa_var_desc *var, int64_t tile_q) {
     free(h_items);
     return;
   }
-  var_part vp[VAR_MAX_PARTS];
+  var_part vp[BSA__PLAN_MAX_THREADS];
   memset(vp, 0, sizeof vp);
-  pthread_t th[VAR_MAX_PARTS];
-  int started[VAR_MAX_PARTS] = {0};
-  int64_t item0 = 0, seg0 = 0, seg_first[VAR_MAX_PARTS];
+  pthread_t th[BSA__PLAN_MAX_THREADS];
+  int started[BSA__PLAN_MAX_THREADS] = {0};
+  int64_t item0 = 0, seg0 = 0, seg_first[BSA__PLAN_MAX_THREADS];
   for (int k = 0; k < parts; k++) {
     const int32_t h0 = (int32_t)((int64_t)H * k / parts),
                   h1 = (int32_t)((int64_t)H * (k + 1) / parts);
