@@ -232,7 +232,9 @@ float bsa_alibi_slope(int32_t h, int32_t num_heads);
 
 /* ------------------------------------------------------------------------
  * Memory on the context's device, and timing.  For a CPU context these are
- * 64-byte aligned host allocations and memcpy.
+ * 64-byte aligned host allocations and memcpy; blocks of 2 MiB or more are
+ * 2 MiB aligned and asked for transparent huge pages (madvise), which the
+ * CPU backend's scattered row reads profit from.
  * ---------------------------------------------------------------------- */
 
 /* Allocates bytes on the context's device; *ptr is NULL on failure. */
