@@ -17,19 +17,27 @@ seed=$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')
   fail "bench --json: $(cat "$T/err")"
 [ "$(wc -l <"$T/json")" = 5 ] || fail "want 5 lines (dense, 2 bsr, 2 var): $(cat "$T/json")"
 for key in device layout seq heads kv_heads head_dim dtype density time_ms dense_time_ms \
-  speedup tflops_effective; do
+  speedup vs_dense tflops_effective; do
   n=$(grep -c "\"$key\":" "$T/json")
   [ "$n" = 5 ] || fail "key $key in $n of 5 lines"
 done
 grep -q '"layout":"bsr".*"density_target":0.25,"block":32,"density":0.25,' "$T/json" ||
   fail "bsr at 0.25 keeps 2 of 8 blocks per row: $(grep bsr "$T/json")"
 grep -q '"layout":"dense".*"density":1,' "$T/json" || fail "dense density is not 1"
+grep -q '"layout":"dense".*"speedup":1,"vs_dense":1,' "$T/json" || fail "dense vs_dense is not 1"
+# vs_dense is density x speedup on every line.
+awk -F'[{}:,]' '{ for (i = 1; i < NF; i++) { k[$i] = $(i + 1) } }
+  { d = k["\"density\""]; s = k["\"speedup\""]; v = k["\"vs_dense\""];
+    if (v - d * s > 1e-4 * (d * s) + 1e-9 || d * s - v > 1e-4 * (d * s) + 1e-9) bad = bad NR " " }
+  END { if (bad != "") { print bad; exit 1 } }' "$T/json" >"$T/bad" ||
+  fail "vs_dense is not density x speedup on lines $(cat "$T/bad")"
 
 # The run and its metrics are in the log.
 "$BSA" --db "$DB" runs list --verb bench >"$T/list" || fail "runs list"
 grep -q "bench .* ok" "$T/list" || fail "bench run not listed ok: $(cat "$T/list")"
 "$BSA" --db "$DB" runs show 1 >"$T/show" || fail "runs show"
 grep -q "speedup" "$T/show" || fail "no speedup metric in the run"
+grep -q "vs_dense" "$T/show" || fail "no vs_dense metric in the run"
 grep -q "tflops_effective" "$T/show" || fail "no tflops_effective metric in the run"
 
 # Causal: density counts the causal triangle.
