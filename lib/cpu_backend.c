@@ -37,6 +37,11 @@
 
 #include "internal.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#define HAVE_STREAM_STORES 1
+#endif
+
 #define KC 512 /* keys per chunk: S^T = [KC, RP] stays in L2 */
 
 typedef struct cpu_state {
@@ -92,6 +97,58 @@ static inline void load_row(float *dst, const void *base, bsa_dtype t, int64_t s
 /* Converts D float32 values to dtype t at element dst of base. */
 static inline void store_row(void *base, bsa_dtype t, int64_t dst, const float *src, int32_t D) {
   bsa_convert((void *)elem_at(base, t, dst), t, src, BSA_DTYPE_F32, (size_t)D);
+}
+
+/* Outputs of at least this many bytes are written with non-temporal
+ * stores (BSA_CPU_STREAM_BYTES overrides it; 0 streams every output).  An
+ * output that large does not stay in a core's cache anyway, and ordinary
+ * stores first read every line of it (the write-allocate): variable 64x64
+ * blocks at density 0.1, H8 S4096 D128, ran 1-2 ms (of 34-36) faster with
+ * NHD rows 4 KB apart and 0.4-1 ms with HND (docs/PERF.md). */
+#define STREAM_MIN_BYTES ((size_t)4 << 20)
+
+/* Copies bytes from src to dst with non-temporal stores where dst is
+ * 16-byte aligned and bytes a multiple of 16 (else memcpy). */
+static void copy_stream(void *dst, const void *src, size_t bytes) {
+#ifdef HAVE_STREAM_STORES
+  if (((uintptr_t)dst & 15) == 0 && (bytes & 15) == 0) {
+    __m128i *d = dst;
+    const char *sc = src;
+    for (size_t i = 0; i < bytes / 16; i++)
+      _mm_stream_si128(d + i, _mm_loadu_si128((const __m128i *)(const void *)(sc + 16 * i)));
+    return;
+  }
+#endif
+  memcpy(dst, src, bytes);
+}
+
+/* Writes D float32 values to element dst of base in dtype t, streaming
+ * (copy_stream) when stream is set. */
+static void store_row_out(void *base, bsa_dtype t, int64_t dst, const float *src, int32_t D,
+                          int stream) {
+  if (!stream) {
+    store_row(base, t, dst, src, D);
+    return;
+  }
+  void *d = (void *)elem_at(base, t, dst);
+  const size_t bytes = (size_t)D * bsa_dtype_size(t);
+  if (t == BSA_DTYPE_F32) {
+    copy_stream(d, src, bytes);
+  } else { /* convert next to the row, then stream it out */
+    uint16_t tmp[1024];
+    bsa_convert(tmp, t, src, BSA_DTYPE_F32, (size_t)D);
+    copy_stream(d, tmp, bytes);
+  }
+}
+
+/* Whether a run's output is written with non-temporal stores. */
+static int stream_output(const bsa_attn_params *p) {
+  size_t min = STREAM_MIN_BYTES;
+  const char *env = getenv("BSA_CPU_STREAM_BYTES");
+  if (env && *env) min = (size_t)strtoull(env, NULL, 10);
+  const size_t bytes = (size_t)p->qo_len * (size_t)p->num_qo_heads * (size_t)p->head_dim *
+                       bsa_dtype_size(p->o_dtype);
+  return bytes >= min;
 }
 
 /* exp(x) for x <= 0 (softmax after max subtraction) in a form compilers
@@ -235,6 +292,7 @@ typedef struct run_job {
   cpu_state *s;
   void *o;
   float *lse;
+  int stream; /* write o with non-temporal stores (stream_output) */
   atomic_long next;
   int tid_next;
   pthread_mutex_t lock;
@@ -460,7 +518,7 @@ static void run_item(run_job *j, const bsa__work_item *it, float *scratch) {
       memset(orow, 0, sizeof(float) * (size_t)D);
       if (j->lse) j->lse[t * Hq + qh] = -INFINITY;
     }
-    store_row(j->o, p->o_dtype, dst, orow, D);
+    store_row_out(j->o, p->o_dtype, dst, orow, D, j->stream);
   }
 }
 
@@ -475,6 +533,11 @@ static void *run_worker(void *arg) {
     if (i >= j->plan->num_items) break;
     run_item(j, &j->plan->items[i], scratch);
   }
+#ifdef HAVE_STREAM_STORES
+  /* Non-temporal stores are weakly ordered: make them visible before the
+   * thread reports done. */
+  if (j->stream) _mm_sfence();
+#endif
   return NULL;
 }
 
@@ -628,6 +691,7 @@ bsa_status bsa__cpu_run(bsa_plan *plan, const void *q, const void *k, const void
   rj.s = s;
   rj.o = o;
   rj.lse = lse;
+  rj.stream = stream_output(p);
   atomic_init(&rj.next, 0);
   pthread_mutex_init(&rj.lock, NULL);
   parallel(s->threads, run_worker, &rj);

@@ -402,6 +402,25 @@ START_TEST(test_odd_head_dims) {
 }
 END_TEST
 
+/* Outputs of 4 MiB or more are written with non-temporal stores, and the
+ * grid's outputs are far smaller: BSA_CPU_STREAM_BYTES=0 streams every
+ * output here.  Every dtype and layout (the output's dtype differing from
+ * the input's in half the cases), head dims whose rows are not a multiple
+ * of 16 bytes or not 16-byte aligned (f16/bf16 D = 100: 200-byte rows, the
+ * memcpy fallback) next to ones that are. */
+START_TEST(test_streamed_output) {
+  static const int STREAM_DIMS[4] = {8, 100, 64, 128};
+  tcase c = sweep_case(KIND_VAR, 90, 300, 4, 2, STREAM_DIMS, _i);
+  if (_i % 2) c.odtype = c.dtype == BSA_DTYPE_F32 ? BSA_DTYPE_BF16 : BSA_DTYPE_F32;
+  c.density = 0.5;
+  c.blocks = 12;
+  c.causal = _i % 3 == 0;
+  ck_assert_int_eq(setenv("BSA_CPU_STREAM_BYTES", "0", 1), 0);
+  run_case(&c, mix((uint64_t)_i + 16000));
+  unsetenv("BSA_CPU_STREAM_BYTES");
+}
+END_TEST
+
 /* Float32 HND V is read in place only when it is 64-byte aligned, else
  * staged; the choice is made per run.  One plan runs on a 64-byte aligned V
  * and then on a copy 16 bytes off (staged, with the staging buffer made on
@@ -763,6 +782,7 @@ static Suite *attention_suite(void) {
   tcase_add_loop_test(tc, test_dims_dtypes_layouts, 0, 24);
   tcase_add_loop_test(tc, test_odd_head_dims, 0, 24);
   tcase_add_loop_test(tc, test_v_alignment_per_run, 0, 2);
+  tcase_add_loop_test(tc, test_streamed_output, 0, 24);
   suite_add_tcase(s, tc);
   TCase *tu = tcase_create("units");
   tcase_add_test(tu, test_half_conversions);
