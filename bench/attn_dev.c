@@ -26,6 +26,9 @@
 #include <time.h>
 
 #include "bsa.h"
+#ifdef BSA_PROFILE
+#include "../kernels/kernels.h"
+#endif
 
 static double now_s(void) {
   struct timespec ts;
@@ -72,6 +75,37 @@ static void die(const char *what, bsa_ctx *ctx) {
   fprintf(stderr, "attn_dev: %s: %s\n", what, ctx ? bsa_ctx_last_error(ctx) : bsa_last_error());
   exit(1);
 }
+
+#ifdef BSA_PROFILE
+/* Profiling builds: one more run of plan with the kernel's clock stamps on,
+ * written to path as the used words of each stream (BSA__PROF_STREAMS
+ * streams of 8 header words and 2 words per record). */
+static void prof_dump(bsa_ctx *ctx, bsa_plan *plan, const void *q, const void *k, const void *v,
+                      void *o, const char *path) {
+  const size_t words = (size_t)BSA__PROF_STREAMS * BSA__PROF_WORDS;
+  unsigned long long *h = calloc(words, sizeof *h);
+  void *d = NULL;
+  if (!h || bsa_ctx_alloc(ctx, words * sizeof *h, &d) ||
+      bsa_ctx_copy_to_device(ctx, d, h, words * sizeof *h))
+    die("profile buffer", ctx);
+  bsa__cuda_prof = d;
+  if (bsa_plan_run(plan, q, k, v, o, NULL) || bsa_ctx_synchronize(ctx)) die("profile run", ctx);
+  bsa__cuda_prof = NULL;
+  if (bsa_ctx_copy_to_host(ctx, h, d, words * sizeof *h)) die("profile copy", ctx);
+  FILE *f = fopen(path, "wb");
+  if (!f) {
+    fprintf(stderr, "attn_dev: cannot write %s\n", path);
+    exit(1);
+  }
+  for (int s = 0; s < BSA__PROF_STREAMS; s++) {
+    const unsigned long long *p = h + (size_t)s * BSA__PROF_WORDS;
+    fwrite(p, sizeof *p, 8 + 2 * (size_t)p[0], f);
+  }
+  fclose(f);
+  bsa_ctx_free(ctx, d);
+  free(h);
+}
+#endif
 
 int main(int argc, char **argv) {
   const char *layout = "dense";
@@ -218,6 +252,10 @@ int main(int argc, char **argv) {
   if (bsa_plan_time(dense, q, k, v, o, NULL, 3, reps, &dense_ms, NULL) != BSA_OK)
     die("dense time", ctx);
   if (plan && bsa_plan_time(plan, q, k, v, o, NULL, 3, reps, &ms, NULL) != BSA_OK) die("time", ctx);
+#ifdef BSA_PROFILE
+  if (getenv("BSA_PROF_OUT"))
+    prof_dump(ctx, plan ? plan : dense, q, k, v, o, getenv("BSA_PROF_OUT"));
+#endif
   bsa_plan_info di, si;
   bsa_plan_get_info(dense, &di);
   const double dense_tf = bsa_plan_flops(dense) / (dense_ms * 1e-3) / 1e12;

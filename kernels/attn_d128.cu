@@ -11,7 +11,7 @@ namespace {
 #define BSA_CFG_D128 128, 2, 4, 64, 2, false, 2
 #endif
 #ifndef BSA_HCFG_D128
-#define BSA_HCFG_D128 128, 128, 2
+#define BSA_HCFG_D128 128, 128, 2, true
 #endif
 typedef bsak::Dispatch<bsak::Cfg<BSA_CFG_D128>, bsak::HCfg<BSA_HCFG_D128> > K;
 } // namespace

@@ -40,17 +40,23 @@
 
 namespace bsak {
 
-template <int D_, int BN_, int ST_> struct HCfg {
+template <int D_, int BN_, int ST_, bool WS_ = false, int QP_ = 0> struct HCfg {
   static constexpr int D = D_, BN = BN_, ST = ST_;
-  static constexpr int NT = 256; /* two warpgroups */
+  /* Q slots of a persistent CTA (0: ST, as the loader of attn_fwd_sm90
+   * needs) */
+  static constexpr int QP = QP_ > 0 ? QP_ : ST;
+  /* WS: the warp-specialised kernel (attn_fwd_ws): a third warpgroup, of
+   * which one warp loads. */
+  static constexpr bool WS = WS_;
+  static constexpr int NT = WS ? 384 : 256; /* two math warpgroups (and the loader's) */
   static constexpr int BM = 128;
   static constexpr int TILE = BN * D * 2;
   static constexpr int Q_BYTES = BM * D * 2;
-  /* Q slots: 1, or ST for a persistent CTA (its loader runs ST - 1 tiles
-   * ahead, so up to ST - 1 items ahead); 1024 bytes of slack to align the
-   * panels. */
+  /* Q slots: 1, or QP for a persistent CTA (attn_fwd_sm90's loader runs
+   * ST - 1 tiles ahead, so up to ST - 1 items ahead, and needs ST);
+   * 1024 bytes of slack to align the panels. */
   static constexpr int smem(bool persist) {
-    return 1024 + (persist ? ST : 1) * Q_BYTES + ST * 2 * TILE + ST * BN * 8;
+    return 1024 + (persist ? QP : 1) * Q_BYTES + ST * 2 * TILE + ST * BN * 8 + (WS ? 256 : 0);
   }
   static constexpr int SMEM_LIMIT = 232448; /* 227 KB per block */
   static constexpr bool CAN_PERSIST = smem(true) <= SMEM_LIMIT;
@@ -58,6 +64,7 @@ template <int D_, int BN_, int ST_> struct HCfg {
   static_assert(D % 64 == 0, "panels of 64 head-dim columns");
   static_assert(BN % 16 == 0 && BN <= 256 && (BN * 128) % 1024 == 0, "tile rows");
   static_assert(ST >= 2, "at least double buffering");
+  static_assert(WS || QP == ST, "attn_fwd_sm90 needs a Q slot per stage");
   static_assert(smem(false) <= SMEM_LIMIT, "227 KB of shared memory per block");
 };
 
@@ -229,6 +236,72 @@ struct WorkAhead {
   }
 };
 
+/* Profiling builds (-DBSA_PROFILE): thread 0 of each warpgroup of the
+ * first BSA__PROF_STREAMS / 2 CTAs stamps clock64 at the phases of the
+ * loop into stream 2 * CTA + warpgroup of a.prof: words 0..7 = records,
+ * globaltimer and clock64 at start and end, SM id; then records of two
+ * words {clock64, tag | tile << 8 | list entry << 32}.  Tags: PROF_* below.
+ * Other builds compile the calls away. */
+enum {
+  PROF_ITEM = 1, /* item start (math) */
+  PROF_WAIT = 2, /* tile: before the copy wait */
+  PROF_BAR = 3,  /* tile: after the barrier */
+  PROF_QKI = 4,  /* tile: Q K^T issued */
+  PROF_LD = 5,   /* tile: loader's copies issued */
+  PROF_QK = 6,   /* tile: Q K^T complete */
+  PROF_SM = 7,   /* tile: softmax and P done */
+  PROF_PV = 8,   /* tile: P V complete */
+  PROF_EPI = 9   /* item: epilogue done */
+};
+struct Prof {
+#ifdef BSA_PROFILE
+  unsigned long long *p;
+  int n;
+  static __device__ __forceinline__ unsigned long long clk() {
+    unsigned long long c;
+    asm volatile("mov.u64 %0, %%clock64;\n" : "=l"(c)::"memory");
+    return c;
+  }
+  static __device__ __forceinline__ unsigned long long gtime() {
+    unsigned long long c;
+    asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(c)::"memory");
+    return c;
+  }
+  __device__ __forceinline__ void init(const bsa__attn_args &a, int tid) {
+    p = nullptr;
+    n = 0;
+    if (a.prof && (tid & 127) == 0 && blockIdx.x < BSA__PROF_STREAMS / 2) {
+      p = a.prof + (size_t)(blockIdx.x * 2 + (tid >> 7)) * BSA__PROF_WORDS;
+      unsigned smid;
+      asm volatile("mov.u32 %0, %%smid;\n" : "=r"(smid));
+      p[1] = gtime();
+      p[3] = clk();
+      p[5] = smid;
+    }
+  }
+  __device__ __forceinline__ void stamp(int tag, int r, int t) {
+    if (p && n < BSA__PROF_CAP) {
+      const unsigned long long c = clk();
+      p[8 + 2 * n] = c;
+      p[9 + 2 * n] = (unsigned long long)tag | ((unsigned long long)(t & 0xffffff) << 8) |
+                     ((unsigned long long)r << 32);
+      ++n;
+    }
+  }
+  __device__ __forceinline__ void finish() {
+    if (p) {
+      p[4] = clk();
+      p[2] = gtime();
+      p[0] = n;
+    }
+  }
+#else
+  __device__ __forceinline__ void init(const bsa__attn_args &, int) {}
+  __device__ __forceinline__ void stamp(int, int, int) {}
+  __device__ __forceinline__ void finish() {}
+#endif
+};
+
 template <class C, typename T, bool PERSIST>
 __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -244,6 +317,8 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a
   auto off = [](int r, int c) { return pswz<BN>(r, c); };
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
+  Prof prof;
+  prof.init(a, tid);
   /* Work w = (item w / grid_y, row slice w % grid_y).  A persistent CTA
    * takes the works of its list in order (the host assigns them, balanced
    * by cost; works and their count fit 31 bits); otherwise each CTA takes
@@ -355,6 +430,7 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a
     const int ntiles = slice(w, it, prow0, nprows);
     if (nprows <= 0) continue;
     if (ntiles > 0) cq = mq++ % QS;
+    prof.stamp(PROF_ITEM, r, ntiles);
     const bool active = wg * 64 < nprows;
     int toklim[1][2];
     row_limits<1>(toklim, a, it, prow0, wrow0, lane);
@@ -369,11 +445,13 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a
     for (int t = 0; t < ntiles; ++t) {
       /* An item's first tile also waits for its Q (same or earlier copy
        * group). */
+      prof.stamp(PROF_WAIT, r, t);
       cp_async_wait<ST - 2>();
       fence_proxy_async();
       const int stage = cn % ST;
       ++cn;
       const int need = __syncthreads_or((fbits >> stage) & 1);
+      prof.stamp(PROF_BAR, r, t);
       const uint32_t sK = sKV + stage * 2 * C::TILE, sV = sK + C::TILE;
       if (!active) {
         load_next();
@@ -394,10 +472,13 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a
         Wgmma<BN, T>::ss(s[0], da, db, kk > 0);
       }
       wg_commit();
+      prof.stamp(PROF_QKI, r, t);
       load_next();
       cp_async_commit();
+      prof.stamp(PROF_LD, r, t);
       wg_wait<0>();
       fence_regs<NB8>(s[0]);
+      prof.stamp(PROF_QK, r, t);
 
       const float sc = transform_scores<1, NB8>(s, a, it, colinfo + stage * BN * 2, toklim,
                                                 prow0, wrow0, lane, need != 0);
@@ -406,6 +487,7 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a
       uint32_t pa[BN / 16][4];
 #pragma unroll
       for (int kk = 0; kk < BN / 16; ++kk) p_fragment<T, NB8>(pa[kk], s[0], kk);
+      prof.stamp(PROF_SM, r, t);
       wg_fence();
 #pragma unroll
       for (int kk = 0; kk < BN / 16; ++kk)
@@ -413,6 +495,7 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a
       wg_commit();
       wg_wait<0>();
       fence_regs<ND8>(o[0]);
+      prof.stamp(PROF_PV, r, t);
     }
     if (!active) continue;
     /* Whole items with tiles through shared memory (16-byte aligned O);
@@ -423,26 +506,283 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a
                              sQ0 + cq * C::Q_BYTES);
     else
       epilogue<1, ND8, BM>(o, m, l, a, it, w % a.grid_y, prow0, wrow0, nprows, lane);
+    prof.stamp(PROF_EPI, r, ntiles);
   }
   cp_async_wait<0>();
+  prof.finish();
+#else
+  __trap(); /* only built for sm_90a; the host never selects it elsewhere */
+#endif
+}
+
+/* mbarrier operations (shared::cta, 64-bit barrier words). */
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+/* Arrives on bar once all of this thread's earlier cp.async copies are
+ * complete (the arrival counts towards the barrier's expected count). */
+__device__ __forceinline__ void cp_async_mbar_arrive(uint32_t bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+/* Waits until the barrier's phase of the given parity is complete. */
+__device__ __forceinline__ void mbar_wait(uint32_t bar, int parity) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "WAIT_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+      "@!p bra WAIT_%=;\n"
+      "}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+
+/* Warp-specialised form of the kernel above (C::WS): warps 0-7 are the two
+ * math warpgroups and run the same per-tile products, masking and softmax;
+ * the third warpgroup loads.  The loader warpgroup walks the CTA's works, loads each
+ * item's Q into one of QS slots and its K/V tiles into a ring of ST stages,
+ * and publishes each with an mbarrier that its copies complete
+ * (cp.async.mbarrier.arrive): full[s] for a stage (the tile's mask flag
+ * goes with it), qfull[q] for a Q slot.  Each math warp arrives on empty[s]
+ * after the P V that read stage s and on qempty[q] after its epilogue
+ * (which stages O through the slot), and the loader waits on those before
+ * it refills.  So the math warps never issue copies (issuing them stalled
+ * the math for about 1 us a tile and 2.4 us at an item's first tile,
+ * docs/kernels.md run 8), the two warpgroups are not re-synchronised every
+ * tile, and the loader runs up to ST tiles and one item ahead.  Works of
+ * no tiles (empty rows) are skipped by the loader and written by the math
+ * warps directly, as above.  Barrier phases: the k-th use of stage s (or
+ * slot q) completes phase k of full and of empty, waited on with parity
+ * k & 1. */
+template <class C, typename T, bool PERSIST>
+__global__ void __launch_bounds__(C::NT, 1) attn_fwd_ws(const bsa__attn_args a) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int D = C::D, BN = C::BN, ST = C::ST, BM = C::BM;
+  constexpr int QS = PERSIST ? C::QP : 1;
+  constexpr int NB8 = BN / 8, ND8 = D / 8;
+  constexpr int NMATH = 256; /* threads of the two math warpgroups */
+  static_assert(C::NT == NMATH + 128, "a loader warpgroup");
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  const uint32_t raw = smem_u32(smem_raw);
+  const uint32_t sQ0 = (raw + 1023u) & ~1023u;
+  unsigned char *smem = smem_raw + (sQ0 - raw);
+  const uint32_t sKV = sQ0 + QS * C::Q_BYTES;
+  int *colinfo = reinterpret_cast<int *>(smem + QS * C::Q_BYTES + ST * 2 * C::TILE);
+  /* [ST][4] mask flags of the tile in stage s, one per loader warp */
+  int *flags = colinfo + ST * BN * 2;
+  /* Barriers: full[ST], empty[ST], qfull[QS], qempty[QS], 8 bytes each. */
+  const uint32_t bars = (smem_u32(flags + 4 * ST) + 7u) & ~7u;
+  auto full = [&](int s) { return bars + 8u * s; };
+  auto empty = [&](int s) { return bars + 8u * (ST + s); };
+  auto qfull = [&](int q) { return bars + 8u * (2 * ST + q); };
+  auto qempty = [&](int q) { return bars + 8u * (2 * ST + QS + q); };
+  auto off = [](int r, int c) { return pswz<BN>(r, c); };
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
+  const int nwork = (int)min((int64_t)a.num_items * a.grid_y, (int64_t)INT_MAX);
+  int wl0 = 0, wln = 1;
+  if (PERSIST) {
+    wl0 = a.cta_off[blockIdx.x];
+    wln = a.cta_off[blockIdx.x + 1] - wl0;
+  }
+  auto work_of = [&](int r) -> int {
+    if (r >= wln) return nwork;
+    return PERSIST ? a.work_list[wl0 + r] : (int)blockIdx.x;
+  };
+  auto slice = [&](int w, const bsa__gpu_item &itw, int &prow0w, int &nprowsw) -> int {
+    prow0w = (w % a.grid_y) * BM;
+    nprowsw = itw.rows * a.group - prow0w;
+    return nprowsw > 0 ? (itw.nkeys + BN - 1) / BN : 0;
+  };
+  if (tid == 0) {
+    /* full: 128 copy arrivals of the loader warpgroup and its 4 lanes 0
+     * after the flags; empty and qempty: the 8 math warps; qfull: 128
+     * copy arrivals. */
+    for (int s = 0; s < ST; ++s) {
+      mbar_init(full(s), 132);
+      mbar_init(empty(s), 8);
+    }
+    for (int q = 0; q < QS; ++q) {
+      mbar_init(qfull(q), 128);
+      mbar_init(qempty(q), 8);
+    }
+  }
+  __syncthreads();
+
+  if (wg == 2) {
+    /* The loader warpgroup gives registers to the math warpgroups.  The
+     * launch bound of 384 threads caps all at 168, and the CTA holds
+     * 384 x 168 registers from its launch on: setmaxnreg.inc waits for
+     * registers that a dec gave back, so 2 x 128 x 224 + 128 x 56 must
+     * (and do) stay within those 64512 (232 with 48 hung, run 8 call 3).
+     * All four warps issue copies: one warp alone issued a 64 KB tile in
+     * 6.5 us (run 8, call 2). */
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 56;\n" ::: "memory");
+    const int ltid = tid - NMATH;
+    int n = 0, qord = 0;
+    for (int r = 0;; ++r) {
+      const int w = work_of(r);
+      if (w >= nwork) break;
+      const bsa__gpu_item it = a.items[w / a.grid_y];
+      int prow0, nprows;
+      const int ntiles = slice(w, it, prow0, nprows);
+      if (ntiles == 0) continue;
+      const int q = qord % QS, qk = qord / QS;
+      ++qord;
+      if (qk > 0) mbar_wait(qempty(q), (qk - 1) & 1);
+      load_q<BM, D, 128, T>(a, it, prow0, nprows, ltid, [=](int rr, int c) {
+        return sQ0 + q * C::Q_BYTES + pswz<BM>(rr, c);
+      });
+      cp_async_mbar_arrive(qfull(q));
+      SegCursor cur;
+      cur.init(a, it);
+      const int64_t kvo = (int64_t)it.kv_head * a.k_sh;
+      for (int t = 0; t < ntiles; ++t, ++n) {
+        const int s = n % ST, k = n / ST;
+        if (k > 0) mbar_wait(empty(s), (k - 1) & 1);
+        const uint32_t sK = sKV + s * 2 * C::TILE;
+        const int f = issue_kv<BN, D, 128, T>(a, cur, it.nkeys, t, sK, sK + C::TILE,
+                                             colinfo + s * BN * 2, kvo, ltid, off);
+        cp_async_mbar_arrive(full(s));
+        /* The warp's flag and column records (written by its lanes above)
+         * go with its lane 0's arrival, which releases them. */
+        const int need = __any_sync(0xffffffffu, f);
+        if (lane == 0) {
+          flags[4 * s + (warp - 8)] = need;
+          mbar_arrive(full(s));
+        }
+      }
+    }
+    cp_async_wait<0>();
+    return;
+  }
+
+  /* The math warps.  Warp w holds rows 16 w .. 16 w + 15 (wgmma: warp w % 4
+   * of warpgroup w / 4); a warpgroup whose 64 rows are all past the item
+   * skips the math but still releases every stage.  The next work's id and
+   * item are loaded one work ahead. */
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 224;\n" ::: "memory");
+  const int wrow0 = warp * 16;
+  Prof prof;
+  prof.init(a, tid);
+  int cn = 0, qord = 0;
+  int r = 0;
+  int w = work_of(0);
+  bsa__gpu_item itn;
+  if (w < nwork) itn = a.items[w / a.grid_y];
+  while (w < nwork) {
+    const bsa__gpu_item it = itn;
+    const int wc = w;
+    w = work_of(++r);
+    if (w < nwork) itn = a.items[w / a.grid_y];
+    int prow0, nprows;
+    const int ntiles = slice(wc, it, prow0, nprows);
+    if (nprows <= 0) continue;
+    int q = 0;
+    prof.stamp(PROF_ITEM, r - 1, ntiles);
+    if (ntiles > 0) {
+      q = qord % QS;
+      mbar_wait(qfull(q), (qord / QS) & 1);
+      ++qord;
+    }
+    const bool active = wg * 64 < nprows;
+    int toklim[1][2];
+    row_limits<1>(toklim, a, it, prow0, wrow0, lane);
+    float o[1][ND8][4], s[1][NB8][4];
+    float m[1][2] = {{-INFINITY, -INFINITY}}, l[1][2] = {{0.f, 0.f}};
+#pragma unroll
+    for (int d = 0; d < ND8; ++d) o[0][d][0] = o[0][d][1] = o[0][d][2] = o[0][d][3] = 0.f;
+#pragma unroll
+    for (int nn = 0; nn < NB8; ++nn) s[0][nn][0] = s[0][nn][1] = s[0][nn][2] = s[0][nn][3] = 0.f;
+    const uint32_t sQwg = sQ0 + q * C::Q_BYTES + wg * 64 * 128;
+
+    for (int t = 0; t < ntiles; ++t) {
+      const int stage = cn % ST;
+      prof.stamp(PROF_WAIT, r - 1, t);
+      mbar_wait(full(stage), (cn / ST) & 1);
+      prof.stamp(PROF_BAR, r - 1, t);
+      ++cn;
+      /* cp.async wrote the tile through the generic proxy; wgmma reads it
+       * through the async proxy. */
+      fence_proxy_async();
+      if (active) {
+        const int4 fl = *reinterpret_cast<const int4 *>(flags + 4 * stage);
+        const int need = fl.x | fl.y | fl.z | fl.w;
+        const uint32_t sK = sKV + stage * 2 * C::TILE, sV = sK + C::TILE;
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+          const uint32_t koff = (kk & 3) * 32; /* 16 columns = 32 bytes */
+          const uint64_t da = wg_desc(sQwg + (kk >> 2) * (BM * 128) + koff, 16, 1024);
+          const uint64_t db = wg_desc(sK + (kk >> 2) * (BN * 128) + koff, 16, 1024);
+          Wgmma<BN, T>::ss(s[0], da, db, kk > 0);
+        }
+        wg_commit();
+        wg_wait<0>();
+        fence_regs<NB8>(s[0]);
+        prof.stamp(PROF_QK, r - 1, t);
+
+        const float sc = transform_scores<1, NB8>(s, a, it, colinfo + stage * BN * 2, toklim,
+                                                  prow0, wrow0, lane, need != 0);
+        online_softmax<1, NB8, ND8>(s, o, m, l, sc);
+
+        uint32_t pa[BN / 16][4];
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) p_fragment<T, NB8>(pa[kk], s[0], kk);
+        prof.stamp(PROF_SM, r - 1, t);
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk)
+          Wgmma<D, T>::rs(o[0], pa[kk], wg_desc(sV + kk * 2048, BN * 128, 1024));
+        wg_commit();
+        wg_wait<0>();
+        fence_regs<ND8>(o[0]);
+        prof.stamp(PROF_PV, r - 1, t);
+      }
+      __syncwarp();
+      if (lane == 0) mbar_arrive(empty(stage));
+    }
+    if (active) {
+      if (it.part < 0 && ntiles > 0 && ((uintptr_t)a.o & 15) == 0)
+        epilogue_smem<ND8, BM>(o, m, l, a, it, prow0, wrow0, nprows, lane,
+                               sQ0 + q * C::Q_BYTES);
+      else
+        epilogue<1, ND8, BM>(o, m, l, a, it, wc % a.grid_y, prow0, wrow0, nprows, lane);
+    }
+    prof.stamp(PROF_EPI, r - 1, ntiles);
+    if (ntiles > 0) {
+      __syncwarp();
+      if (lane == 0) mbar_arrive(qempty(q));
+    }
+  }
+  prof.finish();
 #else
   __trap(); /* only built for sm_90a; the host never selects it elsewhere */
 #endif
 }
 
 template <class C, typename T> struct LaunchSm90 {
+  template <bool P> static constexpr auto kernel() {
+    if constexpr (C::WS)
+      return attn_fwd_ws<C, T, P>;
+    else
+      return attn_fwd_sm90<C, T, P>;
+  }
   static int prepare(int *smem) {
     cudaFuncAttributes fa;
-    cudaError_t e = cudaFuncGetAttributes(&fa, attn_fwd_sm90<C, T, false>);
+    cudaError_t e = cudaFuncGetAttributes(&fa, kernel<false>());
     if (e != cudaSuccess) return (int)e;
     /* The sm_90a image is the only one with a body. */
     if (fa.binaryVersion != 90) return (int)cudaErrorNoKernelImageForDevice;
-    e = cudaFuncSetAttribute(attn_fwd_sm90<C, T, false>,
-                             cudaFuncAttributeMaxDynamicSharedMemorySize, C::smem(false));
+    e = cudaFuncSetAttribute(kernel<false>(), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             C::smem(false));
     if (e != cudaSuccess) return (int)e;
     if constexpr (C::CAN_PERSIST)
-      e = cudaFuncSetAttribute(attn_fwd_sm90<C, T, true>,
-                               cudaFuncAttributeMaxDynamicSharedMemorySize, C::smem(true));
+      e = cudaFuncSetAttribute(kernel<true>(), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               C::smem(true));
     if (smem) *smem = C::smem(C::CAN_PERSIST);
     return (int)e;
   }
@@ -450,11 +790,11 @@ template <class C, typename T> struct LaunchSm90 {
     const int64_t nwork = (int64_t)args->num_items * args->grid_y;
     if constexpr (C::CAN_PERSIST) {
       if (args->persist && args->ctas < nwork) {
-        attn_fwd_sm90<C, T, true><<<(unsigned)args->ctas, C::NT, C::smem(true), st>>>(*args);
+        kernel<true>()<<<(unsigned)args->ctas, C::NT, C::smem(true), st>>>(*args);
         return (int)cudaGetLastError();
       }
     }
-    attn_fwd_sm90<C, T, false><<<(unsigned)nwork, C::NT, C::smem(false), st>>>(*args);
+    kernel<false>()<<<(unsigned)nwork, C::NT, C::smem(false), st>>>(*args);
     return (int)cudaGetLastError();
   }
 };

@@ -94,6 +94,11 @@ typedef struct bsa__attn_args {
    * host balances the lists. */
   const int32_t *work_list;
   const int32_t *cta_off; /* [ctas + 1] */
+#ifdef BSA_PROFILE
+  /* Profiling builds only (-DBSA_PROFILE): per-phase clock stamps of the
+   * persistent wgmma kernel, or NULL (layout in attn_fwd_sm90.cuh). */
+  unsigned long long *prof;
+#endif
 } bsa__attn_args;
 
 /* The attention kernel chosen for a plan. */
@@ -142,6 +147,15 @@ int bsa__rope_launch(int dtype, const void *x, void *y, int64_t len, int32_t hea
  * cudaError_t value (cudaErrorInvalidValue for a plan without CUDA state). */
 struct bsa_plan;
 int bsa__cuda_plan_schedule(const struct bsa_plan *plan, void *dst, size_t cap, size_t *bytes);
+
+#ifdef BSA_PROFILE
+/* Profiling builds: device buffer of BSA__PROF_STREAMS streams of
+ * BSA__PROF_WORDS 64-bit words that runs stamp into (NULL: none). */
+#define BSA__PROF_CAP 2048 /* records per stream */
+#define BSA__PROF_STREAMS 264
+#define BSA__PROF_WORDS (8 + 2 * BSA__PROF_CAP)
+extern void *bsa__cuda_prof;
+#endif
 
 #ifdef __cplusplus
 }

@@ -713,6 +713,10 @@ int bsa__cuda_plan_schedule(const struct bsa_plan *plan, void *dst, size_t cap, 
 
 /* ------------------------------------------------------------------ run */
 
+#ifdef BSA_PROFILE
+void *bsa__cuda_prof = NULL;
+#endif
+
 bsa_status bsa__cuda_run(bsa_plan *plan, const void *q, const void *k, const void *v, void *o,
                          float *lse) {
   bsa_ctx *ctx = plan->ctx;
@@ -755,6 +759,9 @@ bsa_status bsa__cuda_run(bsa_plan *plan, const void *q, const void *k, const voi
   a.persist = cp->persist;
   a.work_list = cp->work_list;
   a.cta_off = cp->cta_off;
+#ifdef BSA_PROFILE
+  a.prof = (unsigned long long *)bsa__cuda_prof;
+#endif
 
   void *stream = ctx->cuda_stream;
   if (p->pos_encoding == BSA_POS_ROPE_LLAMA) {
