@@ -41,9 +41,10 @@ extern "C" int bsa__attn_prepare(int head_dim, int dtype, int cc_major, int choi
                                  bsa__attn_kernel *kernel) {
   if (dtype != 1 && dtype != 2) return (int)cudaErrorInvalidValue;
   kernel->hopper = 0;
-  /* Automatic choice: at head dim 64 the mma.sync kernel is the faster one
-   * on the H100 (docs/kernels.md), elsewhere wgmma. */
-  const int want = choice == BSA__KERNEL_WGMMA || (choice == BSA__KERNEL_AUTO && head_dim != 64);
+  /* Automatic choice: wgmma on cc 9.0 (at head dim 64 the mma.sync kernel
+   * was the faster one until the wgmma kernel got its loader warpgroup,
+   * docs/kernels.md run 8). */
+  const int want = choice == BSA__KERNEL_WGMMA || choice == BSA__KERNEL_AUTO;
   if (cc_major == 9 && want) {
     int smem = 0;
     const int e = prepare_one(head_dim, dtype, 1, &smem);

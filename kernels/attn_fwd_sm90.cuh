@@ -102,35 +102,31 @@ template <int N> __device__ __forceinline__ void fence_regs(float (&x)[N][4]) {
 /* Epilogue of a warp's 16 rows of a whole item through shared memory: the
  * warp writes its normalised O (f16/bf16) into its own rows of the item's Q
  * slot, which no product reads any more (the item's last Q K^T is complete)
- * and no copy refills yet (the loader's Q copies, early or not, go to the
- * other QS - 1 slots until the math starts its next item, after the next
- * barrier), with the
- * slot's 128-byte swizzle (conflict free: the 8 rows of a store land in 8
- * different chunks), then stores whole 16-byte chunks, 16 lanes per
- * 256-byte row, where the accumulator layout stores 4 bytes per lane and
- * half of a 32-byte sector per row and instruction.  LSE as epilogue(). */
+ * and no copy refills yet (attn_fwd_sm90's loader writes the other QS - 1
+ * slots until the math starts its next item, after the next barrier;
+ * attn_fwd_ws's loader waits for the slot's qempty), with the slot's
+ * 128-byte swizzle, by stmatrix (four 8x8 matrices, two 8-column chunks of
+ * 16 rows, per instruction: the accumulator layout is the matrix fragment
+ * layout), then stores whole 16-byte chunks, 16 lanes per 256-byte row,
+ * where the accumulator layout stores 4 bytes per lane and half of a
+ * 32-byte sector per row and instruction.  The rows a lane stores step by
+ * 32 / ND8, so its (token, head) moves by carries instead of a division per
+ * row.  LSE as epilogue(). */
 template <int ND8, int BM>
 __device__ __forceinline__ void epilogue_smem(const float (&o)[1][ND8][4], const float (&m)[1][2],
                                               const float (&l)[1][2], const bsa__attn_args &a,
                                               const bsa__gpu_item &it, int prow0, int wrow0,
                                               int nprows, int lane, uint32_t slot) {
+  static_assert(ND8 % 2 == 0 && ND8 <= 32, "pairs of chunks, a row within a warp's pass");
   const int group = a.group;
+  float inv[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     float lsum = l[0][h];
     lsum += __shfl_xor_sync(0xffffffffu, lsum, 1);
     lsum += __shfl_xor_sync(0xffffffffu, lsum, 2);
     const int r = wrow0 + (lane >> 2) + 8 * h;
-    const float inv = lsum > 0.f ? 1.f / lsum : 0.f;
-#pragma unroll
-    for (int d = 0; d < ND8; ++d) {
-      const float x = o[0][d][2 * h] * inv, y = o[0][d][2 * h + 1] * inv;
-      const uint32_t v =
-          a.o_dtype == 1 ? pack2<__half>(x, y) : pack2<__nv_bfloat16>(x, y);
-      asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(slot + pswz<BM>(r, d) + (lane & 3) * 4),
-                   "r"(v)
-                   : "memory");
-    }
+    inv[h] = lsum > 0.f ? 1.f / lsum : 0.f;
     if (r < nprows && a.lse && (lane & 3) == 0) {
       const int pr = prow0 + r;
       const float lse2 = lsum > 0.f ? m[0][h] + __log2f(lsum) : -INFINITY;
@@ -138,21 +134,47 @@ __device__ __forceinline__ void epilogue_smem(const float (&o)[1][ND8][4], const
             (int64_t)it.kv_head * group + pr % group] = lse2 * 0.6931471805599453f;
     }
   }
-  __syncwarp();
+  /* Lane l gives the address of row l % 8 of matrix l / 8: matrices
+   * (rows 0-7, chunk d), (rows 8-15, d), (0-7, d + 1), (8-15, d + 1). */
+  const int mj = lane >> 3;
+  const uint32_t mrow = wrow0 + (lane & 7) + 8 * (mj & 1);
 #pragma unroll
-  for (int idx = lane; idx < 16 * ND8; idx += 32) {
-    const int r = wrow0 + idx / ND8, c = idx % ND8;
+  for (int d = 0; d < ND8; d += 2) {
+    uint32_t v[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int dd = d + (j >> 1), h = j & 1;
+      const float x = o[0][dd][2 * h] * inv[h], y = o[0][dd][2 * h + 1] * inv[h];
+      v[j] = a.o_dtype == 1 ? pack2<__half>(x, y) : pack2<__nv_bfloat16>(x, y);
+    }
+    asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(
+                     slot + pswz<BM>(mrow, d + (mj >> 1))),
+                 "r"(v[0]), "r"(v[1]), "r"(v[2]), "r"(v[3])
+                 : "memory");
+  }
+  __syncwarp();
+  constexpr int RS = 32 / ND8; /* rows a lane steps by */
+  const int c = lane % ND8;
+  int r = wrow0 + lane / ND8;
+  int64_t tok = it.q_begin + (prow0 + r) / group;
+  int hh = (prow0 + r) % group;
+  uint16_t *const ob = static_cast<uint16_t *>(a.o) + (int64_t)it.kv_head * group * a.o_sh + c * 8;
+#pragma unroll
+  for (int i = 0; i < ND8 / 2; ++i, r += RS) {
+    if (i > 0) {
+      hh += RS;
+      while (hh >= group) {
+        hh -= group;
+        ++tok;
+      }
+    }
     if (r >= nprows) continue;
     int4 v;
     asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
                  : "r"(slot + pswz<BM>(r, c))
                  : "memory");
-    const int pr = prow0 + r;
-    const int64_t tok = it.q_begin + pr / group;
-    const int64_t head = (int64_t)it.kv_head * group + pr % group;
-    *reinterpret_cast<int4 *>(static_cast<uint16_t *>(a.o) + tok * a.o_st + head * a.o_sh +
-                              c * 8) = v;
+    *reinterpret_cast<int4 *>(ob + tok * a.o_st + hh * a.o_sh) = v;
   }
 }
 

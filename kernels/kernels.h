@@ -109,7 +109,7 @@ typedef struct bsa__attn_kernel {
 } bsa__attn_kernel;
 
 /* Kernel choice (BSA_CUDA_KERNEL=auto|mma|wgmma in the environment). */
-#define BSA__KERNEL_AUTO 0  /* wgmma on cc 9.0 except at head dim 64 */
+#define BSA__KERNEL_AUTO 0  /* wgmma on cc 9.0 */
 #define BSA__KERNEL_MMA 1   /* mma.sync everywhere */
 #define BSA__KERNEL_WGMMA 2 /* wgmma wherever the device and binary have it */
 
