@@ -220,11 +220,41 @@ static int shares_segments(const bsa__work_item *items, int64_t i) {
 
 /* Host staging buffer of the upload, kept per thread between plans: plans
  * are rebuilt often (masks change every layer) and a fresh buffer of
- * megabytes costs more in page faults than filling it. */
-static _Thread_local unsigned char *stage_buf;
-static _Thread_local size_t stage_cap;
+ * megabytes costs more in page faults than filling it.  It is page-locked
+ * (portable), so the upload is a DMA that cudaMemcpyAsync only queues,
+ * without the driver's copy through its own pinned buffer; the event
+ * recorded behind the upload says when the buffer may be written again.
+ * While that upload is still queued (behind kernels on the stream), or for
+ * another device than the event's, or when page-locked memory is refused,
+ * the plan stages in a pageable buffer instead, whose bytes the driver has
+ * taken when cudaMemcpyAsync returns. */
+static _Thread_local unsigned char *stage_buf, *stage_pin;
+static _Thread_local size_t stage_cap, stage_pin_cap;
+static _Thread_local cudaEvent_t stage_ev; /* behind the last upload from stage_pin */
+static _Thread_local int stage_ev_dev = -1;
 
-static unsigned char *stage_get(size_t bytes) {
+/* A staging buffer of bytes for a plan on device; *pinned tells which. */
+static unsigned char *stage_get(size_t bytes, int device, int *pinned) {
+  *pinned = 0;
+  if (stage_ev_dev < 0 || stage_ev_dev == device) {
+    cudaError_t e = stage_ev ? cudaEventQuery(stage_ev) : cudaSuccess;
+    if (e == cudaSuccess && bytes > stage_pin_cap) {
+      const size_t cap = bytes + bytes / 4;
+      void *nb = NULL;
+      if (cudaHostAlloc(&nb, cap, cudaHostAllocPortable) == cudaSuccess) {
+        if (stage_pin) cudaFreeHost(stage_pin);
+        stage_pin = nb;
+        stage_pin_cap = cap;
+      } else {
+        e = cudaErrorMemoryAllocation;
+      }
+    }
+    if (e == cudaSuccess) {
+      *pinned = 1;
+      return stage_pin;
+    }
+    (void)cudaGetLastError(); /* a not-ready query or a refused allocation */
+  }
   if (bytes > stage_cap) {
     size_t cap = bytes + bytes / 4;
     unsigned char *nb = malloc(cap);
@@ -234,6 +264,21 @@ static unsigned char *stage_get(size_t bytes) {
     stage_cap = cap;
   }
   return stage_buf;
+}
+
+/* After the upload from stage_pin was queued on stream: the event that
+ * stage_get waits for.  0 or a cudaError_t. */
+static cudaError_t stage_mark(int device, cudaStream_t stream) {
+  cudaError_t e = cudaSuccess;
+  if (!stage_ev) {
+    e = cudaEventCreateWithFlags(&stage_ev, cudaEventDisableTiming);
+    if (e != cudaSuccess) {
+      stage_ev = NULL;
+      return e;
+    }
+    stage_ev_dev = device;
+  }
+  return cudaEventRecord(stage_ev, stream);
 }
 
 /* BSA_CUDA_CTAS=N makes persistent plans run on N CTAs (at least 1)
@@ -560,8 +605,10 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
   const int too_many = n_sched >= INT32_MAX / 2 || n_works >= INT32_MAX || nsegs >= INT32_MAX;
   const size_t off_tmp = align256(upload);
   const size_t off_bkt = align256(off_tmp + sizeof(bsa__gpu_item) * (size_t)n_sched);
-  unsigned char *host =
-      too_many ? NULL : stage_get(off_bkt + sizeof(int32_t) * (size_t)(n_works + 1));
+  int pinned = 0;
+  unsigned char *host = too_many ? NULL
+                                 : stage_get(off_bkt + sizeof(int32_t) * (size_t)(n_works + 1),
+                                             ctx->cuda_device, &pinned);
   cuda_plan *cp = host ? calloc(1, sizeof *cp) : NULL;
   if (host) {
     sb->segs = (bsa__gpu_seg *)(host + off_segs);
@@ -659,8 +706,8 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
 
   /* Stream-ordered: the allocation and the upload queue behind earlier
    * work, destroy frees behind later work, and neither synchronises the
-   * device.  The staging buffer is pageable, so the copy has taken the
-   * bytes when cudaMemcpyAsync returns and the buffer can be reused. */
+   * device.  A page-locked staging buffer is reused once the event behind
+   * this upload has passed (stage_get); a pageable one at once. */
   cp->stream = ctx->cuda_stream;
   if ((e = cudaMallocAsync(&cp->blob, total, (cudaStream_t)cp->stream)) != cudaSuccess) {
     free(cp);
@@ -674,6 +721,11 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
     cudaFreeAsync(cp->blob, (cudaStream_t)cp->stream);
     free(cp);
     return cuda_fail(ctx, e, "plan: uploading the work list");
+  }
+  if (pinned && (e = stage_mark(ctx->cuda_device, (cudaStream_t)cp->stream)) != cudaSuccess) {
+    cudaFreeAsync(cp->blob, (cudaStream_t)cp->stream);
+    free(cp);
+    return cuda_fail(ctx, e, "plan: recording the upload's event");
   }
   unsigned char *b = cp->blob;
   cp->items = (bsa__gpu_item *)(b + off_items);
