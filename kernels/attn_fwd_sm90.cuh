@@ -13,11 +13,13 @@
  *                                      V from shared memory (MN-major)
  * with the online softmax in between on the accumulator registers, whose
  * per-warp layout is the mma.sync one, so the softmax and masking code is
- * shared.  All 256 threads load K/V tiles with cp.async, ST - 1 tiles ahead
- * (one barrier per tile); the segment cursor lets tiles start at any token,
- * as in the mma.sync kernel.  A persistent instantiation walks several
- * items per CTA with its loader running into the next item (see the
- * kernel body); the host picks it per plan.
+ * shared.  In attn_fwd_sm90 all 256 threads load K/V tiles with cp.async,
+ * ST - 1 tiles ahead (one barrier per tile); attn_fwd_ws (the HCfg's WS,
+ * D64 and D128) adds a loader warpgroup that issues every copy and
+ * publishes tiles through mbarriers (see there).  The segment cursor lets
+ * tiles start at any token, as in the mma.sync kernel.  A persistent
+ * instantiation walks several items per CTA with its loader running into
+ * the next item (see the kernel bodies); the host picks it per plan.
  *
  * Shared-memory layout: every tile [R rows][D] is stored as D/64 panels of
  * [R][64] elements (128-byte rows) with the 128-byte swizzle the wgmma
