@@ -180,6 +180,35 @@ __device__ __forceinline__ void epilogue_smem(const float (&o)[1][ND8][4], const
   }
 }
 
+/* load_q for attn_fwd_ws's loader: the same copies, but a thread's rows
+ * step by NT / (D / 8), so its (token, head) moves by a quotient and a
+ * carry instead of two integer divisions per 16-byte chunk (at an item's
+ * start the loader is what the math waits for, docs/kernels.md run 8). */
+template <int BM, int D, int NT, typename T, class Dst>
+__device__ __forceinline__ void load_q_step(const bsa__attn_args &a, const bsa__gpu_item &it,
+                                            int prow0, int nprows, int tid, Dst dst) {
+  constexpr int CPR = D / 8, RS = NT / CPR;
+  static_assert(NT % CPR == 0 && BM % RS == 0, "whole rows per pass");
+  const T *q = static_cast<const T *>(a.q);
+  const int group = a.group, c = tid % CPR;
+  const int dq = RS / group, dh = RS % group;
+  int r = tid / CPR;
+  int64_t tok = it.q_begin + (prow0 + r) / group;
+  int hh = (prow0 + r) % group;
+  const T *qh = q + (int64_t)it.kv_head * group * a.q_sh + c * 8;
+#pragma unroll 4
+  for (int i = 0; i < BM / RS; ++i, r += RS) {
+    const bool valid = r < nprows;
+    cp_async16(dst(r, c), valid ? qh + tok * a.q_st + hh * a.q_sh : q, valid);
+    tok += dq;
+    hh += dh;
+    if (hh >= group) {
+      hh -= group;
+      ++tok;
+    }
+  }
+}
+
 /* Look-ahead of a persistent CTA's work metadata.  Moving the loader to the
  * next work needs its work id (from the CTA's list), its item and the
  * item's first two segment records: a chain of three dependent global
@@ -657,7 +686,7 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_ws(const bsa__attn_args a) 
       const int q = qord % QS, qk = qord / QS;
       ++qord;
       if (qk > 0) mbar_wait(qempty(q), (qk - 1) & 1);
-      load_q<BM, D, 128, T>(a, it, prow0, nprows, ltid, [=](int rr, int c) {
+      load_q_step<BM, D, 128, T>(a, it, prow0, nprows, ltid, [=](int rr, int c) {
         return sQ0 + q * C::Q_BYTES + pswz<BM>(rr, c);
       });
       cp_async_mbar_arrive(qfull(q));
