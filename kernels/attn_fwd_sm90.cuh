@@ -355,6 +355,35 @@ struct Prof {
 #endif
 };
 
+/* The works of one CTA.  Work w = (item w / grid_y, row slice w % grid_y).
+ * A persistent CTA takes the works of its list in order (the host assigns
+ * them, balanced by cost; works and their count fit 31 bits); otherwise
+ * each CTA takes one, its block index. */
+template <bool PERSIST, int BM, int BN> struct CtaWorks {
+  int nwork, wl0, wln; /* all works; this CTA's list: entries [wl0, wl0 + wln) */
+  __device__ __forceinline__ explicit CtaWorks(const bsa__attn_args &a)
+      : nwork((int)min((int64_t)a.num_items * a.grid_y, (int64_t)INT_MAX)), wl0(0), wln(1) {
+    if (PERSIST) {
+      wl0 = a.cta_off[blockIdx.x];
+      wln = a.cta_off[blockIdx.x + 1] - wl0;
+    }
+  }
+  /* The CTA's r-th work, nwork past its last. */
+  __device__ __forceinline__ int work_of(const bsa__attn_args &a, int r) const {
+    if (r >= wln) return nwork;
+    return PERSIST ? a.work_list[wl0 + r] : (int)blockIdx.x;
+  }
+  /* Work w's first packed row and rows in its slice (prow0w, nprowsw); returns
+   * its tiles of BN keys, 0 when the slice is empty. */
+  static __device__ __forceinline__ int slice(const bsa__attn_args &a, int w,
+                                              const bsa__gpu_item &itw, int &prow0w,
+                                              int &nprowsw) {
+    prow0w = (w % a.grid_y) * BM;
+    nprowsw = itw.rows * a.group - prow0w;
+    return nprowsw > 0 ? (itw.nkeys + BN - 1) / BN : 0;
+  }
+};
+
 template <class C, typename T, bool PERSIST>
 __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -372,24 +401,11 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
   Prof prof;
   prof.init(a, tid);
-  /* Work w = (item w / grid_y, row slice w % grid_y).  A persistent CTA
-   * takes the works of its list in order (the host assigns them, balanced
-   * by cost; works and their count fit 31 bits); otherwise each CTA takes
-   * one. */
-  const int nwork = (int)min((int64_t)a.num_items * a.grid_y, (int64_t)INT_MAX);
-  int wl0 = 0, wln = 1;
-  if (PERSIST) {
-    wl0 = a.cta_off[blockIdx.x];
-    wln = a.cta_off[blockIdx.x + 1] - wl0;
-  }
-  auto work_of = [&](int r) -> int {
-    if (r >= wln) return nwork;
-    return PERSIST ? a.work_list[wl0 + r] : (int)blockIdx.x;
-  };
+  const CtaWorks<PERSIST, BM, BN> works(a);
+  const int nwork = works.nwork, wl0 = works.wl0, wln = works.wln;
+  auto work_of = [&](int r) -> int { return works.work_of(a, r); };
   auto slice = [&](int w, const bsa__gpu_item &itw, int &prow0w, int &nprowsw) -> int {
-    prow0w = (w % a.grid_y) * BM;
-    nprowsw = itw.rows * a.group - prow0w;
-    return nprowsw > 0 ? (itw.nkeys + BN - 1) / BN : 0;
+    return works.slice(a, w, itw, prow0w, nprowsw);
   };
   auto q_dst = [&](int slot) {
     return [=](int r, int c) { return sQ0 + slot * C::Q_BYTES + pswz<BM>(r, c); };
@@ -635,20 +651,11 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_ws(const bsa__attn_args a) 
   auto off = [](int r, int c) { return pswz<BN>(r, c); };
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
-  const int nwork = (int)min((int64_t)a.num_items * a.grid_y, (int64_t)INT_MAX);
-  int wl0 = 0, wln = 1;
-  if (PERSIST) {
-    wl0 = a.cta_off[blockIdx.x];
-    wln = a.cta_off[blockIdx.x + 1] - wl0;
-  }
-  auto work_of = [&](int r) -> int {
-    if (r >= wln) return nwork;
-    return PERSIST ? a.work_list[wl0 + r] : (int)blockIdx.x;
-  };
+  const CtaWorks<PERSIST, BM, BN> works(a);
+  const int nwork = works.nwork, wl0 = works.wl0, wln = works.wln;
+  auto work_of = [&](int r) -> int { return works.work_of(a, r); };
   auto slice = [&](int w, const bsa__gpu_item &itw, int &prow0w, int &nprowsw) -> int {
-    prow0w = (w % a.grid_y) * BM;
-    nprowsw = itw.rows * a.group - prow0w;
-    return nprowsw > 0 ? (itw.nkeys + BN - 1) / BN : 0;
+    return works.slice(a, w, itw, prow0w, nprowsw);
   };
   if (tid == 0) {
     /* full: 128 copy arrivals of the loader warpgroup and its 4 lanes 0
