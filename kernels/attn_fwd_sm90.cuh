@@ -355,6 +355,35 @@ struct Prof {
 #endif
 };
 
+/* S = Q K^T of one tile on the tensor cores, issued (wg_wait<0> waits for
+ * it): the warpgroup's 64 rows of Q from sQwg, BN keys from sK, panels of
+ * 64 head-dim columns. */
+template <int D, int BN, int BM, typename T>
+__device__ __forceinline__ void qk_issue(float (&s)[BN / 8][4], uint32_t sQwg, uint32_t sK) {
+  wg_fence();
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    const uint32_t koff = (kk & 3) * 32; /* 16 columns = 32 bytes */
+    const uint64_t da = wg_desc(sQwg + (kk >> 2) * (BM * 128) + koff, 16, 1024);
+    const uint64_t db = wg_desc(sK + (kk >> 2) * (BN * 128) + koff, 16, 1024);
+    Wgmma<BN, T>::ss(s, da, db, kk > 0);
+  }
+  wg_commit();
+}
+
+/* O += P V of one tile (P in registers, V's BN rows from sV), waited on. */
+template <int D, int BN, typename T>
+__device__ __forceinline__ void pv_products(float (&o)[D / 8][4], const uint32_t (&pa)[BN / 16][4],
+                                            uint32_t sV) {
+  wg_fence();
+#pragma unroll
+  for (int kk = 0; kk < BN / 16; ++kk)
+    Wgmma<D, T>::rs(o, pa[kk], wg_desc(sV + kk * 2048, BN * 128, 1024));
+  wg_commit();
+  wg_wait<0>();
+  fence_regs<D / 8>(o);
+}
+
 /* The works of one CTA.  Work w = (item w / grid_y, row slice w % grid_y).
  * A persistent CTA takes the works of its list in order (the host assigns
  * them, balanced by cost; works and their count fit 31 bits); otherwise
@@ -532,15 +561,7 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a
        * the previous tile used, whose products are complete).  The loader
        * is called on both paths so that every wgmma and its wait stay on
        * one path (split over two, ptxas serialises them, warning C7518). */
-      wg_fence();
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        const uint32_t koff = (kk & 3) * 32; /* 16 columns = 32 bytes */
-        const uint64_t da = wg_desc(sQwg + (kk >> 2) * (BM * 128) + koff, 16, 1024);
-        const uint64_t db = wg_desc(sK + (kk >> 2) * (BN * 128) + koff, 16, 1024);
-        Wgmma<BN, T>::ss(s[0], da, db, kk > 0);
-      }
-      wg_commit();
+      qk_issue<D, BN, BM, T>(s[0], sQwg, sK);
       prof.stamp(PROF_QKI, r, t);
       load_next();
       cp_async_commit();
@@ -557,13 +578,7 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a
 #pragma unroll
       for (int kk = 0; kk < BN / 16; ++kk) p_fragment<T, NB8>(pa[kk], s[0], kk);
       prof.stamp(PROF_SM, r, t);
-      wg_fence();
-#pragma unroll
-      for (int kk = 0; kk < BN / 16; ++kk)
-        Wgmma<D, T>::rs(o[0], pa[kk], wg_desc(sV + kk * 2048, BN * 128, 1024));
-      wg_commit();
-      wg_wait<0>();
-      fence_regs<ND8>(o[0]);
+      pv_products<D, BN, T>(o[0], pa, sV);
       prof.stamp(PROF_PV, r, t);
     }
     if (!active) continue;
@@ -772,15 +787,7 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_ws(const bsa__attn_args a) 
         const int4 fl = *reinterpret_cast<const int4 *>(flags + 4 * stage);
         const int need = fl.x | fl.y | fl.z | fl.w;
         const uint32_t sK = sKV + stage * 2 * C::TILE, sV = sK + C::TILE;
-        wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk) {
-          const uint32_t koff = (kk & 3) * 32; /* 16 columns = 32 bytes */
-          const uint64_t da = wg_desc(sQwg + (kk >> 2) * (BM * 128) + koff, 16, 1024);
-          const uint64_t db = wg_desc(sK + (kk >> 2) * (BN * 128) + koff, 16, 1024);
-          Wgmma<BN, T>::ss(s[0], da, db, kk > 0);
-        }
-        wg_commit();
+        qk_issue<D, BN, BM, T>(s[0], sQwg, sK);
         wg_wait<0>();
         fence_regs<NB8>(s[0]);
         prof.stamp(PROF_QK, r - 1, t);
@@ -793,13 +800,7 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_ws(const bsa__attn_args a) 
 #pragma unroll
         for (int kk = 0; kk < BN / 16; ++kk) p_fragment<T, NB8>(pa[kk], s[0], kk);
         prof.stamp(PROF_SM, r - 1, t);
-        wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk)
-          Wgmma<D, T>::rs(o[0], pa[kk], wg_desc(sV + kk * 2048, BN * 128, 1024));
-        wg_commit();
-        wg_wait<0>();
-        fence_regs<ND8>(o[0]);
+        pv_products<D, BN, T>(o[0], pa, sV);
         prof.stamp(PROF_PV, r - 1, t);
       }
       __syncwarp();
