@@ -355,6 +355,15 @@ struct Prof {
 #endif
 };
 
+/* An item's accumulators at its start: O and the scores' registers zero. */
+template <int ND8, int NB8>
+__device__ __forceinline__ void zero_acc(float (&o)[ND8][4], float (&s)[NB8][4]) {
+#pragma unroll
+  for (int d = 0; d < ND8; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
+#pragma unroll
+  for (int n = 0; n < NB8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+}
+
 /* S = Q K^T of one tile on the tensor cores, issued (wg_wait<0> waits for
  * it): the warpgroup's 64 rows of Q from sQwg, BN keys from sK, panels of
  * 64 head-dim columns. */
@@ -534,10 +543,7 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a
     row_limits<1>(toklim, a, it, prow0, wrow0, lane);
     float o[1][ND8][4], s[1][NB8][4];
     float m[1][2] = {{-INFINITY, -INFINITY}}, l[1][2] = {{0.f, 0.f}};
-#pragma unroll
-    for (int d = 0; d < ND8; ++d) o[0][d][0] = o[0][d][1] = o[0][d][2] = o[0][d][3] = 0.f;
-#pragma unroll
-    for (int n = 0; n < NB8; ++n) s[0][n][0] = s[0][n][1] = s[0][n][2] = s[0][n][3] = 0.f;
+    zero_acc(o[0], s[0]);
     const uint32_t sQwg = sQ0 + cq * C::Q_BYTES + wg * 64 * 128;
 
     for (int t = 0; t < ntiles; ++t) {
@@ -768,10 +774,7 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_ws(const bsa__attn_args a) 
     row_limits<1>(toklim, a, it, prow0, wrow0, lane);
     float o[1][ND8][4], s[1][NB8][4];
     float m[1][2] = {{-INFINITY, -INFINITY}}, l[1][2] = {{0.f, 0.f}};
-#pragma unroll
-    for (int d = 0; d < ND8; ++d) o[0][d][0] = o[0][d][1] = o[0][d][2] = o[0][d][3] = 0.f;
-#pragma unroll
-    for (int nn = 0; nn < NB8; ++nn) s[0][nn][0] = s[0][nn][1] = s[0][nn][2] = s[0][nn][3] = 0.f;
+    zero_acc(o[0], s[0]);
     const uint32_t sQwg = sQ0 + q * C::Q_BYTES + wg * 64 * 128;
 
     for (int t = 0; t < ntiles; ++t) {
