@@ -46,8 +46,8 @@
 
 typedef struct cpu_state {
   float *q, *k, *v; /* staged inputs, NULL where the caller's are read in place */
-  size_t q_elems, kv_elems;
-  float *scratch; /* per thread, see item_scratch */
+  int stream;       /* o is written with non-temporal stores (stream_output) */
+  float *scratch;   /* per thread, see item_scratch */
   size_t scratch_per_thread;
   int threads;
   float *slopes;     /* [Hq] ALiBi slopes */
@@ -94,11 +94,6 @@ static inline void load_row(float *dst, const void *base, bsa_dtype t, int64_t s
   bsa_convert(dst, BSA_DTYPE_F32, elem_at(base, t, src), t, (size_t)D);
 }
 
-/* Converts D float32 values to dtype t at element dst of base. */
-static inline void store_row(void *base, bsa_dtype t, int64_t dst, const float *src, int32_t D) {
-  bsa_convert((void *)elem_at(base, t, dst), t, src, BSA_DTYPE_F32, (size_t)D);
-}
-
 /* Outputs of at least this many bytes are written with non-temporal
  * stores (BSA_CPU_STREAM_BYTES overrides it; 0 streams every output).  An
  * output that large does not stay in a core's cache anyway, and ordinary
@@ -122,15 +117,15 @@ static void copy_stream(void *dst, const void *src, size_t bytes) {
   memcpy(dst, src, bytes);
 }
 
-/* Writes D float32 values to element dst of base in dtype t, streaming
- * (copy_stream) when stream is set. */
-static void store_row_out(void *base, bsa_dtype t, int64_t dst, const float *src, int32_t D,
-                          int stream) {
+/* Converts D float32 values to dtype t at element dst of base, streaming
+ * them out (copy_stream) when stream is set. */
+static void store_row(void *base, bsa_dtype t, int64_t dst, const float *src, int32_t D,
+                      int stream) {
+  void *d = (void *)elem_at(base, t, dst);
   if (!stream) {
-    store_row(base, t, dst, src, D);
+    bsa_convert(d, t, src, BSA_DTYPE_F32, (size_t)D);
     return;
   }
-  void *d = (void *)elem_at(base, t, dst);
   const size_t bytes = (size_t)D * bsa_dtype_size(t);
   if (t == BSA_DTYPE_F32) {
     copy_stream(d, src, bytes);
@@ -141,7 +136,8 @@ static void store_row_out(void *base, bsa_dtype t, int64_t dst, const float *src
   }
 }
 
-/* Whether a run's output is written with non-temporal stores. */
+/* Whether a plan's output is written with non-temporal stores (its size is
+ * the plan's, so this is decided once, with the plan's state). */
 static int stream_output(const bsa_attn_params *p) {
   size_t min = STREAM_MIN_BYTES;
   const char *env = getenv("BSA_CPU_STREAM_BYTES");
@@ -292,7 +288,6 @@ typedef struct run_job {
   cpu_state *s;
   void *o;
   float *lse;
-  int stream; /* write o with non-temporal stores (stream_output) */
   atomic_long next;
   int tid_next;
   pthread_mutex_t lock;
@@ -518,7 +513,7 @@ static void run_item(run_job *j, const bsa__work_item *it, float *scratch) {
       memset(orow, 0, sizeof(float) * (size_t)D);
       if (j->lse) j->lse[t * Hq + qh] = -INFINITY;
     }
-    store_row_out(j->o, p->o_dtype, dst, orow, D, j->stream);
+    store_row(j->o, p->o_dtype, dst, orow, D, s->stream);
   }
 }
 
@@ -536,7 +531,7 @@ static void *run_worker(void *arg) {
 #ifdef HAVE_STREAM_STORES
   /* Non-temporal stores are weakly ordered: make them visible before the
    * thread reports done. */
-  if (j->stream) _mm_sfence();
+  if (j->s->stream) _mm_sfence();
 #endif
   return NULL;
 }
@@ -600,14 +595,15 @@ static bsa_status ensure_state(bsa_plan *plan, cpu_state **out) {
   s->threads = plan->ctx->num_threads;
   if (s->threads > plan->num_items) s->threads = plan->num_items > 0 ? (int)plan->num_items : 1;
   const int64_t D = p->head_dim, Dp = ROUND32(D);
-  s->q_elems = (size_t)p->num_qo_heads * (size_t)p->qo_len * (size_t)D;
-  s->kv_elems = (size_t)p->num_kv_heads * (size_t)p->kv_len * (size_t)D;
+  const size_t q_elems = (size_t)p->num_qo_heads * (size_t)p->qo_len * (size_t)D;
+  const size_t k_elems = (size_t)p->num_kv_heads * (size_t)p->kv_len * (size_t)D;
+  s->stream = stream_output(p);
   const int64_t RPmax = ROUND16(plan->max_item_rows * plan->group);
   s->scratch_per_thread = (scratch_layout(NULL, NULL, RPmax, D, Dp) + 15) & ~(size_t)15;
   const int need_q = !q_direct(plan), need_k = !k_direct(plan), need_v = !v_direct_plan(plan);
   const size_t v_elems = staged_v_elems(p);
-  if (need_q) s->q = bsa__aligned_alloc(s->q_elems * sizeof(float));
-  if (need_k) s->k = bsa__aligned_alloc(s->kv_elems * sizeof(float));
+  if (need_q) s->q = bsa__aligned_alloc(q_elems * sizeof(float));
+  if (need_k) s->k = bsa__aligned_alloc(k_elems * sizeof(float));
   if (need_v) s->v = bsa__aligned_alloc(v_elems * sizeof(float));
   s->scratch = bsa__aligned_alloc(s->scratch_per_thread * (size_t)s->threads * sizeof(float));
   s->slopes = malloc(sizeof(float) * (size_t)p->num_qo_heads);
@@ -617,7 +613,7 @@ static bsa_status ensure_state(bsa_plan *plan, cpu_state **out) {
   plan->backend_free = cpu_state_free;
   if ((need_q && !s->q) || (need_k && !s->k) || (need_v && !s->v) || !s->scratch || !s->slopes ||
       (rope && !s->rope_freq)) {
-    size_t total = (s->q_elems + s->kv_elems + v_elems) * sizeof(float);
+    size_t total = (q_elems + k_elems + v_elems) * sizeof(float);
     cpu_state_free(plan);
     return bsa__fail(plan->ctx, BSA_ERR_NOMEM,
                      "cpu run: out of memory for %zu bytes of staged inputs", total);
@@ -691,7 +687,6 @@ bsa_status bsa__cpu_run(bsa_plan *plan, const void *q, const void *k, const void
   rj.s = s;
   rj.o = o;
   rj.lse = lse;
-  rj.stream = stream_output(p);
   atomic_init(&rj.next, 0);
   pthread_mutex_init(&rj.lock, NULL);
   parallel(s->threads, run_worker, &rj);
