@@ -103,12 +103,12 @@ struct bsa_plan {
 
 /* Compiles the work list.  Inputs are validated already.  For a BSR plan
  * bsr is non-NULL, for a variable plan var is non-NULL, for dense both are
- * NULL.  tile_q bounds the rows of an item.  longest_first orders the items
+ * NULL.  tile_q bounds the rows of an item.  head_order orders the items
  * by kv head and within a head by cost, longest first (the CPU backend's
  * dynamic schedule wants it; the CUDA backend orders items itself), else
  * they stay in the order made (kv head, block row, tile). */
 bsa_status bsa__worklist_build(bsa_plan *plan, const bsa_bsr_desc *bsr, const bsa_var_desc *var,
-                               int64_t tile_q, int longest_first);
+                               int64_t tile_q, int head_order);
 
 /* Threads a plan build may use (the variable-block work list, the CUDA
  * schedule): the context's num_threads, at most BSA__PLAN_MAX_THREADS

@@ -445,7 +445,7 @@ static void build_var(builder *b, const bsa_var_desc *var, int64_t tile_q) {
 }
 
 bsa_status bsa__worklist_build(bsa_plan *plan, const bsa_bsr_desc *bsr, const bsa_var_desc *var,
-                               int64_t tile_q, int longest_first) {
+                               int64_t tile_q, int head_order) {
   const bsa_attn_params *p = &plan->p;
   builder b;
   memset(&b, 0, sizeof b);
@@ -484,7 +484,7 @@ bsa_status bsa__worklist_build(bsa_plan *plan, const bsa_bsr_desc *bsr, const bs
     build_var(&b, var, tile_q);
   }
   free(cols);
-  if (b.oom || (longest_first && !sort_items(&b, p->num_kv_heads))) {
+  if (b.oom || (head_order && !sort_items(&b, p->num_kv_heads))) {
     free(b.items);
     free(b.segs);
     if (b.oom == 2)
