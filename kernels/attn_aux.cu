@@ -12,9 +12,11 @@
  * theta^(-2i/D), y[i] = x[i] cos - x[i+D/2] sin and y[i+D/2] = x[i+D/2] cos +
  * x[i] sin, computed in float32 and rounded once to the input dtype.
  */
+#include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <math.h>
+#include <string.h>
 
 #include "kernels/kernels.h"
 
@@ -22,11 +24,14 @@ extern "C" int bsa__attn_prepare_d64(int dtype, int hopper, int *smem);
 extern "C" int bsa__attn_prepare_d128(int dtype, int hopper, int *smem);
 extern "C" int bsa__attn_prepare_d256(int dtype, int hopper, int *smem);
 extern "C" int bsa__attn_launch_d64(int dtype, int hopper, const bsa__attn_args *args,
-                                    void *stream);
+                                    const bsa__kv_maps *maps, void *stream);
 extern "C" int bsa__attn_launch_d128(int dtype, int hopper, const bsa__attn_args *args,
-                                     void *stream);
+                                     const bsa__kv_maps *maps, void *stream);
 extern "C" int bsa__attn_launch_d256(int dtype, int hopper, const bsa__attn_args *args,
-                                     void *stream);
+                                     const bsa__kv_maps *maps, void *stream);
+extern "C" int bsa__attn_tma_rows_d64(int hopper);
+extern "C" int bsa__attn_tma_rows_d128(int hopper);
+extern "C" int bsa__attn_tma_rows_d256(int hopper);
 
 static int prepare_one(int head_dim, int dtype, int hopper, int *smem) {
   switch (head_dim) {
@@ -67,14 +72,80 @@ extern "C" int bsa__attn_prepare(int head_dim, int dtype, int cc_major, int choi
 }
 
 extern "C" int bsa__attn_launch(int head_dim, int dtype, int hopper, const bsa__attn_args *args,
-                                void *stream) {
+                                const bsa__kv_maps *maps, void *stream) {
   if (args->num_items <= 0) return 0;
   switch (head_dim) {
-  case 64: return bsa__attn_launch_d64(dtype, hopper, args, stream);
-  case 128: return bsa__attn_launch_d128(dtype, hopper, args, stream);
-  case 256: return bsa__attn_launch_d256(dtype, hopper, args, stream);
+  case 64: return bsa__attn_launch_d64(dtype, hopper, args, maps, stream);
+  case 128: return bsa__attn_launch_d128(dtype, hopper, args, maps, stream);
+  case 256: return bsa__attn_launch_d256(dtype, hopper, args, maps, stream);
   default: return (int)cudaErrorInvalidValue;
   }
+}
+
+/* cuTensorMapEncodeTiled from the driver, looked up once (the runtime
+ * links no driver symbols); NULL where the driver lacks it. */
+typedef CUresult (*encode_tiled_fn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *,
+                                    const cuuint64_t *, const cuuint64_t *, const cuuint32_t *,
+                                    const cuuint32_t *, CUtensorMapInterleave, CUtensorMapSwizzle,
+                                    CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+static encode_tiled_fn encode_tiled() {
+  static const encode_tiled_fn fn = []() -> encode_tiled_fn {
+    void *f = nullptr;
+    cudaDriverEntryPointQueryResult q;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault,
+                                         &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess) {
+      (void)cudaGetLastError();
+      return nullptr;
+    }
+    return reinterpret_cast<encode_tiled_fn>(f);
+  }();
+  return fn;
+}
+
+/* One map: 3-D (D, then the smaller of the key and head strides, then the
+ * other), boxes of 64 head-dim columns (one 128-byte panel row) x rows keys
+ * x 1 head, the 128-byte swizzle of the kernel's panels. */
+static bool encode_one(CUtensorMap *m, const void *base, int dtype, int head_dim, int rows,
+                       int64_t kv_len, int32_t hkv, int64_t st, int64_t sh, bool nhd) {
+  const cuuint64_t dims[3] = {(cuuint64_t)head_dim, (cuuint64_t)(nhd ? hkv : kv_len),
+                              (cuuint64_t)(nhd ? kv_len : hkv)};
+  const cuuint64_t strides[2] = {(cuuint64_t)(nhd ? sh : st) * 2, (cuuint64_t)(nhd ? st : sh) * 2};
+  const cuuint32_t box[3] = {64, nhd ? 1u : (cuuint32_t)rows, nhd ? (cuuint32_t)rows : 1u};
+  const cuuint32_t estr[3] = {1, 1, 1};
+  return encode_tiled()(m,
+                        dtype == 2 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                   : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+                        3, const_cast<void *>(base), dims, strides, box, estr,
+                        CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                        CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                        CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+extern "C" int bsa__kv_maps_encode(int head_dim, int dtype, int hopper, const bsa__attn_args *args,
+                                   int64_t kv_len, int32_t num_kv_heads, bsa__kv_maps *maps) {
+  static_assert(sizeof(bsa__kv_maps) == 2 * sizeof(CUtensorMap), "two maps");
+  int rows = 0;
+  switch (head_dim) {
+  case 64: rows = bsa__attn_tma_rows_d64(hopper); break;
+  case 128: rows = bsa__attn_tma_rows_d128(hopper); break;
+  case 256: rows = bsa__attn_tma_rows_d256(hopper); break;
+  }
+  if (rows == 0 || (dtype != 1 && dtype != 2) || !encode_tiled()) return 0;
+  const int64_t st = args->k_st, sh = args->k_sh;
+  /* The maps' rules: 16-byte aligned addresses, strides that are multiples
+   * of 16 bytes and under 2^40, sizes under 2^32. */
+  if (((uintptr_t)args->k | (uintptr_t)args->v) & 15) return 0;
+  if ((st * 2) % 16 || (sh * 2) % 16 || st * 2 >= (1ll << 40) || sh * 2 >= (1ll << 40)) return 0;
+  if (kv_len <= 0 || kv_len >= (1ll << 32) || num_kv_heads <= 0) return 0;
+  const bool nhd = sh < st;
+  alignas(128) CUtensorMap mk, mv;
+  if (!encode_one(&mk, args->k, dtype, head_dim, rows, kv_len, num_kv_heads, st, sh, nhd) ||
+      !encode_one(&mv, args->v, dtype, head_dim, rows, kv_len, num_kv_heads, st, sh, nhd))
+    return 0;
+  memcpy(maps->words, &mk, sizeof mk);
+  memcpy(maps->words + 16, &mv, sizeof mv);
+  return nhd ? BSA__TMA_NHD : BSA__TMA_HND;
 }
 
 namespace {

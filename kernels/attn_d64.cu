@@ -22,6 +22,8 @@ extern "C" int bsa__attn_prepare_d64(int dtype, int hopper, int *smem) {
 }
 
 extern "C" int bsa__attn_launch_d64(int dtype, int hopper, const bsa__attn_args *args,
-                                     void *stream) {
-  return K::launch(dtype, hopper, args, stream);
+                                    const bsa__kv_maps *maps, void *stream) {
+  return K::launch(dtype, hopper, args, maps, stream);
 }
+
+extern "C" int bsa__attn_tma_rows_d64(int hopper) { return K::tma_rows(hopper); }

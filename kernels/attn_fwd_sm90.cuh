@@ -36,6 +36,9 @@
 #ifndef BSA_ATTN_FWD_SM90_CUH
 #define BSA_ATTN_FWD_SM90_CUH
 
+#include <cuda.h>
+#include <string.h>
+
 #include "kernels/attn_common.cuh"
 #include "kernels/attn_fwd.cuh"
 #include "kernels/wgmma_ops.cuh"
@@ -617,6 +620,29 @@ __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
 __device__ __forceinline__ void cp_async_mbar_arrive(uint32_t bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
 }
+/* Arrives on bar and adds bytes to the transaction count its phase waits
+ * for (the TMA copies complete them). */
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, int bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
+               : "memory");
+}
+/* One tile of BN keys from key0 of kv head h by the tensor-memory
+ * accelerator: D / 64 boxes of [BN][64] through map m (bsa__kv_maps_encode:
+ * its dimensions are (D, key, head) for BSA__TMA_HND and (D, head, key) for
+ * BSA__TMA_NHD), each into its panel at dst with the 128-byte swizzle the
+ * panels use; they complete bytes on bar. */
+template <int D, int BN>
+__device__ __forceinline__ void tma_tile(const CUtensorMap *m, uint32_t dst, uint32_t bar, int key0,
+                                         int h, bool nhd) {
+  const int c1 = nhd ? h : key0, c2 = nhd ? key0 : h;
+#pragma unroll
+  for (int p = 0; p < D / 64; ++p)
+    asm volatile(
+        "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, "
+        "{%2, %3, %4}], [%5];\n" ::"r"(dst + p * (BN * 128)),
+        "l"(reinterpret_cast<uint64_t>(m)), "r"(p * 64), "r"(c1), "r"(c2), "r"(bar)
+        : "memory");
+}
 /* Waits until the barrier's phase of the given parity is complete. */
 __device__ __forceinline__ void mbar_wait(uint32_t bar, int parity) {
   asm volatile(
@@ -642,13 +668,21 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, int parity) {
  * it refills.  So the math warps never issue copies (issuing them stalled
  * the math for about 1 us a tile and 2.4 us at an item's first tile,
  * docs/kernels.md run 8), the two warpgroups are not re-synchronised every
- * tile, and the loader runs up to ST tiles and one item ahead.  Works of
+ * tile, and the loader runs up to ST tiles and one item ahead.  A tile
+ * whose BN keys lie in one segment (dense, whole blocks, long variable
+ * blocks) is loaded by the tensor-memory accelerator when the host encoded
+ * maps for k and v (a.tma): one loader thread issues its boxes and the
+ * transaction count of full[s] waits for their bytes, so the loader's
+ * issue no longer scales with the tile's 16-byte chunks (run 9); tiles at
+ * segment edges go through cp.async as before.  Works of
  * no tiles (empty rows) are skipped by the loader and written by the math
  * warps directly, as above.  Barrier phases: the k-th use of stage s (or
  * slot q) completes phase k of full and of empty, waited on with parity
  * k & 1. */
 template <class C, typename T, bool PERSIST>
-__global__ void __launch_bounds__(C::NT, 1) attn_fwd_ws(const bsa__attn_args a) {
+__global__ void __launch_bounds__(C::NT, 1)
+    attn_fwd_ws(const bsa__attn_args a, const __grid_constant__ CUtensorMap tmk,
+                const __grid_constant__ CUtensorMap tmv) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int D = C::D, BN = C::BN, ST = C::ST, BM = C::BM;
   constexpr int QS = PERSIST ? C::QP : 1;
@@ -725,9 +759,36 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_ws(const bsa__attn_args a) 
         const int s = n % ST, k = n / ST;
         if (k > 0) mbar_wait(empty(s), (k - 1) & 1);
         const uint32_t sK = sKV + s * 2 * C::TILE;
-        const int f = issue_kv<BN, D, 128, T>(a, cur, it.nkeys, t, sK, sK + C::TILE,
-                                             colinfo + s * BN * 2, kvo, ltid, off);
-        cp_async_mbar_arrive(full(s));
+        /* A tile of BN keys inside one segment is two boxes of the tensor
+         * maps, issued by one thread; others (segment edges, an item's
+         * ragged end) go row by row through cp.async.  Every loader
+         * thread's cursor reaches the same decision. */
+        const int v0 = t * BN;
+        bool whole = false;
+        if (a.tma) {
+          cur.seek(v0);
+          whole = v0 + BN <= it.nkeys && v0 + BN <= cur.vend;
+        }
+        int f;
+        if (whole) {
+          const int key0 = v0 + cur.kd;
+          static_assert(BN == 128, "a loader thread a key");
+          *reinterpret_cast<int2 *>(colinfo + (s * BN + ltid) * 2) =
+              make_int2(key0 + ltid, (cur.flags & 2) ? cur.mb + key0 + ltid : -1);
+          f = cur.flags != 0;
+          if (ltid == 0) {
+            mbar_arrive_expect_tx(full(s), 2 * C::TILE);
+            tma_tile<D, BN>(&tmk, sK, full(s), key0, it.kv_head, a.tma == BSA__TMA_NHD);
+            tma_tile<D, BN>(&tmv, sK + C::TILE, full(s), key0, it.kv_head,
+                            a.tma == BSA__TMA_NHD);
+          } else {
+            mbar_arrive(full(s));
+          }
+        } else {
+          f = issue_kv<BN, D, 128, T>(a, cur, it.nkeys, t, sK, sK + C::TILE,
+                                      colinfo + s * BN * 2, kvo, ltid, off);
+          cp_async_mbar_arrive(full(s));
+        }
         /* The warp's flag and column records (written by its lanes above)
          * go with its lane 0's arrival, which releases them. */
         const int need = __any_sync(0xffffffffu, f);
@@ -850,21 +911,40 @@ template <class C, typename T> struct LaunchSm90 {
     if (smem) *smem = C::smem(C::CAN_PERSIST);
     return (int)e;
   }
-  static int launch(const bsa__attn_args *args, cudaStream_t st) {
+  static int launch(const bsa__attn_args *args, const bsa__kv_maps *maps, cudaStream_t st) {
     const int64_t nwork = (int64_t)args->num_items * args->grid_y;
-    if constexpr (C::CAN_PERSIST) {
-      if (args->persist && args->ctas < nwork) {
-        kernel<true>()<<<(unsigned)args->ctas, C::NT, C::smem(true), st>>>(*args);
-        return (int)cudaGetLastError();
+    const bool persist = C::CAN_PERSIST && args->persist && args->ctas < nwork;
+    const unsigned grid = (unsigned)(persist ? args->ctas : nwork);
+    const int smem = C::smem(persist);
+    if constexpr (C::WS) {
+      /* The maps travel as __grid_constant__ parameters (the copies read
+       * them from parameter space); unused, and zero, without TMA. */
+      CUtensorMap mk, mv;
+      memset(&mk, 0, sizeof mk);
+      memset(&mv, 0, sizeof mv);
+      if (args->tma && maps) {
+        memcpy(&mk, maps->words, sizeof mk);
+        memcpy(&mv, maps->words + 16, sizeof mv);
       }
+      if (persist)
+        kernel<true>()<<<grid, C::NT, smem, st>>>(*args, mk, mv);
+      else
+        kernel<false>()<<<grid, C::NT, smem, st>>>(*args, mk, mv);
+    } else {
+      if (persist)
+        kernel<true>()<<<grid, C::NT, smem, st>>>(*args);
+      else
+        kernel<false>()<<<grid, C::NT, smem, st>>>(*args);
     }
-    kernel<false>()<<<(unsigned)nwork, C::NT, C::smem(false), st>>>(*args);
     return (int)cudaGetLastError();
   }
+  /* Keys per tile the kernel loads by TMA (bsa__kv_maps_encode), 0: none. */
+  static constexpr int tma_rows() { return C::WS ? C::BN : 0; }
 };
 
 /* Both generations of one head dim: hopper selects the wgmma kernel. */
 template <class C, class H> struct Dispatch {
+  static int tma_rows(int hopper) { return hopper ? LaunchSm90<H, __half>::tma_rows() : 0; }
   static int prepare(int dtype, int hopper, int *smem) {
     if (hopper)
       return dtype == 2 ? LaunchSm90<H, __nv_bfloat16>::prepare(smem)
@@ -872,11 +952,12 @@ template <class C, class H> struct Dispatch {
     return dtype == 2 ? Launch<C, __nv_bfloat16>::prepare(smem)
                       : Launch<C, __half>::prepare(smem);
   }
-  static int launch(int dtype, int hopper, const bsa__attn_args *args, void *stream) {
+  static int launch(int dtype, int hopper, const bsa__attn_args *args, const bsa__kv_maps *maps,
+                    void *stream) {
     cudaStream_t st = static_cast<cudaStream_t>(stream);
     if (hopper)
-      return dtype == 2 ? LaunchSm90<H, __nv_bfloat16>::launch(args, st)
-                        : LaunchSm90<H, __half>::launch(args, st);
+      return dtype == 2 ? LaunchSm90<H, __nv_bfloat16>::launch(args, maps, st)
+                        : LaunchSm90<H, __half>::launch(args, maps, st);
     return dtype == 2 ? Launch<C, __nv_bfloat16>::launch(args, st)
                       : Launch<C, __half>::launch(args, st);
   }

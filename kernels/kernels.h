@@ -94,12 +94,37 @@ typedef struct bsa__attn_args {
    * host balances the lists. */
   const int32_t *work_list;
   const int32_t *cta_off; /* [ctas + 1] */
+  /* Whole tiles of K and V by the tensor-memory accelerator (the
+   * warp-specialised wgmma kernel, bsa__kv_maps): 0 off, else the order of
+   * the maps' dimensions, BSA__TMA_HND or BSA__TMA_NHD. */
+  int32_t tma;
 #ifdef BSA_PROFILE
   /* Profiling builds only (-DBSA_PROFILE): per-phase clock stamps of the
    * persistent wgmma kernel, or NULL (layout in attn_fwd_sm90.cuh). */
   unsigned long long *prof;
 #endif
 } bsa__attn_args;
+
+#define BSA__TMA_HND 1 /* dimensions (D, key, kv head) */
+#define BSA__TMA_NHD 2 /* dimensions (D, kv head, key) */
+
+/* The two TMA tensor maps (CUtensorMap, 128 bytes each: K, then V) that
+ * the warp-specialised wgmma kernel loads whole tiles with; opaque to C.
+ * Encoded on the host from args' k, v and strides, passed to the kernel by
+ * value at each launch. */
+typedef struct bsa__kv_maps {
+  uint64_t words[32];
+} bsa__kv_maps;
+
+/* Encodes the maps for the kernel bsa__attn_prepare chose (hopper) for
+ * args' k and v (dtype; kv_len keys, num_kv_heads heads).  Returns
+ * BSA__TMA_HND or BSA__TMA_NHD (the value for args->tma), or 0 when that
+ * kernel loads no tile by TMA or these tensors do not allow it (addresses
+ * or strides not multiples of 16 bytes, sizes past the maps' limits, a
+ * driver without the entry point): the kernel then copies every tile with
+ * cp.async. */
+int bsa__kv_maps_encode(int head_dim, int dtype, int hopper, const bsa__attn_args *args,
+                        int64_t kv_len, int32_t num_kv_heads, bsa__kv_maps *maps);
 
 /* The attention kernel chosen for a plan. */
 typedef struct bsa__attn_kernel {
@@ -123,9 +148,9 @@ int bsa__attn_prepare(int head_dim, int dtype, int cc_major, int choice,
                       bsa__attn_kernel *kernel);
 
 /* Enqueues the attention kernel chosen by bsa__attn_prepare: grid
- * (num_items, grid_y). */
+ * (num_items, grid_y).  maps: as encoded for args (read when args->tma). */
 int bsa__attn_launch(int head_dim, int dtype, int hopper, const bsa__attn_args *args,
-                     void *stream);
+                     const bsa__kv_maps *maps, void *stream);
 
 /* Enqueues the split-KV merge: for each of num_merge merges, combines the
  * partials into o (and lse). */
@@ -147,6 +172,11 @@ int bsa__rope_launch(int dtype, const void *x, void *y, int64_t len, int32_t hea
  * cudaError_t value (cudaErrorInvalidValue for a plan without CUDA state). */
 struct bsa_plan;
 int bsa__cuda_plan_schedule(const struct bsa_plan *plan, void *dst, size_t cap, size_t *bytes);
+
+/* For tests: how the last run of a CUDA plan loaded whole K/V tiles: its
+ * args.tma (0: every tile by cp.async; BSA__TMA_HND / BSA__TMA_NHD: by the
+ * TMA maps), or -1 for a plan without CUDA state. */
+int bsa__cuda_plan_tma(const struct bsa_plan *plan);
 
 #ifdef BSA_PROFILE
 /* Profiling builds: device buffer of BSA__PROF_STREAMS streams of

@@ -39,6 +39,13 @@ static int kernel_choice(void) {
   return BSA__KERNEL_AUTO;
 }
 
+/* BSA_CUDA_TMA=0 makes the warp-specialised kernel copy every K/V tile
+ * with cp.async (to compare the two loads on one machine). */
+static int tma_allowed(void) {
+  const char *t = getenv("BSA_CUDA_TMA");
+  return !(t && strcmp(t, "0") == 0);
+}
+
 /* Integer development knob: 1 and *out when the environment variable is
  * a whole decimal number in [lo, hi], else 0 (unset or malformed values are
  * ignored). */
@@ -119,6 +126,12 @@ typedef struct cuda_plan {
   int32_t ctas;    /* persistent CTAs the work lists are made for */
   int32_t *work_list, *cta_off;
   size_t upload_bytes; /* the schedule's bytes at the start of blob */
+  /* TMA maps of the last run's k and v (encoded again when a run brings
+   * other tensors): maps_tma is args.tma for them; tma_allowed is 0 when
+   * BSA_CUDA_TMA=0 asked for cp.async copies only. */
+  bsa__kv_maps maps;
+  const void *maps_k, *maps_v;
+  int32_t maps_tma, tma_allowed;
 } cuda_plan;
 
 static void cuda_plan_free(bsa_plan *plan) {
@@ -742,12 +755,19 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
   cp->grid_y = grid_y;
   cp->hopper = kern.hopper;
   cp->persist = persist;
+  cp->tma_allowed = tma_allowed();
   cp->ctas = nctas;
   cp->work_list = (int32_t *)(b + off_wlist);
   cp->cta_off = (int32_t *)(b + off_ctaoff);
   plan->backend = cp;
   plan->backend_free = cuda_plan_free;
   return BSA_OK;
+}
+
+int bsa__cuda_plan_tma(const struct bsa_plan *plan) {
+  const cuda_plan *cp = plan && plan->backend_free == cuda_plan_free ? plan->backend : NULL;
+  if (!cp) return -1;
+  return cp->hopper && cp->tma_allowed ? cp->maps_tma : 0;
 }
 
 int bsa__cuda_plan_schedule(const struct bsa_plan *plan, void *dst, size_t cap, size_t *bytes) {
@@ -828,7 +848,17 @@ bsa_status bsa__cuda_run(bsa_plan *plan, const void *q, const void *k, const voi
     a.q = cp->q_rope;
     a.k = cp->k_rope;
   }
-  e = (cudaError_t)bsa__attn_launch((int)D, (int)p->q_dtype, cp->hopper, &a, stream);
+  if (cp->hopper && cp->tma_allowed) {
+    /* Host work only when a run brings other tensors than the last. */
+    if (a.k != cp->maps_k || a.v != cp->maps_v) {
+      cp->maps_tma = bsa__kv_maps_encode((int)D, (int)p->kv_dtype, cp->hopper, &a, p->kv_len,
+                                         (int32_t)Hkv, &cp->maps);
+      cp->maps_k = a.k;
+      cp->maps_v = a.v;
+    }
+    a.tma = cp->maps_tma;
+  }
+  e = (cudaError_t)bsa__attn_launch((int)D, (int)p->q_dtype, cp->hopper, &a, &cp->maps, stream);
   if (e != cudaSuccess) return cuda_fail(ctx, e, "attention kernel");
   if (cp->num_merges > 0) {
     e = (cudaError_t)bsa__attn_merge_launch((int)D, &a, cp->merges, cp->num_merges, stream);

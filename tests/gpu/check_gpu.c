@@ -567,6 +567,121 @@ START_TEST(test_graph_capture) {
 }
 END_TEST
 
+/* Whole K/V tiles by the tensor-memory accelerator (TMA) against the same
+ * plans with every tile copied by cp.async (BSA_CUDA_TMA=0): the two fill
+ * shared memory with the same bytes, so the outputs and LSE must be
+ * identical, bit for bit.  Shapes (_i): dense, causal dense, BSR 128x128
+ * (whole-tile segments), BSR 64x64 with per-element masks, variable blocks
+ * with long and short segments (both loads in one item), each at head dims
+ * 64 and 128, in both layouts, once with one CTA per work and once on 3
+ * persistent CTAs.  On a device with the warp-specialised kernel (cc 9.0)
+ * the runs must have used TMA (the maps' order matching the layout); the
+ * comparison itself also covers every other device. */
+START_TEST(test_tma_paths) {
+  if (other_shard(140 + _i)) return;
+  const int shape = _i % 5, D = (_i / 5) % 2 ? 128 : 64;
+  const int persistent = _i / 10;
+  gcase c;
+  memset(&c, 0, sizeof c);
+  c.kind = shape < 2 ? KIND_DENSE : shape < 4 ? KIND_BSR : KIND_VAR;
+  c.M = 700;
+  c.N = 1500;
+  c.Hq = 4;
+  c.Hkv = 2;
+  c.D = D;
+  c.dtype = _i % 2 ? BSA_DTYPE_BF16 : BSA_DTYPE_F16;
+  c.causal = shape == 1;
+  c.R = c.C = shape == 2 ? 128 : 64;
+  c.elemask = shape == 3;
+  c.per_head = 1;
+  c.density = 0.3;
+  c.MB = 5;
+  c.NB = 9;
+  c.want_lse = 1;
+  uint64_t rng = g_seed ^ (0x7a3a00ull + (uint64_t)_i);
+  built b;
+  build_desc(&c, &b, &rng);
+  if (c.kind == KIND_VAR) /* a long first column block, in every row: whole tiles too */
+    for (int h = 0; h < c.Hkv; h++) {
+      int32_t *cs = b.csz + h * c.NB;
+      int32_t take = (int32_t)(c.N - cs[0]) < 600 ? (int32_t)(c.N - cs[0]) : 600;
+      cs[0] += take;
+      for (int64_t j = 1; j < c.NB && take > 0; j++) {
+        const int32_t t = cs[j] < take ? cs[j] : take;
+        cs[j] -= t, take -= t;
+      }
+      for (int64_t i = 0; i < c.MB; i++) b.map[(h * c.MB + i) * c.NB] = 1;
+    }
+  setenv("BSA_CUDA_KERNEL", "wgmma", 1);
+  if (persistent)
+    setenv("BSA_CUDA_CTAS", "3", 1);
+  else
+    unsetenv("BSA_CUDA_CTAS");
+  for (int lay = 0; lay < 2; lay++) {
+    c.layout = lay ? BSA_LAYOUT_HND : BSA_LAYOUT_NHD;
+    bsa_attn_params p;
+    case_params(&c, (uint64_t)_i, &p);
+    const size_t nq = (size_t)(c.M * c.Hq * c.D), nkv = (size_t)(c.N * c.Hkv * c.D);
+    const size_t nl = (size_t)(c.M * c.Hq);
+    void *q = random_tensor(c.dtype, nq, &rng);
+    void *k = random_tensor(c.dtype, nkv, &rng);
+    void *v = random_tensor(c.dtype, nkv, &rng);
+    dev d;
+    bsa_ctx_options opt = {0};
+    opt.device = BSA_DEVICE_CUDA;
+    ck_assert_int_eq(bsa_ctx_create(&opt, &d.ctx), BSA_OK);
+    ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nq * 2, &d.q), BSA_OK);
+    ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nkv * 2, &d.k), BSA_OK);
+    ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nkv * 2, &d.v), BSA_OK);
+    ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nq * 2, &d.o), BSA_OK);
+    ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nl * 4, (void **)&d.lse), BSA_OK);
+    ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.q, q, nq * 2), BSA_OK);
+    ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.k, k, nkv * 2), BSA_OK);
+    ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.v, v, nkv * 2), BSA_OK);
+    unsigned char *o[2], *l[2];
+    int used[2];
+    for (int off = 0; off < 2; off++) { /* off = 1: BSA_CUDA_TMA=0 */
+      if (off)
+        setenv("BSA_CUDA_TMA", "0", 1);
+      else
+        unsetenv("BSA_CUDA_TMA");
+      bsa_plan *plan = NULL;
+      ck_assert_int_eq(make_plan(d.ctx, &c, &p, &b, &rng, &plan), BSA_OK);
+      dev_poison_run(&d, plan, nq * 2, nl, 1);
+      used[off] = bsa__cuda_plan_tma(plan);
+      o[off] = malloc(nq * 2);
+      l[off] = malloc(nl * 4);
+      ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, o[off], d.o, nq * 2), BSA_OK);
+      ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, l[off], d.lse, nl * 4), BSA_OK);
+      bsa_plan_destroy(plan);
+    }
+    unsetenv("BSA_CUDA_TMA");
+    char desc[400];
+    describe(&c, desc, sizeof desc);
+    ck_assert_msg(used[1] == 0, "BSA_CUDA_TMA=0 still loaded by TMA (%s)", desc);
+    int dev_id = 0, major = 0;
+    ck_assert_int_eq(cudaGetDevice(&dev_id), cudaSuccess);
+    ck_assert_int_eq(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev_id),
+                     cudaSuccess);
+    if (major == 9)
+      ck_assert_msg(used[0] == (lay ? BSA__TMA_HND : BSA__TMA_NHD),
+                    "TMA not used on cc 9.0: args.tma = %d (%s)", used[0], desc);
+    for (size_t i = 0; i < nq; i++)
+      ck_assert_msg(((const uint16_t *)o[0])[i] != 0xffff, "o[%zu] not written (%s)", i, desc);
+    ck_assert_msg(memcmp(o[0], o[1], nq * 2) == 0, "TMA and cp.async loads give different O (%s)",
+                  desc);
+    ck_assert_msg(memcmp(l[0], l[1], nl * 4) == 0,
+                  "TMA and cp.async loads give different LSE (%s)", desc);
+    for (int i = 0; i < 2; i++) free(o[i]), free(l[i]);
+    bsa_ctx_free(d.ctx, d.q), bsa_ctx_free(d.ctx, d.k), bsa_ctx_free(d.ctx, d.v);
+    bsa_ctx_free(d.ctx, d.o), bsa_ctx_free(d.ctx, d.lse);
+    bsa_ctx_destroy(d.ctx);
+    free(q), free(k), free(v);
+  }
+  free_desc(&b);
+}
+END_TEST
+
 /* Downloads a plan's uploaded schedule into a fresh buffer (*n bytes). */
 static unsigned char *schedule_of(const bsa_plan *plan, size_t *n) {
   ck_assert_int_eq(bsa__cuda_plan_schedule(plan, NULL, 0, n), cudaSuccess);
@@ -721,6 +836,7 @@ static Suite *gpu_suite(void) {
   tcase_add_loop_test(tc, test_split_kv, 0, 4);
   tcase_add_loop_test(tc, test_wide_group, 0, 2);
   tcase_add_test(tc, test_graph_capture);
+  tcase_add_loop_test(tc, test_tma_paths, 0, 20);
   tcase_add_loop_test(tc, test_schedule_threads, 0, 5);
   suite_add_tcase(s, tc);
   TCase *te = tcase_create("errors");
