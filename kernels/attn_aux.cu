@@ -124,7 +124,7 @@ static bool encode_one(CUtensorMap *m, const void *base, int dtype, int head_dim
 
 extern "C" int bsa__kv_maps_encode(int head_dim, int dtype, int hopper, const bsa__attn_args *args,
                                    int64_t kv_len, int32_t num_kv_heads, bsa__kv_maps *maps) {
-  static_assert(sizeof(bsa__kv_maps) == 2 * sizeof(CUtensorMap), "two maps");
+  static_assert(sizeof(bsa__kv_maps) == 3 * sizeof(CUtensorMap), "three maps");
   int rows = 0;
   switch (head_dim) {
   case 64: rows = bsa__attn_tma_rows_d64(hopper); break;
@@ -146,6 +146,41 @@ extern "C" int bsa__kv_maps_encode(int head_dim, int dtype, int hopper, const bs
   memcpy(maps->words, &mk, sizeof mk);
   memcpy(maps->words + 16, &mv, sizeof mv);
   return nhd ? BSA__TMA_NHD : BSA__TMA_HND;
+}
+
+extern "C" int bsa__o_map_encode(int head_dim, int o_dtype, int hopper, const bsa__attn_args *args,
+                                 int64_t qo_len, bsa__kv_maps *maps) {
+  int rows = 0;
+  switch (head_dim) {
+  case 64: rows = bsa__attn_tma_rows_d64(hopper); break;
+  case 128: rows = bsa__attn_tma_rows_d128(hopper); break;
+  case 256: rows = bsa__attn_tma_rows_d256(hopper); break;
+  }
+  const int64_t st = args->o_st, sh = args->o_sh, g = args->group, hq = args->num_qo_heads;
+  if (rows == 0 || (o_dtype != 1 && o_dtype != 2) || !encode_tiled()) return 0;
+  if (((uintptr_t)args->o & 15) || (st * 2) % 16 || (sh * 2) % 16 || st * 2 >= (1ll << 40) ||
+      sh * 2 >= (1ll << 40) || qo_len <= 0 || qo_len >= (1ll << 32))
+    return 0;
+  /* A math warpgroup's slice is 64 packed rows: 64 / g tokens x the g
+   * heads of its group.  NHD holds them as one box (D, g heads, 64 / g
+   * tokens); HND only when g is 1 (its boxes run over tokens first). */
+  const bool nhd = sh < st;
+  if (g <= 0 || 64 % g || (!nhd && g != 1)) return 0;
+  const cuuint64_t dims[3] = {(cuuint64_t)head_dim, (cuuint64_t)(nhd ? hq : qo_len),
+                              (cuuint64_t)(nhd ? qo_len : hq)};
+  const cuuint64_t strides[2] = {(cuuint64_t)(nhd ? sh : st) * 2, (cuuint64_t)(nhd ? st : sh) * 2};
+  const cuuint32_t box[3] = {64, nhd ? (cuuint32_t)g : 64u, nhd ? (cuuint32_t)(64 / g) : 1u};
+  const cuuint32_t estr[3] = {1, 1, 1};
+  alignas(128) CUtensorMap mo;
+  if (encode_tiled()(&mo,
+                     o_dtype == 2 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                  : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+                     3, args->o, dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                     CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_NONE,
+                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
+    return 0;
+  memcpy(maps->words + 32, &mo, sizeof mo);
+  return 1;
 }
 
 namespace {

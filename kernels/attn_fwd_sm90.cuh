@@ -116,12 +116,13 @@ template <int N> __device__ __forceinline__ void fence_regs(float (&x)[N][4]) {
  * where the accumulator layout stores 4 bytes per lane and half of a
  * 32-byte sector per row and instruction.  The rows a lane stores step by
  * 32 / ND8, so its (token, head) moves by carries instead of a division per
- * row.  LSE as epilogue(). */
+ * row.  LSE as epilogue().  stage_o is the part up to O in shared memory
+ * (attn_fwd_ws then stores whole slices by TMA, see there). */
 template <int ND8, int BM>
-__device__ __forceinline__ void epilogue_smem(const float (&o)[1][ND8][4], const float (&m)[1][2],
-                                              const float (&l)[1][2], const bsa__attn_args &a,
-                                              const bsa__gpu_item &it, int prow0, int wrow0,
-                                              int nprows, int lane, uint32_t slot) {
+__device__ __forceinline__ void stage_o(const float (&o)[1][ND8][4], const float (&m)[1][2],
+                                        const float (&l)[1][2], const bsa__attn_args &a,
+                                        const bsa__gpu_item &it, int prow0, int wrow0, int nprows,
+                                        int lane, uint32_t slot) {
   static_assert(ND8 % 2 == 0 && ND8 <= 32, "pairs of chunks, a row within a warp's pass");
   const int group = a.group;
   float inv[2];
@@ -157,7 +158,16 @@ __device__ __forceinline__ void epilogue_smem(const float (&o)[1][ND8][4], const
                  "r"(v[0]), "r"(v[1]), "r"(v[2]), "r"(v[3])
                  : "memory");
   }
+}
+
+template <int ND8, int BM>
+__device__ __forceinline__ void epilogue_smem(const float (&o)[1][ND8][4], const float (&m)[1][2],
+                                              const float (&l)[1][2], const bsa__attn_args &a,
+                                              const bsa__gpu_item &it, int prow0, int wrow0,
+                                              int nprows, int lane, uint32_t slot) {
+  stage_o<ND8, BM>(o, m, l, a, it, prow0, wrow0, nprows, lane, slot);
   __syncwarp();
+  const int group = a.group;
   constexpr int RS = 32 / ND8; /* rows a lane steps by */
   const int c = lane % ND8;
   int r = wrow0 + lane / ND8;
@@ -643,6 +653,23 @@ __device__ __forceinline__ void tma_tile(const CUtensorMap *m, uint32_t dst, uin
         "l"(reinterpret_cast<uint64_t>(m)), "r"(p * 64), "r"(c1), "r"(c2), "r"(bar)
         : "memory");
 }
+/* A math warpgroup's slice of O, 64 packed rows (D / 64 panels of [64][64]
+ * at src, 128-byte swizzled), to global memory through the O map (NHD:
+ * dimensions (D, head, token), box (64, group, 64 / group); HND: (D,
+ * token, head), box (64, 64, 1)), and waits until the copies have read
+ * shared memory (the slot may then be refilled). */
+template <int D, int BM>
+__device__ __forceinline__ void tma_store_o(const CUtensorMap *m, uint32_t src, int c1, int c2) {
+#pragma unroll
+  for (int p = 0; p < D / 64; ++p)
+    asm volatile(
+        "cp.async.bulk.tensor.3d.global.shared::cta.bulk_group [%0, {%1, %2, %3}], [%4];\n" ::"l"(
+            reinterpret_cast<uint64_t>(m)),
+        "r"(p * 64), "r"(c1), "r"(c2), "r"(src + p * (BM * 128))
+        : "memory");
+  asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+  asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+}
 /* Waits until the barrier's phase of the given parity is complete. */
 __device__ __forceinline__ void mbar_wait(uint32_t bar, int parity) {
   asm volatile(
@@ -682,7 +709,7 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, int parity) {
 template <class C, typename T, bool PERSIST>
 __global__ void __launch_bounds__(C::NT, 1)
     attn_fwd_ws(const bsa__attn_args a, const __grid_constant__ CUtensorMap tmk,
-                const __grid_constant__ CUtensorMap tmv) {
+                const __grid_constant__ CUtensorMap tmv, const __grid_constant__ CUtensorMap tmo) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int D = C::D, BN = C::BN, ST = C::ST, BM = C::BM;
   constexpr int QS = PERSIST ? C::QP : 1;
@@ -871,11 +898,26 @@ __global__ void __launch_bounds__(C::NT, 1)
       if (lane == 0) mbar_arrive(empty(stage));
     }
     if (active) {
-      if (it.part < 0 && ntiles > 0 && ((uintptr_t)a.o & 15) == 0)
-        epilogue_smem<ND8, BM>(o, m, l, a, it, prow0, wrow0, nprows, lane,
-                               sQ0 + q * C::Q_BYTES);
-      else
+      const uint32_t slot = sQ0 + q * C::Q_BYTES;
+      if (a.tma_o && it.part < 0 && ntiles > 0 && prow0 + wg * 64 + 64 <= nprows) {
+        /* The warpgroup's 64 rows are all in the item: its warps stage them
+         * in the Q slot and one thread stores the slice by TMA (shared
+         * memory written by the generic proxy, read by the async one). */
+        stage_o<ND8, BM>(o, m, l, a, it, prow0, wrow0, nprows, lane, slot);
+        fence_proxy_async();
+        asm volatile("bar.sync %0, 128;\n" ::"r"(1 + wg) : "memory");
+        if ((tid & 127) == 0) {
+          const int pr = prow0 + wg * 64;
+          const int tok0 = it.q_begin + pr / a.group;
+          const bool nhd = a.o_sh < a.o_st;
+          tma_store_o<D, BM>(&tmo, slot + wg * 64 * 128, nhd ? it.kv_head * a.group : tok0,
+                             nhd ? tok0 : it.kv_head);
+        }
+      } else if (it.part < 0 && ntiles > 0 && ((uintptr_t)a.o & 15) == 0) {
+        epilogue_smem<ND8, BM>(o, m, l, a, it, prow0, wrow0, nprows, lane, slot);
+      } else {
         epilogue<1, ND8, BM>(o, m, l, a, it, wc % a.grid_y, prow0, wrow0, nprows, lane);
+      }
     }
     prof.stamp(PROF_EPI, r - 1, ntiles);
     if (ntiles > 0) {
@@ -883,6 +925,8 @@ __global__ void __launch_bounds__(C::NT, 1)
       if (lane == 0) mbar_arrive(qempty(q));
     }
   }
+  /* O's TMA stores complete before the CTA ends. */
+  if ((tid & 127) == 0) asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
   prof.finish();
 #else
   __trap(); /* only built for sm_90a; the host never selects it elsewhere */
@@ -919,17 +963,19 @@ template <class C, typename T> struct LaunchSm90 {
     if constexpr (C::WS) {
       /* The maps travel as __grid_constant__ parameters (the copies read
        * them from parameter space); unused, and zero, without TMA. */
-      CUtensorMap mk, mv;
+      CUtensorMap mk, mv, mo;
       memset(&mk, 0, sizeof mk);
       memset(&mv, 0, sizeof mv);
+      memset(&mo, 0, sizeof mo);
       if (args->tma && maps) {
         memcpy(&mk, maps->words, sizeof mk);
         memcpy(&mv, maps->words + 16, sizeof mv);
       }
+      if (args->tma_o && maps) memcpy(&mo, maps->words + 32, sizeof mo);
       if (persist)
-        kernel<true>()<<<grid, C::NT, smem, st>>>(*args, mk, mv);
+        kernel<true>()<<<grid, C::NT, smem, st>>>(*args, mk, mv, mo);
       else
-        kernel<false>()<<<grid, C::NT, smem, st>>>(*args, mk, mv);
+        kernel<false>()<<<grid, C::NT, smem, st>>>(*args, mk, mv, mo);
     } else {
       if (persist)
         kernel<true>()<<<grid, C::NT, smem, st>>>(*args);

@@ -98,6 +98,9 @@ typedef struct bsa__attn_args {
    * warp-specialised wgmma kernel, bsa__kv_maps): 0 off, else the order of
    * the maps' dimensions, BSA__TMA_HND or BSA__TMA_NHD. */
   int32_t tma;
+  /* Whole 64-row slices of O stored by TMA from shared memory (the third
+   * map of bsa__kv_maps): 0 off, 1 on. */
+  int32_t tma_o;
 #ifdef BSA_PROFILE
   /* Profiling builds only (-DBSA_PROFILE): per-phase clock stamps of the
    * persistent wgmma kernel, or NULL (layout in attn_fwd_sm90.cuh). */
@@ -107,17 +110,18 @@ typedef struct bsa__attn_args {
 
 #define BSA__TMA_HND 1 /* dimensions (D, key, kv head) */
 #define BSA__TMA_NHD 2 /* dimensions (D, kv head, key) */
+#define BSA__TMA_O 4   /* bsa__cuda_plan_tma: O stored by TMA too */
 
-/* The two TMA tensor maps (CUtensorMap, 128 bytes each: K, then V) that
- * the warp-specialised wgmma kernel loads whole tiles with; opaque to C.
- * Encoded on the host from args' k, v and strides, passed to the kernel by
- * value at each launch. */
+/* The TMA tensor maps (CUtensorMap, 128 bytes each: K, V, then O) that
+ * the warp-specialised wgmma kernel loads whole tiles and stores whole
+ * slices of O with; opaque to C.  Encoded on the host from args' k, v, o
+ * and strides, passed to the kernel by value at each launch. */
 typedef struct bsa__kv_maps {
-  uint64_t words[32];
+  uint64_t words[48];
 } bsa__kv_maps;
 
-/* Encodes the maps for the kernel bsa__attn_prepare chose (hopper) for
- * args' k and v (dtype; kv_len keys, num_kv_heads heads).  Returns
+/* Encodes the K and V maps for the kernel bsa__attn_prepare chose (hopper)
+ * for args' k and v (dtype; kv_len keys, num_kv_heads heads).  Returns
  * BSA__TMA_HND or BSA__TMA_NHD (the value for args->tma), or 0 when that
  * kernel loads no tile by TMA or these tensors do not allow it (addresses
  * or strides not multiples of 16 bytes, sizes past the maps' limits, a
@@ -125,6 +129,15 @@ typedef struct bsa__kv_maps {
  * cp.async. */
 int bsa__kv_maps_encode(int head_dim, int dtype, int hopper, const bsa__attn_args *args,
                         int64_t kv_len, int32_t num_kv_heads, bsa__kv_maps *maps);
+
+/* Encodes the O map (args' o, strides o_st/o_sh, qo_len tokens,
+ * args->num_qo_heads heads, group args->group).  Returns 1 (the value for
+ * args->tma_o) when the kernel can store whole slices of 64 packed rows
+ * with it: NHD with a group dividing 64, HND with a group of 1 (a slice
+ * must be one box), an encodable map; else 0 (the math warps store every
+ * row). */
+int bsa__o_map_encode(int head_dim, int o_dtype, int hopper, const bsa__attn_args *args,
+                      int64_t qo_len, bsa__kv_maps *maps);
 
 /* The attention kernel chosen for a plan. */
 typedef struct bsa__attn_kernel {
@@ -173,9 +186,10 @@ int bsa__rope_launch(int dtype, const void *x, void *y, int64_t len, int32_t hea
 struct bsa_plan;
 int bsa__cuda_plan_schedule(const struct bsa_plan *plan, void *dst, size_t cap, size_t *bytes);
 
-/* For tests: how the last run of a CUDA plan loaded whole K/V tiles: its
- * args.tma (0: every tile by cp.async; BSA__TMA_HND / BSA__TMA_NHD: by the
- * TMA maps), or -1 for a plan without CUDA state. */
+/* For tests: how the last run of a CUDA plan used TMA: its args.tma (0:
+ * every K/V tile by cp.async; BSA__TMA_HND / BSA__TMA_NHD: whole tiles by
+ * the maps), plus BSA__TMA_O when whole slices of O were stored by TMA; -1
+ * for a plan without CUDA state. */
 int bsa__cuda_plan_tma(const struct bsa_plan *plan);
 
 #ifdef BSA_PROFILE

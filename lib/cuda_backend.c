@@ -39,11 +39,17 @@ static int kernel_choice(void) {
   return BSA__KERNEL_AUTO;
 }
 
-/* BSA_CUDA_TMA=0 makes the warp-specialised kernel copy every K/V tile
- * with cp.async (to compare the two loads on one machine). */
+/* What the warp-specialised kernel may do by TMA: BSA_CUDA_TMA=0 makes it
+ * copy every K/V tile with cp.async and store every row of O from its
+ * threads, =load allows TMA for the K/V tiles only (to compare the forms
+ * on one machine); unset or anything else: both. */
+#define TMA_LOAD 1
+#define TMA_STORE 2
 static int tma_allowed(void) {
   const char *t = getenv("BSA_CUDA_TMA");
-  return !(t && strcmp(t, "0") == 0);
+  if (t && strcmp(t, "0") == 0) return 0;
+  if (t && strcmp(t, "load") == 0) return TMA_LOAD;
+  return TMA_LOAD | TMA_STORE;
 }
 
 /* Integer development knob: 1 and *out when the environment variable is
@@ -126,12 +132,12 @@ typedef struct cuda_plan {
   int32_t ctas;    /* persistent CTAs the work lists are made for */
   int32_t *work_list, *cta_off;
   size_t upload_bytes; /* the schedule's bytes at the start of blob */
-  /* TMA maps of the last run's k and v (encoded again when a run brings
-   * other tensors): maps_tma is args.tma for them; tma_allowed is 0 when
-   * BSA_CUDA_TMA=0 asked for cp.async copies only. */
+  /* TMA maps of the last run's k, v and o (encoded again when a run brings
+   * other tensors): maps_tma and maps_tma_o are args.tma and args.tma_o for
+   * them; tma_allowed: TMA_* below, from BSA_CUDA_TMA. */
   bsa__kv_maps maps;
-  const void *maps_k, *maps_v;
-  int32_t maps_tma, tma_allowed;
+  const void *maps_k, *maps_v, *maps_o;
+  int32_t maps_tma, maps_tma_o, tma_allowed;
 } cuda_plan;
 
 static void cuda_plan_free(bsa_plan *plan) {
@@ -767,7 +773,9 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
 int bsa__cuda_plan_tma(const struct bsa_plan *plan) {
   const cuda_plan *cp = plan && plan->backend_free == cuda_plan_free ? plan->backend : NULL;
   if (!cp) return -1;
-  return cp->hopper && cp->tma_allowed ? cp->maps_tma : 0;
+  if (!cp->hopper) return 0;
+  return ((cp->tma_allowed & TMA_LOAD) ? cp->maps_tma : 0) |
+         ((cp->tma_allowed & TMA_STORE) && cp->maps_tma_o ? BSA__TMA_O : 0);
 }
 
 int bsa__cuda_plan_schedule(const struct bsa_plan *plan, void *dst, size_t cap, size_t *bytes) {
@@ -848,8 +856,9 @@ bsa_status bsa__cuda_run(bsa_plan *plan, const void *q, const void *k, const voi
     a.q = cp->q_rope;
     a.k = cp->k_rope;
   }
-  if (cp->hopper && cp->tma_allowed) {
-    /* Host work only when a run brings other tensors than the last. */
+  /* TMA maps: host work only when a run brings other tensors than the
+   * last. */
+  if (cp->hopper && (cp->tma_allowed & TMA_LOAD)) {
     if (a.k != cp->maps_k || a.v != cp->maps_v) {
       cp->maps_tma = bsa__kv_maps_encode((int)D, (int)p->kv_dtype, cp->hopper, &a, p->kv_len,
                                          (int32_t)Hkv, &cp->maps);
@@ -857,6 +866,14 @@ bsa_status bsa__cuda_run(bsa_plan *plan, const void *q, const void *k, const voi
       cp->maps_v = a.v;
     }
     a.tma = cp->maps_tma;
+  }
+  if (cp->hopper && (cp->tma_allowed & TMA_STORE)) {
+    if (a.o != cp->maps_o) {
+      cp->maps_tma_o = bsa__o_map_encode((int)D, (int)p->o_dtype, cp->hopper, &a, p->qo_len,
+                                         &cp->maps);
+      cp->maps_o = a.o;
+    }
+    a.tma_o = cp->maps_tma_o;
   }
   e = (cudaError_t)bsa__attn_launch((int)D, (int)p->q_dtype, cp->hopper, &a, &cp->maps, stream);
   if (e != cudaSuccess) return cuda_fail(ctx, e, "attention kernel");

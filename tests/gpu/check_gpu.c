@@ -567,16 +567,18 @@ START_TEST(test_graph_capture) {
 }
 END_TEST
 
-/* Whole K/V tiles by the tensor-memory accelerator (TMA) against the same
- * plans with every tile copied by cp.async (BSA_CUDA_TMA=0): the two fill
- * shared memory with the same bytes, so the outputs and LSE must be
+/* The tensor-memory accelerator (TMA) paths of the warp-specialised
+ * kernel, whole K/V tiles loaded and whole 64-row slices of O stored,
+ * against the same plans with BSA_CUDA_TMA=load (loads only) and =0 (every
+ * tile by cp.async, every row stored by the math threads): all fill and
+ * read shared memory with the same bytes, so the outputs and LSE must be
  * identical, bit for bit.  Shapes (_i): dense, causal dense, BSR 128x128
  * (whole-tile segments), BSR 64x64 with per-element masks, variable blocks
  * with long and short segments (both loads in one item), each at head dims
- * 64 and 128, in both layouts, once with one CTA per work and once on 3
- * persistent CTAs.  On a device with the warp-specialised kernel (cc 9.0)
- * the runs must have used TMA (the maps' order matching the layout); the
- * comparison itself also covers every other device. */
+ * 64 and 128, in both layouts; GQA group 2 with one CTA per work, group 1
+ * on 3 persistent CTAs (HND stores O by TMA with a group of 1 only).  On a
+ * device with the warp-specialised kernel (cc 9.0) the runs must have used
+ * what the layout allows; the comparison itself covers every device. */
 START_TEST(test_tma_paths) {
   if (other_shard(140 + _i)) return;
   const int shape = _i % 5, D = (_i / 5) % 2 ? 128 : 64;
@@ -586,7 +588,7 @@ START_TEST(test_tma_paths) {
   c.kind = shape < 2 ? KIND_DENSE : shape < 4 ? KIND_BSR : KIND_VAR;
   c.M = 700;
   c.N = 1500;
-  c.Hq = 4;
+  c.Hq = persistent ? 2 : 4;
   c.Hkv = 2;
   c.D = D;
   c.dtype = _i % 2 ? BSA_DTYPE_BF16 : BSA_DTYPE_F16;
@@ -638,41 +640,49 @@ START_TEST(test_tma_paths) {
     ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.q, q, nq * 2), BSA_OK);
     ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.k, k, nkv * 2), BSA_OK);
     ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.v, v, nkv * 2), BSA_OK);
-    unsigned char *o[2], *l[2];
-    int used[2];
-    for (int off = 0; off < 2; off++) { /* off = 1: BSA_CUDA_TMA=0 */
-      if (off)
-        setenv("BSA_CUDA_TMA", "0", 1);
+    static const char *const mode[3] = {NULL, "load", "0"}; /* BSA_CUDA_TMA */
+    unsigned char *o[3], *l[3];
+    int used[3];
+    for (int t = 0; t < 3; t++) {
+      if (mode[t])
+        setenv("BSA_CUDA_TMA", mode[t], 1);
       else
         unsetenv("BSA_CUDA_TMA");
       bsa_plan *plan = NULL;
       ck_assert_int_eq(make_plan(d.ctx, &c, &p, &b, &rng, &plan), BSA_OK);
       dev_poison_run(&d, plan, nq * 2, nl, 1);
-      used[off] = bsa__cuda_plan_tma(plan);
-      o[off] = malloc(nq * 2);
-      l[off] = malloc(nl * 4);
-      ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, o[off], d.o, nq * 2), BSA_OK);
-      ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, l[off], d.lse, nl * 4), BSA_OK);
+      used[t] = bsa__cuda_plan_tma(plan);
+      o[t] = malloc(nq * 2);
+      l[t] = malloc(nl * 4);
+      ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, o[t], d.o, nq * 2), BSA_OK);
+      ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, l[t], d.lse, nl * 4), BSA_OK);
       bsa_plan_destroy(plan);
     }
     unsetenv("BSA_CUDA_TMA");
     char desc[400];
     describe(&c, desc, sizeof desc);
-    ck_assert_msg(used[1] == 0, "BSA_CUDA_TMA=0 still loaded by TMA (%s)", desc);
+    ck_assert_msg(used[2] == 0, "BSA_CUDA_TMA=0 still used TMA (%d, %s)", used[2], desc);
     int dev_id = 0, major = 0;
     ck_assert_int_eq(cudaGetDevice(&dev_id), cudaSuccess);
     ck_assert_int_eq(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev_id),
                      cudaSuccess);
-    if (major == 9)
-      ck_assert_msg(used[0] == (lay ? BSA__TMA_HND : BSA__TMA_NHD),
-                    "TMA not used on cc 9.0: args.tma = %d (%s)", used[0], desc);
+    if (major == 9) {
+      const int kv = lay ? BSA__TMA_HND : BSA__TMA_NHD;
+      const int store = !lay || c.Hq == c.Hkv ? BSA__TMA_O : 0;
+      ck_assert_msg(used[0] == (kv | store), "cc 9.0: TMA use %d, want %d (%s)", used[0],
+                    kv | store, desc);
+      ck_assert_msg(used[1] == kv, "cc 9.0, BSA_CUDA_TMA=load: TMA use %d, want %d (%s)", used[1],
+                    kv, desc);
+    }
     for (size_t i = 0; i < nq; i++)
       ck_assert_msg(((const uint16_t *)o[0])[i] != 0xffff, "o[%zu] not written (%s)", i, desc);
-    ck_assert_msg(memcmp(o[0], o[1], nq * 2) == 0, "TMA and cp.async loads give different O (%s)",
-                  desc);
-    ck_assert_msg(memcmp(l[0], l[1], nl * 4) == 0,
-                  "TMA and cp.async loads give different LSE (%s)", desc);
-    for (int i = 0; i < 2; i++) free(o[i]), free(l[i]);
+    for (int t = 1; t < 3; t++) {
+      ck_assert_msg(memcmp(o[0], o[t], nq * 2) == 0,
+                    "O differs between BSA_CUDA_TMA unset and =%s (%s)", mode[t], desc);
+      ck_assert_msg(memcmp(l[0], l[t], nl * 4) == 0,
+                    "LSE differs between BSA_CUDA_TMA unset and =%s (%s)", mode[t], desc);
+    }
+    for (int t = 0; t < 3; t++) free(o[t]), free(l[t]);
     bsa_ctx_free(d.ctx, d.q), bsa_ctx_free(d.ctx, d.k), bsa_ctx_free(d.ctx, d.v);
     bsa_ctx_free(d.ctx, d.o), bsa_ctx_free(d.ctx, d.lse);
     bsa_ctx_destroy(d.ctx);
