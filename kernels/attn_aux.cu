@@ -103,81 +103,79 @@ static encode_tiled_fn encode_tiled() {
   return fn;
 }
 
-/* One map: 3-D (D, then the smaller of the key and head strides, then the
- * other), boxes of 64 head-dim columns (one 128-byte panel row) x rows keys
- * x 1 head, the 128-byte swizzle of the kernel's panels. */
-static bool encode_one(CUtensorMap *m, const void *base, int dtype, int head_dim, int rows,
-                       int64_t kv_len, int32_t hkv, int64_t st, int64_t sh, bool nhd) {
-  const cuuint64_t dims[3] = {(cuuint64_t)head_dim, (cuuint64_t)(nhd ? hkv : kv_len),
-                              (cuuint64_t)(nhd ? kv_len : hkv)};
+/* The tensor maps' rules: a 16-byte aligned address, strides that are
+ * multiples of 16 bytes and under 2^40 bytes, sizes under 2^32. */
+static bool map_fits(const void *base, int64_t st, int64_t sh, int64_t len) {
+  return !((uintptr_t)base & 15) && (st * 2) % 16 == 0 && (sh * 2) % 16 == 0 &&
+         st * 2 < (1ll << 40) && sh * 2 < (1ll << 40) && len > 0 && len < (1ll << 32);
+}
+
+/* One 3-D map of 2-byte elements (dtype 1 f16, 2 bf16) over a tensor of
+ * len tokens x heads x head_dim with element strides st (token) and sh
+ * (head): dimensions (head_dim, then whichever of head and token has the
+ * smaller stride, then the other), boxes of 64 head-dim columns (one
+ * 128-byte panel row) x box_heads x box_tokens in that order, the 128-byte
+ * swizzle of the kernels' panels. */
+static bool encode_map(CUtensorMap *m, const void *base, int dtype, int head_dim, int64_t len,
+                       int64_t heads, int64_t st, int64_t sh, uint32_t box_heads,
+                       uint32_t box_tokens, CUtensorMapL2promotion l2) {
+  const bool nhd = sh < st;
+  const cuuint64_t dims[3] = {(cuuint64_t)head_dim, (cuuint64_t)(nhd ? heads : len),
+                              (cuuint64_t)(nhd ? len : heads)};
   const cuuint64_t strides[2] = {(cuuint64_t)(nhd ? sh : st) * 2, (cuuint64_t)(nhd ? st : sh) * 2};
-  const cuuint32_t box[3] = {64, nhd ? 1u : (cuuint32_t)rows, nhd ? (cuuint32_t)rows : 1u};
+  const cuuint32_t box[3] = {64, nhd ? box_heads : box_tokens, nhd ? box_tokens : box_heads};
   const cuuint32_t estr[3] = {1, 1, 1};
   return encode_tiled()(m,
                         dtype == 2 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
                                    : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
                         3, const_cast<void *>(base), dims, strides, box, estr,
-                        CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                        CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                        CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, l2,
                         CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+/* Keys per tile the chosen kernel loads by TMA, 0: none. */
+static int tma_rows(int head_dim, int hopper) {
+  switch (head_dim) {
+  case 64: return bsa__attn_tma_rows_d64(hopper);
+  case 128: return bsa__attn_tma_rows_d128(hopper);
+  case 256: return bsa__attn_tma_rows_d256(hopper);
+  default: return 0;
+  }
 }
 
 extern "C" int bsa__kv_maps_encode(int head_dim, int dtype, int hopper, const bsa__attn_args *args,
                                    int64_t kv_len, int32_t num_kv_heads, bsa__kv_maps *maps) {
   static_assert(sizeof(bsa__kv_maps) == 3 * sizeof(CUtensorMap), "three maps");
-  int rows = 0;
-  switch (head_dim) {
-  case 64: rows = bsa__attn_tma_rows_d64(hopper); break;
-  case 128: rows = bsa__attn_tma_rows_d128(hopper); break;
-  case 256: rows = bsa__attn_tma_rows_d256(hopper); break;
-  }
-  if (rows == 0 || (dtype != 1 && dtype != 2) || !encode_tiled()) return 0;
+  const int rows = tma_rows(head_dim, hopper);
   const int64_t st = args->k_st, sh = args->k_sh;
-  /* The maps' rules: 16-byte aligned addresses, strides that are multiples
-   * of 16 bytes and under 2^40, sizes under 2^32. */
-  if (((uintptr_t)args->k | (uintptr_t)args->v) & 15) return 0;
-  if ((st * 2) % 16 || (sh * 2) % 16 || st * 2 >= (1ll << 40) || sh * 2 >= (1ll << 40)) return 0;
-  if (kv_len <= 0 || kv_len >= (1ll << 32) || num_kv_heads <= 0) return 0;
-  const bool nhd = sh < st;
+  if (rows == 0 || (dtype != 1 && dtype != 2) || !encode_tiled() || num_kv_heads <= 0 ||
+      !map_fits(args->k, st, sh, kv_len) || !map_fits(args->v, st, sh, kv_len))
+    return 0;
   alignas(128) CUtensorMap mk, mv;
-  if (!encode_one(&mk, args->k, dtype, head_dim, rows, kv_len, num_kv_heads, st, sh, nhd) ||
-      !encode_one(&mv, args->v, dtype, head_dim, rows, kv_len, num_kv_heads, st, sh, nhd))
+  if (!encode_map(&mk, args->k, dtype, head_dim, kv_len, num_kv_heads, st, sh, 1, (uint32_t)rows,
+                  CU_TENSOR_MAP_L2_PROMOTION_L2_256B) ||
+      !encode_map(&mv, args->v, dtype, head_dim, kv_len, num_kv_heads, st, sh, 1, (uint32_t)rows,
+                  CU_TENSOR_MAP_L2_PROMOTION_L2_256B))
     return 0;
   memcpy(maps->words, &mk, sizeof mk);
   memcpy(maps->words + 16, &mv, sizeof mv);
-  return nhd ? BSA__TMA_NHD : BSA__TMA_HND;
+  return sh < st ? BSA__TMA_NHD : BSA__TMA_HND;
 }
 
 extern "C" int bsa__o_map_encode(int head_dim, int o_dtype, int hopper, const bsa__attn_args *args,
                                  int64_t qo_len, bsa__kv_maps *maps) {
-  int rows = 0;
-  switch (head_dim) {
-  case 64: rows = bsa__attn_tma_rows_d64(hopper); break;
-  case 128: rows = bsa__attn_tma_rows_d128(hopper); break;
-  case 256: rows = bsa__attn_tma_rows_d256(hopper); break;
-  }
-  const int64_t st = args->o_st, sh = args->o_sh, g = args->group, hq = args->num_qo_heads;
-  if (rows == 0 || (o_dtype != 1 && o_dtype != 2) || !encode_tiled()) return 0;
-  if (((uintptr_t)args->o & 15) || (st * 2) % 16 || (sh * 2) % 16 || st * 2 >= (1ll << 40) ||
-      sh * 2 >= (1ll << 40) || qo_len <= 0 || qo_len >= (1ll << 32))
+  const int64_t st = args->o_st, sh = args->o_sh, g = args->group;
+  if (tma_rows(head_dim, hopper) == 0 || (o_dtype != 1 && o_dtype != 2) || !encode_tiled() ||
+      !map_fits(args->o, st, sh, qo_len))
     return 0;
   /* A math warpgroup's slice is 64 packed rows: 64 / g tokens x the g
    * heads of its group.  NHD holds them as one box (D, g heads, 64 / g
    * tokens); HND only when g is 1 (its boxes run over tokens first). */
   const bool nhd = sh < st;
   if (g <= 0 || 64 % g || (!nhd && g != 1)) return 0;
-  const cuuint64_t dims[3] = {(cuuint64_t)head_dim, (cuuint64_t)(nhd ? hq : qo_len),
-                              (cuuint64_t)(nhd ? qo_len : hq)};
-  const cuuint64_t strides[2] = {(cuuint64_t)(nhd ? sh : st) * 2, (cuuint64_t)(nhd ? st : sh) * 2};
-  const cuuint32_t box[3] = {64, nhd ? (cuuint32_t)g : 64u, nhd ? (cuuint32_t)(64 / g) : 1u};
-  const cuuint32_t estr[3] = {1, 1, 1};
   alignas(128) CUtensorMap mo;
-  if (encode_tiled()(&mo,
-                     o_dtype == 2 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
-                                  : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
-                     3, args->o, dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                     CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_NONE,
-                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
+  if (!encode_map(&mo, args->o, o_dtype, head_dim, qo_len, args->num_qo_heads, st, sh,
+                  (uint32_t)g, (uint32_t)(64 / g), CU_TENSOR_MAP_L2_PROMOTION_NONE))
     return 0;
   memcpy(maps->words + 32, &mo, sizeof mo);
   return 1;
