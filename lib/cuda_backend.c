@@ -869,8 +869,8 @@ bsa_status bsa__cuda_run(bsa_plan *plan, const void *q, const void *k, const voi
   }
   if (cp->hopper && (cp->tma_allowed & TMA_STORE)) {
     if (a.o != cp->maps_o) {
-      cp->maps_tma_o = bsa__o_map_encode((int)D, (int)p->o_dtype, cp->hopper, &a, p->qo_len,
-                                         &cp->maps);
+      cp->maps_tma_o =
+          bsa__o_map_encode((int)D, (int)p->o_dtype, cp->hopper, &a, p->qo_len, &cp->maps);
       cp->maps_o = a.o;
     }
     a.tma_o = cp->maps_tma_o;

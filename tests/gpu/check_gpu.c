@@ -246,6 +246,28 @@ typedef struct dev {
   float *lse;
 } dev;
 
+/* Allocates d's buffers on its context (elements of esz bytes; nq query
+ * and output elements, nkv key and value elements, nl LSE rows) and
+ * uploads q, k and v. */
+static void dev_upload(dev *d, const void *q, const void *k, const void *v, size_t nq, size_t nkv,
+                       size_t nl, size_t esz) {
+  ck_assert_int_eq(bsa_ctx_alloc(d->ctx, nq * esz, &d->q), BSA_OK);
+  ck_assert_int_eq(bsa_ctx_alloc(d->ctx, nkv * esz, &d->k), BSA_OK);
+  ck_assert_int_eq(bsa_ctx_alloc(d->ctx, nkv * esz, &d->v), BSA_OK);
+  ck_assert_int_eq(bsa_ctx_alloc(d->ctx, nq * esz, &d->o), BSA_OK);
+  ck_assert_int_eq(bsa_ctx_alloc(d->ctx, nl * 4, (void **)&d->lse), BSA_OK);
+  ck_assert_int_eq(bsa_ctx_copy_to_device(d->ctx, d->q, q, nq * esz), BSA_OK);
+  ck_assert_int_eq(bsa_ctx_copy_to_device(d->ctx, d->k, k, nkv * esz), BSA_OK);
+  ck_assert_int_eq(bsa_ctx_copy_to_device(d->ctx, d->v, v, nkv * esz), BSA_OK);
+}
+
+/* Frees d's buffers and destroys its context. */
+static void dev_release(dev *d) {
+  bsa_ctx_free(d->ctx, d->q), bsa_ctx_free(d->ctx, d->k), bsa_ctx_free(d->ctx, d->v);
+  bsa_ctx_free(d->ctx, d->o), bsa_ctx_free(d->ctx, d->lse);
+  bsa_ctx_destroy(d->ctx);
+}
+
 static void dev_poison_run(dev *d, bsa_plan *plan, size_t o_bytes, size_t lse_n, int want_lse) {
   unsigned char *poison = malloc(o_bytes > lse_n * 4 ? o_bytes : lse_n * 4);
   memset(poison, 0xff, o_bytes > lse_n * 4 ? o_bytes : lse_n * 4); /* NaN in every dtype */
@@ -335,14 +357,7 @@ static void run_case(const gcase *c, uint64_t seed) {
   opt.device = BSA_DEVICE_CUDA;
   st = bsa_ctx_create(&opt, &d.ctx);
   ck_assert_msg(st == BSA_OK, "cuda ctx: %s", bsa_last_error());
-  ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nq * esz, &d.q), BSA_OK);
-  ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nkv * esz, &d.k), BSA_OK);
-  ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nkv * esz, &d.v), BSA_OK);
-  ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nq * esz, &d.o), BSA_OK);
-  ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nl * 4, (void **)&d.lse), BSA_OK);
-  ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.q, q, nq * esz), BSA_OK);
-  ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.k, k, nkv * esz), BSA_OK);
-  ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.v, v, nkv * esz), BSA_OK);
+  dev_upload(&d, q, k, v, nq, nkv, nl, esz);
   void *o = malloc(nq * esz);
   float *lse = malloc(sizeof(float) * nl);
 
@@ -375,9 +390,7 @@ static void run_case(const gcase *c, uint64_t seed) {
   }
 
   bsa_plan_destroy(cplan);
-  bsa_ctx_free(d.ctx, d.q), bsa_ctx_free(d.ctx, d.k), bsa_ctx_free(d.ctx, d.v);
-  bsa_ctx_free(d.ctx, d.o), bsa_ctx_free(d.ctx, d.lse);
-  bsa_ctx_destroy(d.ctx);
+  dev_release(&d);
   bsa_ctx_destroy(cpu);
   free(q), free(k), free(v), free(o), free(lse), free(o_ref), free(lse_ref);
   free_desc(&b);
@@ -523,14 +536,7 @@ START_TEST(test_graph_capture) {
   const size_t nl = (size_t)(c.M * c.Hq);
   void *q = random_tensor(c.dtype, nq, &rng), *k = random_tensor(c.dtype, nkv, &rng);
   void *v = random_tensor(c.dtype, nkv, &rng);
-  ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nq * 2, &d.q), BSA_OK);
-  ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nkv * 2, &d.k), BSA_OK);
-  ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nkv * 2, &d.v), BSA_OK);
-  ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nq * 2, &d.o), BSA_OK);
-  ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nl * 4, (void **)&d.lse), BSA_OK);
-  ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.q, q, nq * 2), BSA_OK);
-  ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.k, k, nkv * 2), BSA_OK);
-  ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.v, v, nkv * 2), BSA_OK);
+  dev_upload(&d, q, k, v, nq, nkv, nl, 2);
   unsigned char *o1 = malloc(nq * 2), *o2 = malloc(nq * 2);
   unsigned char *poison = malloc(nq * 2);
   memset(poison, 0xff, nq * 2);
@@ -558,9 +564,7 @@ START_TEST(test_graph_capture) {
     cudaGraphDestroy(g);
     bsa_plan_destroy(plan);
   }
-  bsa_ctx_free(d.ctx, d.q), bsa_ctx_free(d.ctx, d.k), bsa_ctx_free(d.ctx, d.v);
-  bsa_ctx_free(d.ctx, d.o), bsa_ctx_free(d.ctx, d.lse);
-  bsa_ctx_destroy(d.ctx);
+  dev_release(&d);
   cudaStreamDestroy(s);
   free(q), free(k), free(v), free(o1), free(o2), free(poison);
   free_desc(&b);
@@ -632,14 +636,7 @@ START_TEST(test_tma_paths) {
     bsa_ctx_options opt = {0};
     opt.device = BSA_DEVICE_CUDA;
     ck_assert_int_eq(bsa_ctx_create(&opt, &d.ctx), BSA_OK);
-    ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nq * 2, &d.q), BSA_OK);
-    ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nkv * 2, &d.k), BSA_OK);
-    ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nkv * 2, &d.v), BSA_OK);
-    ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nq * 2, &d.o), BSA_OK);
-    ck_assert_int_eq(bsa_ctx_alloc(d.ctx, nl * 4, (void **)&d.lse), BSA_OK);
-    ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.q, q, nq * 2), BSA_OK);
-    ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.k, k, nkv * 2), BSA_OK);
-    ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.v, v, nkv * 2), BSA_OK);
+    dev_upload(&d, q, k, v, nq, nkv, nl, 2);
     static const char *const mode[3] = {NULL, "load", "0"}; /* BSA_CUDA_TMA */
     unsigned char *o[3], *l[3];
     int used[3];
@@ -683,9 +680,7 @@ START_TEST(test_tma_paths) {
                     "LSE differs between BSA_CUDA_TMA unset and =%s (%s)", mode[t], desc);
     }
     for (int t = 0; t < 3; t++) free(o[t]), free(l[t]);
-    bsa_ctx_free(d.ctx, d.q), bsa_ctx_free(d.ctx, d.k), bsa_ctx_free(d.ctx, d.v);
-    bsa_ctx_free(d.ctx, d.o), bsa_ctx_free(d.ctx, d.lse);
-    bsa_ctx_destroy(d.ctx);
+    dev_release(&d);
     free(q), free(k), free(v);
   }
   free_desc(&b);
