@@ -422,7 +422,7 @@ static void run_chunk(run_job *j, const bsa__work_item *it, const piece *pc, int
       w->vrow[c] = V + key * s->v_ld;
     }
   for (; c < ROUND8(nk); c++) w->krow[c] = zero_row;
-  bsa__gemm_arows(ROUND8(nk), RP, D, w->krow, w->Qt, RP, w->St, RP);
+  bsa__gemm_arows(ROUND8(nk), RP, D, w->krow, w->Qt, RP, w->St, RP, w->vrow, nk);
 
   c = 0;
   for (int i = 0; i < np; i++) {
