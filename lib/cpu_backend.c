@@ -422,7 +422,7 @@ static void run_chunk(run_job *j, const bsa__work_item *it, const piece *pc, int
       w->vrow[c] = V + key * s->v_ld;
     }
   for (; c < ROUND8(nk); c++) w->krow[c] = zero_row;
-  bsa__gemm_arows(ROUND8(nk), RP, D, w->krow, w->Qt, RP, w->St, RP);
+  bsa__gemm_arows(ROUND8(nk), RP, D, w->krow, w->Qt, RP, w->St, RP, w->vrow, nk);
 
   c = 0;
   for (int i = 0; i < np; i++) {
@@ -555,10 +555,14 @@ static size_t staged_v_elems(const bsa_attn_params *p) {
 
 /* Whether the products read the caller's float32 K (or V) in place: only
  * HND rows, D floats apart.  NHD rows of one head lie Hkv * D floats apart
- * (4 KB at Hkv = 8, D = 128), so the rows a product streams all fall in the
- * same few L1 sets; staging them costs less (measured in docs/PERF.md).
- * K needs no RoPE, V needs D a multiple of 32 (the product reads 32-column
- * panels). */
+ * (4 KB at Hkv = 8, D = 128): a chunk of KC of them covers KC * 4 KB, which
+ * with 2 MB pages maps each column to 1/64 of L2's sets (a 512-key chunk of
+ * V fills their 16 ways), and each row sits alone in its 4 KB page, where
+ * the hardware prefetchers do not follow.  With smaller chunks and the
+ * products' own prefetches, in place only matched staging for sparse plans
+ * at density 0.1 and lost for dense and at 0.25 (docs/PERF.md), so NHD is
+ * staged.  K needs no RoPE, V needs D a multiple of 32 (the product reads
+ * 32-column panels). */
 static int k_direct(const bsa_plan *plan) {
   const bsa_attn_params *p = &plan->p;
   return p->kv_dtype == BSA_DTYPE_F32 && p->pos_encoding != BSA_POS_ROPE_LLAMA &&

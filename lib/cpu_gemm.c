@@ -17,10 +17,12 @@
  * Both keep a block of C in registers (8 rows x 32 columns = 16 vectors of
  * 16 floats) while k runs over K, for each 32-column panel of B, which
  * stays in L1 while the row strips use it.  The first pass over the rows
- * reached through pointers prefetches them a little ahead (3-6% on sparse
- * plans, whose rows are scattered and often cold; docs/PERF.md).  Written with GCC vector
- * extensions and compiled for AVX-512, AVX2 and the baseline, picked at load
- * time.
+ * reached through pointers prefetches them ahead, since they are scattered
+ * over segments and, for sparse plans, often cold: S^T's first panel brings
+ * the next strip's key rows and this strip's value rows into L2, a line per
+ * step of k, and P V's first strip brings a panel's value rows into L1 eight
+ * keys ahead (docs/PERF.md).  Written with GCC vector extensions and
+ * compiled for AVX-512, AVX2 and the baseline, picked at load time.
  */
 #include "config.h"
 
@@ -87,31 +89,70 @@ static inline void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
     c##r##1 += av * b1;    \
   }
 
+/* One step of k for an 8-row strip of S^T, over a 32-column panel
+ * (ARROWS_STEP32) or the last 16 columns (ARROWS_STEP16). */
+#define ARROWS_STEP32                                                  \
+  {                                                                    \
+    const v16 b0 = load16(b + k * ldb), b1 = load16(b + k * ldb + 16); \
+    FMA2(0, a0[k]);                                                    \
+    FMA2(1, a1[k]);                                                    \
+    FMA2(2, a2[k]);                                                    \
+    FMA2(3, a3[k]);                                                    \
+    FMA2(4, a4[k]);                                                    \
+    FMA2(5, a5[k]);                                                    \
+    FMA2(6, a6[k]);                                                    \
+    FMA2(7, a7[k]);                                                    \
+  }
+#define ARROWS_STEP16                   \
+  {                                     \
+    const v16 b0 = load16(b + k * ldb); \
+    c0 += a0[k] * b0;                   \
+    c1 += a1[k] * b0;                   \
+    c2 += a2[k] * b0;                   \
+    c3 += a3[k] * b0;                   \
+    c4 += a4[k] * b0;                   \
+    c5 += a5[k] * b0;                   \
+    c6 += a6[k] * b0;                   \
+    c7 += a7[k] * b0;                   \
+  }
+/* The first panel's k loop also prefetches pr[k % 16], a line per 16 k.
+ * The prefetches stay in the loops themselves: GCC 12 at -O3 finds a
+ * static helper whose only effect is __builtin_prefetch pure and drops the
+ * calls. */
+#define ARROWS_PF __builtin_prefetch(pr[k & 15] + (k >> 4) * 16, 0, 2)
+
 GEMM_CLONES void bsa__gemm_arows(int64_t M, int64_t N, int64_t K, const float *const *arow,
-                                 const float *B, int64_t ldb, float *C, int64_t ldc) {
+                                 const float *B, int64_t ldb, float *C, int64_t ldc,
+                                 const float *const *pfrow, int64_t npf) {
+  /* The first panel reads the key rows first, and they lie scattered over
+   * segments (for sparse plans, often cold): while a strip computes it
+   * brings the next strip's key rows (pr[0..8)) and pfrow's rows of its own
+   * keys (pr[8..16), the value rows P V reads next) into L2, one line per k,
+   * so that the requests are spread over the strip instead of issued at
+   * once.  Rows past the end repeat the strip's first row.  With K = D the
+   * lines reach float 16 * floor(D / 16) of each row at least: all of a key
+   * row when D is a multiple of 16. */
+  const float *pr[16];
+#define ARROWS_SET_PR                                     \
+  for (int r = 0; r < 8; r++) {                           \
+    pr[r] = i + 8 + r < M ? arow[i + 8 + r] : a0;         \
+    pr[8 + r] = pfrow && i + r < npf ? pfrow[i + r] : a0; \
+  }
   int64_t j = 0;
   for (; j + 32 <= N; j += 32) {
     for (int64_t i = 0; i < M; i += 8) {
       const float *a0 = arow[i], *a1 = arow[i + 1], *a2 = arow[i + 2], *a3 = arow[i + 3],
                   *a4 = arow[i + 4], *a5 = arow[i + 5], *a6 = arow[i + 6], *a7 = arow[i + 7];
-      /* The first panel is the first to read the key rows, which lie
-       * scattered over segments (and, for sparse plans, are often cold):
-       * fetch the next strip's rows while this one computes. */
-      if (j == 0 && i + 8 < M)
-        for (int r = 0; r < 8; r++)
-          for (int64_t k = 0; k < K; k += 16) __builtin_prefetch(arow[i + 8 + r] + k);
       DECL_BLOCK;
       const float *b = B + j;
-      for (int64_t k = 0; k < K; k++) {
-        const v16 b0 = load16(b + k * ldb), b1 = load16(b + k * ldb + 16);
-        FMA2(0, a0[k]);
-        FMA2(1, a1[k]);
-        FMA2(2, a2[k]);
-        FMA2(3, a3[k]);
-        FMA2(4, a4[k]);
-        FMA2(5, a5[k]);
-        FMA2(6, a6[k]);
-        FMA2(7, a7[k]);
+      if (j == 0) {
+        ARROWS_SET_PR
+        for (int64_t k = 0; k < K; k++) {
+          ARROWS_PF;
+          ARROWS_STEP32
+        }
+      } else {
+        for (int64_t k = 0; k < K; k++) ARROWS_STEP32
       }
       float *c = C + i * ldc + j;
       STORE_BLOCK(0);
@@ -123,16 +164,14 @@ GEMM_CLONES void bsa__gemm_arows(int64_t M, int64_t N, int64_t K, const float *c
                   *a4 = arow[i + 4], *a5 = arow[i + 5], *a6 = arow[i + 6], *a7 = arow[i + 7];
       v16 c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0}, c4 = {0}, c5 = {0}, c6 = {0}, c7 = {0};
       const float *b = B + j;
-      for (int64_t k = 0; k < K; k++) {
-        const v16 b0 = load16(b + k * ldb);
-        c0 += a0[k] * b0;
-        c1 += a1[k] * b0;
-        c2 += a2[k] * b0;
-        c3 += a3[k] * b0;
-        c4 += a4[k] * b0;
-        c5 += a5[k] * b0;
-        c6 += a6[k] * b0;
-        c7 += a7[k] * b0;
+      if (j == 0) { /* the only panel (N = 16) */
+        ARROWS_SET_PR
+        for (int64_t k = 0; k < K; k++) {
+          ARROWS_PF;
+          ARROWS_STEP16
+        }
+      } else {
+        for (int64_t k = 0; k < K; k++) ARROWS_STEP16
       }
       float *c = C + i * ldc + j;
       store16(c, c0);
@@ -145,7 +184,11 @@ GEMM_CLONES void bsa__gemm_arows(int64_t M, int64_t N, int64_t K, const float *c
       store16(c + 7 * ldc, c7);
     }
   }
+#undef ARROWS_SET_PR
 }
+#undef ARROWS_STEP32
+#undef ARROWS_STEP16
+#undef ARROWS_PF
 
 GEMM_CLONES void bsa__gemm_at_brows(int64_t M, int64_t N, int64_t K, const float *At, int64_t ldat,
                                     const float *const *brow, float *C, int64_t ldc,

@@ -149,13 +149,16 @@ bsa_status bsa__cpu_run(bsa_plan *plan, const void *q, const void *k, const void
 
 /* The products of the CPU backend (lib/cpu_gemm.c), row-major.
  * bsa__gemm_arows: C[M, N] = A[M, K] B[K, N] with row i of A at arow[i];
- * M a multiple of 8, N a multiple of 16.
+ * M a multiple of 8, N a multiple of 16.  While it reads the A rows of a
+ * strip of 8 it brings pfrow[i] (i < npf, another tensor's rows of the same
+ * keys: the value rows of the chunk, which the next product reads) into L2;
+ * pfrow may be NULL.
  * bsa__gemm_at_brows: C[M, N] (+)= A[M, K] B[K, N] with A transposed
  * (element (i, k) at At[k * ldat + i]) and row k of B at brow[k] (32-column
  * panels read up to N); M a multiple of 8, N a multiple of 32; accumulate = 0
  * overwrites C. */
 void bsa__gemm_arows(int64_t M, int64_t N, int64_t K, const float *const *arow, const float *B,
-                     int64_t ldb, float *C, int64_t ldc);
+                     int64_t ldb, float *C, int64_t ldc, const float *const *pfrow, int64_t npf);
 void bsa__gemm_at_brows(int64_t M, int64_t N, int64_t K, const float *At, int64_t ldat,
                         const float *const *brow, float *C, int64_t ldc, int accumulate);
 /* Qt[d * ldt + r] = scale * Q[r * ldq + d] for r < R, d < D, and 0 for
