@@ -955,11 +955,10 @@ template <class C, typename T> struct LaunchSm90 {
     if (smem) *smem = C::smem(C::CAN_PERSIST);
     return (int)e;
   }
-  static int launch(const bsa__attn_args *args, const bsa__kv_maps *maps, cudaStream_t st) {
-    const int64_t nwork = (int64_t)args->num_items * args->grid_y;
-    const bool persist = C::CAN_PERSIST && args->persist && args->ctas < nwork;
-    const unsigned grid = (unsigned)(persist ? args->ctas : nwork);
-    const int smem = C::smem(persist);
+  /* One launch of the kernel, persistent (P, grid = its CTAs) or not. */
+  template <bool P>
+  static int go(const bsa__attn_args *args, const bsa__kv_maps *maps, cudaStream_t st,
+                unsigned grid) {
     if constexpr (C::WS) {
       /* The maps travel as __grid_constant__ parameters (the copies read
        * them from parameter space); unused, and zero, without TMA. */
@@ -972,17 +971,19 @@ template <class C, typename T> struct LaunchSm90 {
         memcpy(&mv, maps->words + 16, sizeof mv);
       }
       if (args->tma_o && maps) memcpy(&mo, maps->words + 32, sizeof mo);
-      if (persist)
-        kernel<true>()<<<grid, C::NT, smem, st>>>(*args, mk, mv, mo);
-      else
-        kernel<false>()<<<grid, C::NT, smem, st>>>(*args, mk, mv, mo);
+      kernel<P>()<<<grid, C::NT, C::smem(P), st>>>(*args, mk, mv, mo);
     } else {
-      if (persist)
-        kernel<true>()<<<grid, C::NT, smem, st>>>(*args);
-      else
-        kernel<false>()<<<grid, C::NT, smem, st>>>(*args);
+      kernel<P>()<<<grid, C::NT, C::smem(P), st>>>(*args);
     }
     return (int)cudaGetLastError();
+  }
+  static int launch(const bsa__attn_args *args, const bsa__kv_maps *maps, cudaStream_t st) {
+    const int64_t nwork = (int64_t)args->num_items * args->grid_y;
+    if constexpr (C::CAN_PERSIST) {
+      if (args->persist && args->ctas < nwork)
+        return go<true>(args, maps, st, (unsigned)args->ctas);
+    }
+    return go<false>(args, maps, st, (unsigned)nwork);
   }
   /* Keys per tile the kernel loads by TMA (bsa__kv_maps_encode), 0: none. */
   static constexpr int tma_rows() { return C::WS ? C::BN : 0; }

@@ -134,7 +134,8 @@ typedef struct cuda_plan {
   size_t upload_bytes; /* the schedule's bytes at the start of blob */
   /* TMA maps of the last run's k, v and o (encoded again when a run brings
    * other tensors): maps_tma and maps_tma_o are args.tma and args.tma_o for
-   * them; tma_allowed: TMA_* below, from BSA_CUDA_TMA. */
+   * them (calloc'd: none at first); tma_allowed: TMA_LOAD | TMA_STORE as
+   * BSA_CUDA_TMA allows (tma_allowed()). */
   bsa__kv_maps maps;
   const void *maps_k, *maps_v, *maps_o;
   int32_t maps_tma, maps_tma_o, tma_allowed;
