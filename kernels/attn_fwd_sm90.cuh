@@ -368,9 +368,16 @@ struct Prof {
 #endif
 };
 
-/* An item's accumulators at its start: O and the scores' registers zero. */
+/* A warp's state at an item's start: its rows' token limits, the running
+ * max and sum, and O and the scores' registers zero. */
 template <int ND8, int NB8>
-__device__ __forceinline__ void zero_acc(float (&o)[ND8][4], float (&s)[NB8][4]) {
+__device__ __forceinline__ void start_item(int (&toklim)[1][2], float (&m)[1][2], float (&l)[1][2],
+                                           float (&o)[ND8][4], float (&s)[NB8][4],
+                                           const bsa__attn_args &a, const bsa__gpu_item &it,
+                                           int prow0, int wrow0, int lane) {
+  row_limits<1>(toklim, a, it, prow0, wrow0, lane);
+  m[0][0] = m[0][1] = -INFINITY;
+  l[0][0] = l[0][1] = 0.f;
 #pragma unroll
   for (int d = 0; d < ND8; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
 #pragma unroll
@@ -553,10 +560,8 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a
     prof.stamp(PROF_ITEM, r, ntiles);
     const bool active = wg * 64 < nprows;
     int toklim[1][2];
-    row_limits<1>(toklim, a, it, prow0, wrow0, lane);
-    float o[1][ND8][4], s[1][NB8][4];
-    float m[1][2] = {{-INFINITY, -INFINITY}}, l[1][2] = {{0.f, 0.f}};
-    zero_acc(o[0], s[0]);
+    float o[1][ND8][4], s[1][NB8][4], m[1][2], l[1][2];
+    start_item(toklim, m, l, o[0], s[0], a, it, prow0, wrow0, lane);
     const uint32_t sQwg = sQ0 + cq * C::Q_BYTES + wg * 64 * 128;
 
     for (int t = 0; t < ntiles; ++t) {
@@ -859,10 +864,8 @@ __global__ void __launch_bounds__(C::NT, 1)
     }
     const bool active = wg * 64 < nprows;
     int toklim[1][2];
-    row_limits<1>(toklim, a, it, prow0, wrow0, lane);
-    float o[1][ND8][4], s[1][NB8][4];
-    float m[1][2] = {{-INFINITY, -INFINITY}}, l[1][2] = {{0.f, 0.f}};
-    zero_acc(o[0], s[0]);
+    float o[1][ND8][4], s[1][NB8][4], m[1][2], l[1][2];
+    start_item(toklim, m, l, o[0], s[0], a, it, prow0, wrow0, lane);
     const uint32_t sQwg = sQ0 + q * C::Q_BYTES + wg * 64 * 128;
 
     for (int t = 0; t < ntiles; ++t) {
