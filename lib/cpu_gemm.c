@@ -133,10 +133,20 @@ GEMM_CLONES void bsa__gemm_arows(int64_t M, int64_t N, int64_t K, const float *c
    * lines reach float 16 * floor(D / 16) of each row at least: all of a key
    * row when D is a multiple of 16. */
   const float *pr[16];
-#define ARROWS_SET_PR                                     \
-  for (int r = 0; r < 8; r++) {                           \
-    pr[r] = i + 8 + r < M ? arow[i + 8 + r] : a0;         \
-    pr[8 + r] = pfrow && i + r < npf ? pfrow[i + r] : a0; \
+/* The k loop of one strip: the first panel (j == 0) also sets pr and
+ * prefetches. */
+#define ARROWS_LOOP(STEP)                                   \
+  if (j == 0) {                                             \
+    for (int r = 0; r < 8; r++) {                           \
+      pr[r] = i + 8 + r < M ? arow[i + 8 + r] : a0;         \
+      pr[8 + r] = pfrow && i + r < npf ? pfrow[i + r] : a0; \
+    }                                                       \
+    for (int64_t k = 0; k < K; k++) {                       \
+      ARROWS_PF;                                            \
+      STEP                                                  \
+    }                                                       \
+  } else {                                                  \
+    for (int64_t k = 0; k < K; k++) STEP                    \
   }
   int64_t j = 0;
   for (; j + 32 <= N; j += 32) {
@@ -145,15 +155,7 @@ GEMM_CLONES void bsa__gemm_arows(int64_t M, int64_t N, int64_t K, const float *c
                   *a4 = arow[i + 4], *a5 = arow[i + 5], *a6 = arow[i + 6], *a7 = arow[i + 7];
       DECL_BLOCK;
       const float *b = B + j;
-      if (j == 0) {
-        ARROWS_SET_PR
-        for (int64_t k = 0; k < K; k++) {
-          ARROWS_PF;
-          ARROWS_STEP32
-        }
-      } else {
-        for (int64_t k = 0; k < K; k++) ARROWS_STEP32
-      }
+      ARROWS_LOOP(ARROWS_STEP32)
       float *c = C + i * ldc + j;
       STORE_BLOCK(0);
     }
@@ -164,15 +166,7 @@ GEMM_CLONES void bsa__gemm_arows(int64_t M, int64_t N, int64_t K, const float *c
                   *a4 = arow[i + 4], *a5 = arow[i + 5], *a6 = arow[i + 6], *a7 = arow[i + 7];
       v16 c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0}, c4 = {0}, c5 = {0}, c6 = {0}, c7 = {0};
       const float *b = B + j;
-      if (j == 0) { /* the only panel (N = 16) */
-        ARROWS_SET_PR
-        for (int64_t k = 0; k < K; k++) {
-          ARROWS_PF;
-          ARROWS_STEP16
-        }
-      } else {
-        for (int64_t k = 0; k < K; k++) ARROWS_STEP16
-      }
+      ARROWS_LOOP(ARROWS_STEP16) /* j == 0: the only panel (N = 16) */
       float *c = C + i * ldc + j;
       store16(c, c0);
       store16(c + ldc, c1);
@@ -184,7 +178,7 @@ GEMM_CLONES void bsa__gemm_arows(int64_t M, int64_t N, int64_t K, const float *c
       store16(c + 7 * ldc, c7);
     }
   }
-#undef ARROWS_SET_PR
+#undef ARROWS_LOOP
 }
 #undef ARROWS_STEP32
 #undef ARROWS_STEP16
