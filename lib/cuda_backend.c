@@ -134,8 +134,9 @@ typedef struct cuda_plan {
   size_t upload_bytes; /* the schedule's bytes at the start of blob */
   /* TMA maps of the last run's k, v and o (encoded again when a run brings
    * other tensors): maps_tma and maps_tma_o are args.tma and args.tma_o for
-   * them (calloc'd: none at first); tma_allowed: TMA_LOAD | TMA_STORE as
-   * BSA_CUDA_TMA allows (tma_allowed()). */
+   * them (calloc'd: none at first, and none unless allowed); tma_allowed:
+   * TMA_LOAD | TMA_STORE as BSA_CUDA_TMA allows (tma_allowed()), 0 for the
+   * mma.sync kernel, which has no TMA. */
   bsa__kv_maps maps;
   const void *maps_k, *maps_v, *maps_o;
   int32_t maps_tma, maps_tma_o, tma_allowed;
@@ -762,7 +763,7 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
   cp->grid_y = grid_y;
   cp->hopper = kern.hopper;
   cp->persist = persist;
-  cp->tma_allowed = tma_allowed();
+  cp->tma_allowed = kern.hopper ? tma_allowed() : 0;
   cp->ctas = nctas;
   cp->work_list = (int32_t *)(b + off_wlist);
   cp->cta_off = (int32_t *)(b + off_ctaoff);
@@ -774,9 +775,7 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
 int bsa__cuda_plan_tma(const struct bsa_plan *plan) {
   const cuda_plan *cp = plan && plan->backend_free == cuda_plan_free ? plan->backend : NULL;
   if (!cp) return -1;
-  if (!cp->hopper) return 0;
-  return ((cp->tma_allowed & TMA_LOAD) ? cp->maps_tma : 0) |
-         ((cp->tma_allowed & TMA_STORE) && cp->maps_tma_o ? BSA__TMA_O : 0);
+  return cp->maps_tma | (cp->maps_tma_o ? BSA__TMA_O : 0);
 }
 
 int bsa__cuda_plan_schedule(const struct bsa_plan *plan, void *dst, size_t cap, size_t *bytes) {
@@ -859,7 +858,7 @@ bsa_status bsa__cuda_run(bsa_plan *plan, const void *q, const void *k, const voi
   }
   /* TMA maps: host work only when a run brings other tensors than the
    * last. */
-  if (cp->hopper && (cp->tma_allowed & TMA_LOAD)) {
+  if (cp->tma_allowed & TMA_LOAD) {
     if (a.k != cp->maps_k || a.v != cp->maps_v) {
       cp->maps_tma = bsa__kv_maps_encode((int)D, (int)p->kv_dtype, cp->hopper, &a, p->kv_len,
                                          (int32_t)Hkv, &cp->maps);
@@ -868,7 +867,7 @@ bsa_status bsa__cuda_run(bsa_plan *plan, const void *q, const void *k, const voi
     }
     a.tma = cp->maps_tma;
   }
-  if (cp->hopper && (cp->tma_allowed & TMA_STORE)) {
+  if (cp->tma_allowed & TMA_STORE) {
     if (a.o != cp->maps_o) {
       cp->maps_tma_o =
           bsa__o_map_encode((int)D, (int)p->o_dtype, cp->hopper, &a, p->qo_len, &cp->maps);
