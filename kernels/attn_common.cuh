@@ -93,25 +93,6 @@ struct SegCursor {
       if (nseg > 1) nx = segs[1];
     }
   }
-  /* The same with the item's first two segment records already at hand
-   * (s0, s1; whatever the item has fewer of is ignored): a persistent CTA
-   * fetches them an item ahead, so that starting an item waits on no
-   * load. */
-  __device__ __forceinline__ void init_from(const bsa__attn_args &a, const bsa__gpu_item &it,
-                                            int4 s0, int4 s1) {
-    segs = reinterpret_cast<const int4 *>(a.segs) + it.seg_begin;
-    nseg = it.nseg;
-    cs = 0;
-    vend = kd = flags = mb = 0;
-    nx = make_int4(0, 0, 0, 0);
-    if (nseg > 0) {
-      vend = s0.y - it.skip;
-      kd = s0.x + it.skip;
-      flags = s0.z;
-      mb = s0.w;
-      if (nseg > 1) nx = s1;
-    }
-  }
   /* Moves to the segment holding virtual key vv (vv < the item's keys). */
   __device__ __forceinline__ void seek(int vv) {
     while (vv >= vend) {

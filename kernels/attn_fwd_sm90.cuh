@@ -17,9 +17,10 @@
  * ST - 1 tiles ahead (one barrier per tile); attn_fwd_ws (the HCfg's WS,
  * D64 and D128) adds a loader warpgroup that issues every copy and
  * publishes tiles through mbarriers (see there).  The segment cursor lets
- * tiles start at any token, as in the mma.sync kernel.  A persistent
- * instantiation walks several items per CTA with its loader running into
- * the next item (see the kernel bodies); the host picks it per plan.
+ * tiles start at any token, as in the mma.sync kernel.  attn_fwd_ws also
+ * has a persistent instantiation that walks several items per CTA with its
+ * loader running into the next item (see there); the host picks it per
+ * plan.  attn_fwd_sm90 (D256 only) runs one work a CTA.
  *
  * Shared-memory layout: every tile [R rows][D] is stored as D/64 panels of
  * [R][64] elements (128-byte rows) with the 128-byte swizzle the wgmma
@@ -47,8 +48,7 @@ namespace bsak {
 
 template <int D_, int BN_, int ST_, bool WS_ = false, int QP_ = 0> struct HCfg {
   static constexpr int D = D_, BN = BN_, ST = ST_;
-  /* Q slots of a persistent CTA (0: ST, as the loader of attn_fwd_sm90
-   * needs) */
+  /* Q slots of a persistent CTA (attn_fwd_ws only; 0: ST) */
   static constexpr int QP = QP_ > 0 ? QP_ : ST;
   /* WS: the warp-specialised kernel (attn_fwd_ws): a third warpgroup, of
    * which one warp loads. */
@@ -57,19 +57,19 @@ template <int D_, int BN_, int ST_, bool WS_ = false, int QP_ = 0> struct HCfg {
   static constexpr int BM = 128;
   static constexpr int TILE = BN * D * 2;
   static constexpr int Q_BYTES = BM * D * 2;
-  /* Q slots: 1, or QP for a persistent CTA (attn_fwd_sm90's loader runs
-   * ST - 1 tiles ahead, so up to ST - 1 items ahead, and needs ST);
-   * 1024 bytes of slack to align the panels. */
+  /* Q slots: 1, or QP for a persistent CTA; 1024 bytes of slack to align
+   * the panels. */
   static constexpr int smem(bool persist) {
     return 1024 + (persist ? QP : 1) * Q_BYTES + ST * 2 * TILE + ST * BN * 8 + (WS ? 256 : 0);
   }
   static constexpr int SMEM_LIMIT = 232448; /* 227 KB per block */
-  static constexpr bool CAN_PERSIST = smem(true) <= SMEM_LIMIT;
+  /* Persistent CTAs: the warp-specialised kernel only (attn_fwd_sm90 runs
+   * one work a CTA). */
+  static constexpr bool CAN_PERSIST = WS && smem(true) <= SMEM_LIMIT;
   static_assert(BM == BSA__GPU_BM, "a CTA holds BSA__GPU_BM packed rows");
   static_assert(D % 64 == 0, "panels of 64 head-dim columns");
   static_assert(BN % 16 == 0 && BN <= 256 && (BN * 128) % 1024 == 0, "tile rows");
   static_assert(ST >= 2, "at least double buffering");
-  static_assert(WS || QP == ST, "attn_fwd_sm90 needs a Q slot per stage");
   static_assert(smem(false) <= SMEM_LIMIT, "227 KB of shared memory per block");
 };
 
@@ -222,86 +222,6 @@ __device__ __forceinline__ void load_q_step(const bsa__attn_args &a, const bsa__
   }
 }
 
-/* Look-ahead of a persistent CTA's work metadata.  Moving the loader to the
- * next work needs its work id (from the CTA's list), its item and the
- * item's first two segment records: a chain of three dependent global
- * loads, which, issued when the work starts, stalls every thread (the math
- * of the tile in flight included) for a few memory latencies.  The chain is
- * instead kept in flight three works deep, one link per work: starting
- * work r takes what was loaded during the previous starts and issues the
- * next link of works r + 1 (segments), r + 2 (item) and r + 3 (work id), so
- * each load has a whole work's time to land.  The values are spread over
- * the lanes of every warp (lane j < 8 holds int j of an item, lanes 8..15
- * the ints of two segment records) and gathered with shuffles, so the
- * look-ahead costs five registers.  Every thread of the CTA runs the same
- * calls (all lanes must take part in the shuffles). */
-struct WorkAhead {
-  int w1, w2, w3; /* work ids of list entries r + 1, r + 2, r + 3; nwork past the end */
-  int it1;        /* item of w1 (lanes 0..7), its segments 0 and 1 (lanes 8..15) */
-  int it2;        /* item of w2 (lanes 0..7) */
-
-  static __device__ __forceinline__ int item_int(const bsa__attn_args &a, int w, int nwork,
-                                                 int lane) {
-    if (lane >= 8 || w >= nwork) return 0;
-    return reinterpret_cast<const int *>(a.items)[(int64_t)(w / a.grid_y) * 8 + lane];
-  }
-  /* Lanes 8..15: segment record (lane - 8) / 4 of an item whose first
-   * segment and count are sb and ns. */
-  static __device__ __forceinline__ int seg_int(const bsa__attn_args &a, int sb, int ns,
-                                                int lane) {
-    const int k = (lane - 8) >> 2;
-    if (lane < 8 || lane >= 16 || k >= ns) return 0;
-    return reinterpret_cast<const int *>(a.segs)[(int64_t)(sb + k) * 4 + ((lane - 8) & 3)];
-  }
-  static __device__ __forceinline__ int list(const bsa__attn_args &a, int wl0, int wln, int i,
-                                             int nwork) {
-    return i < wln ? a.work_list[wl0 + i] : nwork;
-  }
-  /* Fills the look-ahead for list entries 0, 1 and 2 (these loads wait). */
-  __device__ __forceinline__ void start(const bsa__attn_args &a, int wl0, int wln, int nwork,
-                                        int lane) {
-    w1 = list(a, wl0, wln, 0, nwork);
-    w2 = list(a, wl0, wln, 1, nwork);
-    w3 = list(a, wl0, wln, 2, nwork);
-    it2 = item_int(a, w2, nwork, lane);
-    it1 = item_int(a, w1, nwork, lane);
-    const int sb = __shfl_sync(0xffffffffu, it1, 4), ns = __shfl_sync(0xffffffffu, it1, 5);
-    if (lane >= 8) it1 = w1 < nwork ? seg_int(a, sb, ns, lane) : 0;
-  }
-  /* The item of w1 (lanes 0..7 of it1). */
-  __device__ __forceinline__ bsa__gpu_item item1() const {
-    bsa__gpu_item it;
-    it.kv_head = __shfl_sync(0xffffffffu, it1, 0);
-    it.rows = __shfl_sync(0xffffffffu, it1, 1);
-    it.q_begin = __shfl_sync(0xffffffffu, it1, 2);
-    it.nkeys = __shfl_sync(0xffffffffu, it1, 3);
-    it.seg_begin = __shfl_sync(0xffffffffu, it1, 4);
-    it.nseg = __shfl_sync(0xffffffffu, it1, 5);
-    it.skip = __shfl_sync(0xffffffffu, it1, 6);
-    it.part = __shfl_sync(0xffffffffu, it1, 7);
-    return it;
-  }
-  /* Takes work w1 (list entry r + 1: its id, item and first two segment
-   * records) and moves the look-ahead one work on; next3 is list entry
-   * r + 4. */
-  __device__ __forceinline__ int take(const bsa__attn_args &a, int next3, int nwork, int lane,
-                                      bsa__gpu_item &it, int4 &s0, int4 &s1) {
-    const int w = w1;
-    it = item1();
-    s0 = make_int4(__shfl_sync(0xffffffffu, it1, 8), __shfl_sync(0xffffffffu, it1, 9),
-                   __shfl_sync(0xffffffffu, it1, 10), __shfl_sync(0xffffffffu, it1, 11));
-    s1 = make_int4(__shfl_sync(0xffffffffu, it1, 12), __shfl_sync(0xffffffffu, it1, 13),
-                   __shfl_sync(0xffffffffu, it1, 14), __shfl_sync(0xffffffffu, it1, 15));
-    const int sb = __shfl_sync(0xffffffffu, it2, 4), ns = __shfl_sync(0xffffffffu, it2, 5);
-    it1 = lane < 8 ? it2 : (w2 < nwork ? seg_int(a, sb, ns, lane) : 0);
-    w1 = w2;
-    w2 = w3;
-    w3 = next3;
-    it2 = item_int(a, w2, nwork, lane);
-    return w;
-  }
-};
-
 /* Profiling builds (-DBSA_PROFILE): thread 0 of each warpgroup of the
  * first BSA__PROF_STREAMS / 2 CTAs stamps clock64 at the phases of the
  * loop into stream 2 * CTA + warpgroup of a.prof: words 0..7 = records,
@@ -446,7 +366,8 @@ template <class C, typename T, bool PERSIST>
 __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int D = C::D, BN = C::BN, ST = C::ST, NT = C::NT, BM = C::BM;
-  constexpr int QS = PERSIST ? ST : 1;
+  static_assert(!PERSIST, "one work a CTA (HCfg::CAN_PERSIST is false without WS)");
+  constexpr int QS = 1;
   constexpr int NB8 = BN / 8, ND8 = D / 8;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   const uint32_t raw = smem_u32(smem_raw);
@@ -465,55 +386,27 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a
   auto slice = [&](int w, const bsa__gpu_item &itw, int &prow0w, int &nprowsw) -> int {
     return works.slice(a, w, itw, prow0w, nprowsw);
   };
-  auto q_dst = [&](int slot) {
-    return [=](int r, int c) { return sQ0 + slot * C::Q_BYTES + pswz<BM>(r, c); };
-  };
+  auto q_dst = [&](int r, int c) { return sQ0 + pswz<BM>(r, c); };
 
-  /* Loader: the CTA's tiles form one stream across its items; tile n of
-   * the stream goes to stage n % ST.  Items with tiles get Q slots in turn
-   * (ordinal k in slot k % QS).  The loader runs ST - 1 tiles ahead of the
-   * math.  A persistent CTA also loads the next item's Q as soon as its slot
-   * is free (the math has started the item QS - 1 ordinals before it), so
-   * Q, read from memory once per item, has the current item's time to
-   * land instead of one tile's; otherwise Q goes with the item's first
-   * tile (same copy group, so the wait for that tile covers it). */
-  int lr = -1, lt = 0, lnt = 0, ln = 0, lq = 0;
-  int qn = 0;   /* ordinals the loader has given out */
-  int qi = 0;   /* Q loads issued: qn, or qn + 1 with the next item's Q early */
-  int mq = 0;   /* items with tiles the math has started */
-  int early = -1; /* list entry whose early Q was looked at */
+  /* Loader: the CTA's tiles (of its one work) go to stage n % ST, Q with
+   * the first tile (same copy group, so the wait for that tile covers
+   * it).  The loader runs ST - 1 tiles ahead of the math. */
+  int lr = -1, lt = 0, lnt = 0, ln = 0;
   bsa__gpu_item lit;
   SegCursor lcur;
   int64_t lkv = 0;
   int fbits = 0;
-  WorkAhead ahead;
-  if (PERSIST) ahead.start(a, wl0, wln, nwork, lane);
   auto load_next = [&]() {
     while (lt >= lnt) {
-      int lw, lprow0, lnprows;
-      int4 s0, s1;
-      if (PERSIST) {
-        if (ahead.w1 >= nwork) return;
-        ++lr;
-        lw = ahead.take(a, work_of(lr + 3), nwork, lane, lit, s0, s1);
-      } else {
-        lw = work_of(++lr);
-        if (lw >= nwork) return;
-        lit = a.items[lw / a.grid_y];
-      }
+      int lprow0, lnprows;
+      const int lw = work_of(++lr);
+      if (lw >= nwork) return;
+      lit = a.items[lw / a.grid_y];
       lnt = slice(lw, lit, lprow0, lnprows);
       lt = 0;
       if (lnt > 0) {
-        const int ord = qn++;
-        lq = ord % QS;
-        if (qi == ord) {
-          load_q<BM, D, NT, T>(a, lit, lprow0, lnprows, tid, q_dst(lq));
-          ++qi;
-        }
-        if (PERSIST)
-          lcur.init_from(a, lit, s0, s1);
-        else
-          lcur.init(a, lit);
+        load_q<BM, D, NT, T>(a, lit, lprow0, lnprows, tid, q_dst);
+        lcur.init(a, lit);
         lkv = (int64_t)lit.kv_head * a.k_sh;
       }
     }
@@ -524,19 +417,6 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a
     fbits = (fbits & ~(1 << st)) | (f << st);
     ++lt;
     ++ln;
-    /* The next work's Q, early, once its slot is free: slot qi % QS last
-     * held ordinal qi - QS, done once the math has started ordinal
-     * qi - QS + 1. */
-    if (PERSIST && early != lr && qi == qn && qi - QS + 1 <= (mq > 0 ? mq - 1 : 0) &&
-        ahead.w1 < nwork) {
-      early = lr;
-      const bsa__gpu_item nit = ahead.item1();
-      int nprow0, nnprows;
-      if (slice(ahead.w1, nit, nprow0, nnprows) > 0) {
-        load_q<BM, D, NT, T>(a, nit, nprow0, nnprows, tid, q_dst(qi % QS));
-        ++qi;
-      }
-    }
   };
 #pragma unroll
   for (int i = 0; i < ST - 1; ++i) {
@@ -546,23 +426,22 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a
 
   /* Warp w holds rows 16 w .. 16 w + 15 (wgmma: warp w % 4 of warpgroup
    * w / 4); a warpgroup whose 64 rows are all past the item skips the math
-   * (wgmma is warpgroup-wide, so the skip is too).  The math re-reads its
-   * work's id and item, which the loader's look-ahead brought into L1. */
+   * (wgmma is warpgroup-wide, so the skip is too).  The math reads its
+   * work's id and item again (the loader's loads brought them into L1). */
   const int wrow0 = warp * 16;
-  int cn = 0, cq = 0; /* stream tiles consumed, Q slot in use */
+  int cn = 0; /* stream tiles consumed */
   int r = 0;
   for (int w = work_of(0); w < nwork; w = work_of(++r)) {
     const bsa__gpu_item it = a.items[w / a.grid_y];
     int prow0, nprows;
     const int ntiles = slice(w, it, prow0, nprows);
     if (nprows <= 0) continue;
-    if (ntiles > 0) cq = mq++ % QS;
     prof.stamp(PROF_ITEM, r, ntiles);
     const bool active = wg * 64 < nprows;
     int toklim[1][2];
     float o[1][ND8][4], s[1][NB8][4], m[1][2], l[1][2];
     start_item(toklim, m, l, o[0], s[0], a, it, prow0, wrow0, lane);
-    const uint32_t sQwg = sQ0 + cq * C::Q_BYTES + wg * 64 * 128;
+    const uint32_t sQwg = sQ0 + wg * 64 * 128;
 
     for (int t = 0; t < ntiles; ++t) {
       /* An item's first tile also waits for its Q (same or earlier copy
@@ -610,8 +489,7 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a
      * pieces of split items (float32 partials) and items without keys
      * (whose Q slot may be in flight) store directly. */
     if (it.part < 0 && ntiles > 0 && ((uintptr_t)a.o & 15) == 0)
-      epilogue_smem<ND8, BM>(o, m, l, a, it, prow0, wrow0, nprows, lane,
-                             sQ0 + cq * C::Q_BYTES);
+      epilogue_smem<ND8, BM>(o, m, l, a, it, prow0, wrow0, nprows, lane, sQ0);
     else
       epilogue<1, ND8, BM>(o, m, l, a, it, w % a.grid_y, prow0, wrow0, nprows, lane);
     prof.stamp(PROF_EPI, r, ntiles);
