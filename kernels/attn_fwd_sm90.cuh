@@ -333,6 +333,27 @@ __device__ __forceinline__ void pv_products(float (&o)[D / 8][4], const uint32_t
   fence_regs<D / 8>(o);
 }
 
+/* The rest of a tile once S = Q K^T is in s: the scores' transform (cap,
+ * ALiBi, masks where need) and the online softmax, P rounded into
+ * registers, and O += P V from sV (waited on); stamps PROF_SM between. */
+template <int D, int BN, typename T>
+__device__ __forceinline__ void softmax_pv(float (&s)[1][BN / 8][4], float (&o)[1][D / 8][4],
+                                           float (&m)[1][2], float (&l)[1][2],
+                                           const bsa__attn_args &a, const bsa__gpu_item &it,
+                                           const int *colinfo, const int (&toklim)[1][2],
+                                           int prow0, int wrow0, int lane, bool need,
+                                           uint32_t sV, Prof &prof, int r, int t) {
+  constexpr int NB8 = BN / 8, ND8 = D / 8;
+  const float sc =
+      transform_scores<1, NB8>(s, a, it, colinfo, toklim, prow0, wrow0, lane, need);
+  online_softmax<1, NB8, ND8>(s, o, m, l, sc);
+  uint32_t pa[BN / 16][4];
+#pragma unroll
+  for (int kk = 0; kk < BN / 16; ++kk) p_fragment<T, NB8>(pa[kk], s[0], kk);
+  prof.stamp(PROF_SM, r, t);
+  pv_products<D, BN, T>(o[0], pa, sV);
+}
+
 /* The works of one CTA.  Work w = (item w / grid_y, row slice w % grid_y).
  * A persistent CTA takes the works of its list in order (the host assigns
  * them, balanced by cost; works and their count fit 31 bits); otherwise
@@ -473,15 +494,8 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a
       fence_regs<NB8>(s[0]);
       prof.stamp(PROF_QK, r, t);
 
-      const float sc = transform_scores<1, NB8>(s, a, it, colinfo + stage * BN * 2, toklim,
-                                                prow0, wrow0, lane, need != 0);
-      online_softmax<1, NB8, ND8>(s, o, m, l, sc);
-
-      uint32_t pa[BN / 16][4];
-#pragma unroll
-      for (int kk = 0; kk < BN / 16; ++kk) p_fragment<T, NB8>(pa[kk], s[0], kk);
-      prof.stamp(PROF_SM, r, t);
-      pv_products<D, BN, T>(o[0], pa, sV);
+      softmax_pv<D, BN, T>(s, o, m, l, a, it, colinfo + stage * BN * 2, toklim, prow0, wrow0,
+                           lane, need != 0, sV, prof, r, t);
       prof.stamp(PROF_PV, r, t);
     }
     if (!active) continue;
@@ -764,15 +778,8 @@ __global__ void __launch_bounds__(C::NT, 1)
         fence_regs<NB8>(s[0]);
         prof.stamp(PROF_QK, r - 1, t);
 
-        const float sc = transform_scores<1, NB8>(s, a, it, colinfo + stage * BN * 2, toklim,
-                                                  prow0, wrow0, lane, need != 0);
-        online_softmax<1, NB8, ND8>(s, o, m, l, sc);
-
-        uint32_t pa[BN / 16][4];
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk) p_fragment<T, NB8>(pa[kk], s[0], kk);
-        prof.stamp(PROF_SM, r - 1, t);
-        pv_products<D, BN, T>(o[0], pa, sV);
+        softmax_pv<D, BN, T>(s, o, m, l, a, it, colinfo + stage * BN * 2, toklim, prow0,
+                             wrow0, lane, need != 0, sV, prof, r - 1, t);
         prof.stamp(PROF_PV, r - 1, t);
       }
       __syncwarp();
