@@ -383,6 +383,21 @@ template <bool PERSIST, int BM, int BN> struct CtaWorks {
   }
 };
 
+/* A wgmma kernel's dynamic shared memory with QS Q slots: from its first
+ * 1024-byte boundary the Q slots (sQ0), then the ST stages of K and V
+ * (sKV), then the stages' column records (colinfo, [ST][BN] int2). */
+template <class C, int QS> struct SmemCarve {
+  uint32_t sQ0, sKV;
+  int *colinfo;
+  __device__ __forceinline__ explicit SmemCarve(unsigned char *smem_raw) {
+    const uint32_t raw = smem_u32(smem_raw);
+    sQ0 = (raw + 1023u) & ~1023u;
+    unsigned char *smem = smem_raw + (sQ0 - raw);
+    sKV = sQ0 + QS * C::Q_BYTES;
+    colinfo = reinterpret_cast<int *>(smem + QS * C::Q_BYTES + C::ST * 2 * C::TILE);
+  }
+};
+
 template <class C, typename T, bool PERSIST>
 __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -391,11 +406,9 @@ __global__ void __launch_bounds__(C::NT, 1) attn_fwd_sm90(const bsa__attn_args a
   constexpr int QS = 1;
   constexpr int NB8 = BN / 8, ND8 = D / 8;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  const uint32_t raw = smem_u32(smem_raw);
-  const uint32_t sQ0 = (raw + 1023u) & ~1023u;
-  unsigned char *smem = smem_raw + (sQ0 - raw);
-  const uint32_t sKV = sQ0 + QS * C::Q_BYTES;
-  int *colinfo = reinterpret_cast<int *>(smem + QS * C::Q_BYTES + ST * 2 * C::TILE);
+  const SmemCarve<C, QS> carve(smem_raw);
+  const uint32_t sQ0 = carve.sQ0, sKV = carve.sKV;
+  int *const colinfo = carve.colinfo;
   auto off = [](int r, int c) { return pswz<BN>(r, c); };
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
@@ -614,11 +627,9 @@ __global__ void __launch_bounds__(C::NT, 1)
   constexpr int NMATH = 256; /* threads of the two math warpgroups */
   static_assert(C::NT == NMATH + 128, "a loader warpgroup");
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  const uint32_t raw = smem_u32(smem_raw);
-  const uint32_t sQ0 = (raw + 1023u) & ~1023u;
-  unsigned char *smem = smem_raw + (sQ0 - raw);
-  const uint32_t sKV = sQ0 + QS * C::Q_BYTES;
-  int *colinfo = reinterpret_cast<int *>(smem + QS * C::Q_BYTES + ST * 2 * C::TILE);
+  const SmemCarve<C, QS> carve(smem_raw);
+  const uint32_t sQ0 = carve.sQ0, sKV = carve.sKV;
+  int *const colinfo = carve.colinfo;
   /* [ST][4] mask flags of the tile in stage s, one per loader warp */
   int *flags = colinfo + ST * BN * 2;
   /* Barriers: full[ST], empty[ST], qfull[QS], qempty[QS], 8 bytes each. */
