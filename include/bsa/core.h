@@ -247,9 +247,14 @@ bsa_status bsa_ctx_copy_to_host(bsa_ctx *ctx, void *dst, const void *src, size_t
 /* Waits for all work enqueued on the context's stream. */
 bsa_status bsa_ctx_synchronize(bsa_ctx *ctx);
 
-/* Times bsa_plan_run: warmup runs, then reps timed runs (CUDA events on a
- * CUDA context, a monotonic clock on the CPU); *median_ms is the median and
- * *min_ms (may be NULL) the minimum. */
+/* Times bsa_plan_run; *median_ms is the median of the timed runs and
+ * *min_ms (may be NULL) the minimum.  CPU context: warmup runs, then reps
+ * runs timed with a monotonic clock.  CUDA context: the method of
+ * triton.testing.do_bench (which the peers' timings use): an estimate
+ * from five runs, then at least warmup runs and 50 ms of warm-up, then at
+ * least reps runs and 200 ms of timed runs (CUDA events around each run),
+ * each timed run behind a write of max(256 MiB, 2 x L2) that leaves L2
+ * cold; the buffer is allocated and freed on the context's stream. */
 bsa_status bsa_plan_time(bsa_plan *plan, const void *q, const void *k, const void *v, void *o,
                          float *lse, int warmup, int reps, double *median_ms, double *min_ms);
 
