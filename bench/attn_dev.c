@@ -16,6 +16,12 @@
  *                  --density 0.1 --reps 20
  *
  * Output: one JSON object per line on stdout.
+ *
+ * --runs N instead runs the plan (dense when --layout dense) N times
+ * without timing and prints nothing else, for external profilers, e.g.
+ *   ncu --kernel-name regex:attn_fwd_ws --launch-skip 1 --launch-count 1 \
+ *       --section SourceCounters --section WarpStateStats --page source \
+ *       --print-source sass --csv bench/attn_dev --layout bsr --runs 3
  */
 #include "config.h"
 
@@ -109,7 +115,7 @@ static void prof_dump(bsa_ctx *ctx, bsa_plan *plan, const void *q, const void *k
 
 int main(int argc, char **argv) {
   const char *layout = "dense";
-  int H = 32, Hkv = 0, D = 128, causal = 0, reps = 20, mb = 100, nb = 100, plan_reps = 5;
+  int H = 32, Hkv = 0, D = 128, causal = 0, reps = 20, mb = 100, nb = 100, plan_reps = 5, runs = 0;
   int64_t S = 8192, B = 128;
   double density = 0.1;
   bsa_dtype dt = BSA_DTYPE_BF16;
@@ -139,6 +145,8 @@ int main(int argc, char **argv) {
       causal = 1;
     else if (!strcmp(a, "--reps"))
       reps = atoi(v), i++;
+    else if (!strcmp(a, "--runs"))
+      runs = atoi(v) > 0 ? atoi(v) : 1, i++;
     else if (!strcmp(a, "--plan-reps"))
       plan_reps = atoi(v) > 0 ? atoi(v) : 1, i++;
     else if (!strcmp(a, "--dtype")) {
@@ -248,6 +256,18 @@ int main(int argc, char **argv) {
     bsa_ctx_destroy(cpu);
   }
 
+  if (runs > 0) { /* for profilers: the plan alone, untimed */
+    for (int r = 0; r < runs; r++)
+      if (bsa_plan_run(plan ? plan : dense, q, k, v, o, NULL) != BSA_OK) die("run", ctx);
+    if (bsa_ctx_synchronize(ctx) != BSA_OK) die("synchronize", ctx);
+    printf("attn_dev: %d runs of the %s plan\n", runs, plan ? layout : "dense");
+    bsa_plan_destroy(plan);
+    bsa_plan_destroy(dense);
+    bsa_ctx_free(ctx, q), bsa_ctx_free(ctx, k), bsa_ctx_free(ctx, v), bsa_ctx_free(ctx, o);
+    bsa_ctx_destroy(ctx);
+    free(host), free(indptr), free(indices), free(rsz), free(csz), free(map);
+    return 0;
+  }
   double dense_ms = 0, ms = 0;
   if (bsa_plan_time(dense, q, k, v, o, NULL, 3, reps, &dense_ms, NULL) != BSA_OK)
     die("dense time", ctx);
