@@ -1,8 +1,9 @@
 /*
  * bench/attn_dev.c - development benchmark of the CUDA attention kernels.
  *
- * Times one plan kind at one shape through the public API with CUDA events
- * (warm-up, median of --reps), on random bf16/f16 data, and reports the
+ * Times one plan kind at one shape through the public API (bsa_plan_time:
+ * triton do_bench's method, --reps a minimum), on random bf16/f16 data, and
+ * reports the
  * host plan time (variable blocks: best and median of --plan-reps builds,
  * default 5, and the best of the same plan on a CPU context, which is the
  * work-list compiler with its longest-first sort), the kernel time,
@@ -261,44 +262,40 @@ int main(int argc, char **argv) {
       if (bsa_plan_run(plan ? plan : dense, q, k, v, o, NULL) != BSA_OK) die("run", ctx);
     if (bsa_ctx_synchronize(ctx) != BSA_OK) die("synchronize", ctx);
     printf("attn_dev: %d runs of the %s plan\n", runs, plan ? layout : "dense");
-    bsa_plan_destroy(plan);
-    bsa_plan_destroy(dense);
-    bsa_ctx_free(ctx, q), bsa_ctx_free(ctx, k), bsa_ctx_free(ctx, v), bsa_ctx_free(ctx, o);
-    bsa_ctx_destroy(ctx);
-    free(host), free(indptr), free(indices), free(rsz), free(csz), free(map);
-    return 0;
-  }
-  double dense_ms = 0, ms = 0;
-  if (bsa_plan_time(dense, q, k, v, o, NULL, 3, reps, &dense_ms, NULL) != BSA_OK)
-    die("dense time", ctx);
-  if (plan && bsa_plan_time(plan, q, k, v, o, NULL, 3, reps, &ms, NULL) != BSA_OK) die("time", ctx);
+  } else {
+    double dense_ms = 0, ms = 0;
+    if (bsa_plan_time(dense, q, k, v, o, NULL, 3, reps, &dense_ms, NULL) != BSA_OK)
+      die("dense time", ctx);
+    if (plan && bsa_plan_time(plan, q, k, v, o, NULL, 3, reps, &ms, NULL) != BSA_OK)
+      die("time", ctx);
 #ifdef BSA_PROFILE
-  if (getenv("BSA_PROF_OUT"))
-    prof_dump(ctx, plan ? plan : dense, q, k, v, o, getenv("BSA_PROF_OUT"));
+    if (getenv("BSA_PROF_OUT"))
+      prof_dump(ctx, plan ? plan : dense, q, k, v, o, getenv("BSA_PROF_OUT"));
 #endif
-  bsa_plan_info di, si;
-  bsa_plan_get_info(dense, &di);
-  const double dense_tf = bsa_plan_flops(dense) / (dense_ms * 1e-3) / 1e12;
-  printf(
-      "{\"device\":\"%s\",\"layout\":\"dense\",\"heads\":%d,\"kv_heads\":%d,\"seq\":%lld,"
-      "\"head_dim\":%d,\"dtype\":\"%s\",\"causal\":%d,\"time_ms\":%.4f,\"tflops\":%.1f,"
-      "\"items\":%lld}\n",
-      bsa_ctx_device_name(ctx), H, Hkv, (long long)S, D, bsa_dtype_name(dt), causal, dense_ms,
-      dense_tf, (long long)di.num_work_items);
-  if (plan) {
-    bsa_plan_get_info(plan, &si);
-    const double tf = bsa_plan_flops(plan) / (ms * 1e-3) / 1e12;
+    bsa_plan_info di, si;
+    bsa_plan_get_info(dense, &di);
+    const double dense_tf = bsa_plan_flops(dense) / (dense_ms * 1e-3) / 1e12;
     printf(
-        "{\"device\":\"%s\",\"layout\":\"%s\",\"heads\":%d,\"kv_heads\":%d,\"seq\":%lld,"
-        "\"head_dim\":%d,\"dtype\":\"%s\",\"causal\":%d,\"block\":%lld,\"blocks\":\"%dx%d\","
-        "\"density_req\":%.3f,\"density\":%.4f,\"time_ms\":%.4f,\"dense_time_ms\":%.4f,"
-        "\"speedup\":%.2f,\"tflops_effective\":%.1f,\"vs_dense\":%.3f,\"plan_ms\":%.3f,"
-        "\"plan_median_ms\":%.3f,\"plan_cpu_ms\":%.3f,"
-        "\"items\":%lld,\"segments\":%lld}\n",
-        bsa_ctx_device_name(ctx), layout, H, Hkv, (long long)S, D, bsa_dtype_name(dt), causal,
-        (long long)B, mb, nb, density, si.density, ms, dense_ms, dense_ms / ms, tf, tf / dense_tf,
-        plan_ms, plan_median_ms, plan_cpu_ms, (long long)si.num_work_items,
-        (long long)si.num_segments);
+        "{\"device\":\"%s\",\"layout\":\"dense\",\"heads\":%d,\"kv_heads\":%d,\"seq\":%lld,"
+        "\"head_dim\":%d,\"dtype\":\"%s\",\"causal\":%d,\"time_ms\":%.4f,\"tflops\":%.1f,"
+        "\"items\":%lld}\n",
+        bsa_ctx_device_name(ctx), H, Hkv, (long long)S, D, bsa_dtype_name(dt), causal, dense_ms,
+        dense_tf, (long long)di.num_work_items);
+    if (plan) {
+      bsa_plan_get_info(plan, &si);
+      const double tf = bsa_plan_flops(plan) / (ms * 1e-3) / 1e12;
+      printf(
+          "{\"device\":\"%s\",\"layout\":\"%s\",\"heads\":%d,\"kv_heads\":%d,\"seq\":%lld,"
+          "\"head_dim\":%d,\"dtype\":\"%s\",\"causal\":%d,\"block\":%lld,\"blocks\":\"%dx%d\","
+          "\"density_req\":%.3f,\"density\":%.4f,\"time_ms\":%.4f,\"dense_time_ms\":%.4f,"
+          "\"speedup\":%.2f,\"tflops_effective\":%.1f,\"vs_dense\":%.3f,\"plan_ms\":%.3f,"
+          "\"plan_median_ms\":%.3f,\"plan_cpu_ms\":%.3f,"
+          "\"items\":%lld,\"segments\":%lld}\n",
+          bsa_ctx_device_name(ctx), layout, H, Hkv, (long long)S, D, bsa_dtype_name(dt), causal,
+          (long long)B, mb, nb, density, si.density, ms, dense_ms, dense_ms / ms, tf, tf / dense_tf,
+          plan_ms, plan_median_ms, plan_cpu_ms, (long long)si.num_work_items,
+          (long long)si.num_segments);
+    }
   }
   bsa_plan_destroy(plan);
   bsa_plan_destroy(dense);
