@@ -2,15 +2,15 @@
  * bench/attn_dev.c - development benchmark of the CUDA attention kernels.
  *
  * Times one plan kind at one shape through the public API (bsa_plan_time:
- * triton do_bench's method, --reps a minimum), on random bf16/f16 data, and
- * reports the
- * host plan time (variable blocks: best and median of --plan-reps builds,
- * default 5, and the best of the same plan on a CPU context, which is the
- * work-list compiler with its longest-first sort), the kernel time,
- * effective TFLOP/s (4 * D * visible pairs / time) and, in the same
- * process, dense attention at the same shape.  Masks follow
- * bench/peers.py: BSR maps random per kv head with the diagonal kept; variable blocks are random
- * partitions per head (uniform cut points) with a random block map.
+ * triton do_bench's method, --reps a minimum), on random bf16/f16 data,
+ * and reports the host plan time (variable blocks: best and median of
+ * --plan-reps builds, default 5, and the best of the same plan on a CPU
+ * context, which is the work-list compiler with its longest-first sort),
+ * the kernel time, effective TFLOP/s (4 * D * visible pairs / time) and,
+ * in the same process, dense attention at the same shape.  Masks follow
+ * bench/peers.py: BSR maps random per kv head with the diagonal kept;
+ * variable blocks are random partitions per head (uniform cut points) with
+ * a random block map.
  *
  *   make bench/attn_dev
  *   bench/attn_dev --layout var --heads 32 --seq 32768 --blocks 100x100 \
