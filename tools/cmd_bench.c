@@ -39,8 +39,10 @@ static void usage(FILE *f) {
           "  --qkv-layout  memory layout of q, k, v and o: nhd [len, heads, dim] (default)\n"
           "                or hnd [heads, len, dim]\n"
           "  --dtype       f32 (CPU default), f16, bf16 (CUDA default)\n"
-          "  --reps        timed repetitions, median reported (default 5 CPU, 50 CUDA)\n"
-          "  --warmup      untimed runs first (default 1 CPU, 10 CUDA)\n"
+          "  --reps        timed repetitions, median reported (default 5 CPU, 50 CUDA;\n"
+          "                CUDA times as triton's do_bench: at least 200 ms of runs,\n"
+          "                each behind a write that leaves L2 cold)\n"
+          "  --warmup      untimed runs first (default 1 CPU, 10 CUDA; CUDA: at least 50 ms)\n"
           "  --json        one JSON object per line instead of the table\n");
 }
 
