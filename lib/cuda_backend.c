@@ -1001,6 +1001,7 @@ done:
   free(ev);
   free(ms);
   cudaFreeAsync(flush, st);
-  if (bs == BSA_OK && e != cudaSuccess) bs = cuda_fail(ctx, e, "bsa_plan_time: CUDA events");
+  if (bs == BSA_OK && e != cudaSuccess)
+    bs = cuda_fail(ctx, e, "bsa_plan_time: CUDA events, L2 eviction or timing");
   return bs;
 }

@@ -799,6 +799,49 @@ START_TEST(test_schedule_threads) {
 }
 END_TEST
 
+/* bsa_plan_time on a CUDA context (do_bench's method: an estimate, warm-up
+ * and timed runs each behind a write that leaves L2 cold): it returns a
+ * positive, finite median no smaller than the minimum, and the runs it
+ * timed wrote the same output as a direct run (so the L2 eviction buffer
+ * is its own memory and the timed runs are the plan's). */
+START_TEST(test_plan_time) {
+  if (other_shard(133)) return;
+  uint64_t rng = g_seed ^ 0x71e;
+  const int64_t S = 300;
+  const int32_t H = 2, D = 64;
+  bsa_attn_params p;
+  memset(&p, 0, sizeof p);
+  p.num_qo_heads = p.num_kv_heads = H;
+  p.head_dim = D;
+  p.qo_len = p.kv_len = S;
+  p.q_dtype = p.kv_dtype = p.o_dtype = BSA_DTYPE_BF16;
+  bsa_ctx_options opt = {0};
+  opt.device = BSA_DEVICE_CUDA;
+  dev d;
+  ck_assert_int_eq(bsa_ctx_create(&opt, &d.ctx), BSA_OK);
+  const size_t n = (size_t)(S * H * D), nl = (size_t)(S * H);
+  void *q = random_tensor(BSA_DTYPE_BF16, n, &rng), *k = random_tensor(BSA_DTYPE_BF16, n, &rng);
+  void *v = random_tensor(BSA_DTYPE_BF16, n, &rng);
+  dev_upload(&d, q, k, v, n, n, nl, 2);
+  bsa_plan *plan;
+  ck_assert_int_eq(bsa_plan_create_dense(d.ctx, &p, &plan), BSA_OK);
+  dev_poison_run(&d, plan, n * 2, nl, 1);
+  unsigned char *o1 = malloc(n * 2), *o2 = malloc(n * 2), *poison = malloc(n * 2);
+  ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, o1, d.o, n * 2), BSA_OK);
+  memset(poison, 0xff, n * 2);
+  ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.o, poison, n * 2), BSA_OK);
+  double med = -1, mn = -1;
+  ck_assert_msg(bsa_plan_time(plan, d.q, d.k, d.v, d.o, NULL, 1, 3, &med, &mn) == BSA_OK,
+                "bsa_plan_time: %s", bsa_ctx_last_error(d.ctx));
+  ck_assert_msg(isfinite(med) && med > 0 && mn > 0 && mn <= med, "median %g, min %g", med, mn);
+  ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, o2, d.o, n * 2), BSA_OK);
+  ck_assert_msg(memcmp(o1, o2, n * 2) == 0, "timed runs wrote another output than a direct run");
+  bsa_plan_destroy(plan);
+  dev_release(&d);
+  free(q), free(k), free(v), free(o1), free(o2), free(poison);
+}
+END_TEST
+
 /* Requests the CUDA backend cannot do fail with a message naming them. */
 START_TEST(test_unsupported) {
   if (other_shard(132)) return;
@@ -846,6 +889,7 @@ static Suite *gpu_suite(void) {
   suite_add_tcase(s, tc);
   TCase *te = tcase_create("errors");
   tcase_add_test(te, test_unsupported);
+  tcase_add_test(te, test_plan_time);
   suite_add_tcase(s, te);
   return s;
 }
