@@ -8,7 +8,8 @@
  *  - items much longer than a fair share of the machine are split along
  *    their keys into pieces that write partial results, merged afterwards by
  *    a second kernel (split-KV with an LSE merge);
- *  - the order is by groups of kv heads whose K/V fit in half the L2, and
+ *  - the order is by groups of kv heads whose K/V fit in a quarter of the
+ *    L2, and
  *    longest first within a group, so that CTAs running together share
  *    K/V in L2 and still end together;
  *  - persistent CTAs get their works from host-made lists, balanced by
@@ -166,16 +167,18 @@ static int32_t cost_bucket(int64_t cost) {
   return b < COST_BUCKETS ? b : COST_BUCKETS - 1;
 }
 
-/* Kv heads per schedule group: those whose K and V fit in half the L2
- * (at least 1).  BSA_CUDA_L2_MB overrides the L2 size, 0 makes one group of
- * all heads (to measure the order). */
+/* Kv heads per schedule group: those whose K and V fit in a quarter of the
+ * L2 (at least 1).  On the H100 groups of half the L2 still read 80 MB of
+ * a BSR run's 282 MB from DRAM twice; a quarter reads each K/V block once
+ * (docs/PERF.md, run 10).  BSA_CUDA_L2_MB overrides the L2 size, 0 makes
+ * one group of all heads (to measure the order). */
 static int32_t l2_head_group(const bsa_ctx *ctx, const bsa_attn_params *p) {
   int64_t l2 = ctx->l2_bytes;
   long mb;
   if (env_long("BSA_CUDA_L2_MB", 0, 1L << 20, &mb)) l2 = (int64_t)mb << 20;
   const int64_t head_bytes = 2 * p->kv_len * p->head_dim * (int64_t)bsa_dtype_size(p->kv_dtype);
   if (l2 <= 0 || head_bytes <= 0) return p->num_kv_heads > 0 ? p->num_kv_heads : 1;
-  const int64_t h = l2 / 2 / head_bytes;
+  const int64_t h = l2 / 4 / head_bytes;
   return h < 1 ? 1 : h > p->num_kv_heads ? p->num_kv_heads : (int32_t)h;
 }
 
@@ -687,7 +690,8 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
 
   /* Order: kv-head group, then bucket descending, then kv head, then
    * input order (a stable counting sort over the buckets in use times
-   * Hkv).  A group is as many kv heads as half the L2 holds K and V of: the
+   * Hkv).  A group is as many kv heads as a quarter of the L2 holds K and V
+   * of: the
    * CTAs running at one time then read the K/V blocks of a few heads, each
    * from memory about once, where a global longest-first order mixes all
    * heads and can read a block again for every item that uses it (sparse
