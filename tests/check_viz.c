@@ -1032,14 +1032,17 @@ START_TEST(test_speedup_chart) {
   bsa_runlog *log;
   ck_assert_int_eq(bsa_runlog_open(db, &log), BSA_OK);
   char *argv[] = {"bsa", "bench", NULL};
-  /* Two ok runs (bsr and var), the dense baseline, and a failed run. */
+  /* Two ok runs (bsr and var), the dense baseline, and a failed run.  The
+   * densities of a series are random within bands a factor of 1.28 or more
+   * apart (30 pixels or more on this axis), so that no marker covers
+   * another's centre. */
   double d_bsr[3], s_bsr[3], d_var[3], s_var[3];
   bsa_run *run;
   ck_assert_int_eq(bsa_runlog_run_begin(log, "bench", 2, argv, &run), BSA_OK);
   metric_pair(run, "speedup", 1.0, 1.0, NULL, -1,
               "{\"device\":\"cpu\",\"layout\":\"dense\",\"seq\":1024}");
   for (int i = 0; i < 3; i++) {
-    d_bsr[i] = 0.02 * (i + 1) * (1 + urand());
+    d_bsr[i] = 0.02 * pow(2.5, i) * (1 + 0.5 * urand());
     s_bsr[i] = 1 / d_bsr[i] * (0.3 + 0.5 * urand());
     char lab[256];
     snprintf(
@@ -1051,7 +1054,7 @@ START_TEST(test_speedup_chart) {
   ck_assert_int_eq(bsa_run_end(run, BSA_OK, NULL), BSA_OK);
   ck_assert_int_eq(bsa_runlog_run_begin(log, "bench", 2, argv, &run), BSA_OK);
   for (int i = 0; i < 3; i++) {
-    d_var[i] = 0.1 * (i + 2) * (1 + urand());
+    d_var[i] = 0.25 * pow(1.6, i) * (1 + 0.25 * urand());
     s_var[i] = 1 / d_var[i] * (0.3 + 0.5 * urand());
     char lab[256];
     snprintf(lab, sizeof lab,
