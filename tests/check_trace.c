@@ -118,8 +118,8 @@ static unsigned char *slurp(const char *path, long *len) {
   return b;
 }
 
-#define ASSERT_MSG_HAS(sub)                                                             \
-  ck_assert_msg(strstr(bsa_last_error(), (sub)) != NULL, "message \"%s\" lacks \"%s\"", \
+#define ASSERT_MSG_HAS(sub)                                                                   \
+  ck_assert_msg(strstr(bsa_last_error(), (sub)) != NULL, "message \"%s\" lacks \"%s\"",       \
                 bsa_last_error(), (sub))
 
 /* ---- records ------------------------------------------------------------------ */
@@ -174,8 +174,8 @@ START_TEST(test_trace_roundtrip) {
   const char *path = tpath("t.h5");
   bsa_trace_record *r[3];
   r[0] = random_trace_record(&s, "layer 10 \xc2\xb7 step 2", 1, 0); /* spaces, UTF-8 */
-  r[1] = random_trace_record(&s, "a", 0, 0);                        /* no v */
-  r[2] = random_trace_record(&s, "Z_first", 1, 1);                  /* cluster ids */
+  r[1] = random_trace_record(&s, "a", 0, 0);                         /* no v */
+  r[2] = random_trace_record(&s, "Z_first", 1, 1);                   /* cluster ids */
   bsa_trace_writer *w;
   ck_assert_int_eq(bsa_trace_writer_create(path, f16 ? BSA_DTYPE_F16 : BSA_DTYPE_F32, "m\"odel",
                                            "src\nline 2", &w),
@@ -305,8 +305,9 @@ START_TEST(test_masks_roundtrip) {
   const char *path = tpath("m.h5");
   bsa_mask_record *r[2] = {random_mask_record(&s, "layer00"), random_mask_record(&s, "layer01")};
   bsa_masks_writer *w;
-  ck_assert_int_eq(
-      bsa_masks_writer_create(path, "kmeans", "{\"q_clusters\": 8}", "t.h5", "abc123", &w), BSA_OK);
+  ck_assert_int_eq(bsa_masks_writer_create(path, "kmeans", "{\"q_clusters\": 8}", "t.h5",
+                                           "abc123", &w),
+                   BSA_OK);
   for (int i = 0; i < 2; i++)
     ck_assert_msg(bsa_masks_writer_add(w, r[i]) == BSA_OK, "seed %llu: %s",
                   (unsigned long long)seed, bsa_last_error());
@@ -405,8 +406,8 @@ static hid_t half_type(void) {
 }
 
 /* Writes dataset name of file type ftype from data in memory type mtype. */
-static void ds(hid_t grp, const char *name, hid_t ftype, hid_t mtype, int rank, const int64_t *dims,
-               const void *data) {
+static void ds(hid_t grp, const char *name, hid_t ftype, hid_t mtype, int rank,
+               const int64_t *dims, const void *data) {
   hsize_t d[4];
   for (int i = 0; i < rank; i++) d[i] = (hsize_t)dims[i];
   hid_t sp = H5Screate_simple(rank, d, NULL);
@@ -426,8 +427,7 @@ static hid_t new_file(const char *path, const char *format, int64_t version) {
 }
 
 static hid_t new_group(hid_t f, const char *name) {
-  if (H5Lexists(f, "records", H5P_DEFAULT) <= 0)
-    H5Gclose(H5Gcreate2(f, "records", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+  if (H5Lexists(f, "records", H5P_DEFAULT) <= 0) H5Gclose(H5Gcreate2(f, "records", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
   hid_t r = H5Gopen2(f, "records", H5P_DEFAULT);
   hid_t g = H5Gcreate2(r, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
   H5Gclose(r);
@@ -550,7 +550,7 @@ END_TEST
 
 typedef struct bad_case {
   const char *what;
-  int at_open; /* the error comes from open, not from reading "r" */
+  int at_open;          /* the error comes from open, not from reading "r" */
   bsa_status status;
   const char *needles[3]; /* substrings the message must hold, besides the path */
 } bad_case;
@@ -561,13 +561,8 @@ static void write_bad_trace(int i, const char *path, uint64_t *s) {
   int64_t Hq = 4, Hkv = 2, S = irange(s, 2, 20), D = irange(s, 2, 16);
   float *q = normals(s, 4 * Hq * S * D, 1.0), *k = normals(s, 4 * Hkv * S * D, 1.0);
   int64_t qd[3] = {Hq, S, D}, kd[3] = {Hkv, S, D};
-  hid_t f = new_file(path,
-                     i == 0   ? NULL
-                     : i == 1 ? "bsa-masks"
-                              : "bsa-trace",
-                     i == 2    ? 2
-                     : i == 13 ? 0
-                               : 1);
+  hid_t f = new_file(path, i == 0 ? NULL : i == 1 ? "bsa-masks" : "bsa-trace",
+                     i == 2 ? 2 : i == 13 ? 0 : 1);
   if (i == 3) {
     H5Fclose(f);
     free(q);
@@ -650,10 +645,7 @@ static const bad_case BAD_TRACES[] = {
     {"no /records", 1, BSA_ERR_FORMAT, {"/records", NULL, NULL}},
     {"missing q", 0, BSA_ERR_FORMAT, {"record 'r'", "missing dataset 'q'", NULL}},
     {"k of rank 2", 0, BSA_ERR_FORMAT, {"record 'r'", "dataset 'k' has rank 2", "[Hkv, Sk, D]"}},
-    {"q of int32",
-     0,
-     BSA_ERR_FORMAT,
-     {"record 'r'", "dataset 'q' has dtype int32", "float16 or float32"}},
+    {"q of int32", 0, BSA_ERR_FORMAT, {"record 'r'", "dataset 'q' has dtype int32", "float16 or float32"}},
     {"q of float64", 0, BSA_ERR_FORMAT, {"record 'r'", "dataset 'q' has dtype float64", NULL}},
     {"Hq % Hkv", 0, BSA_ERR_FORMAT, {"record 'r'", "'q' has 3 heads", "Hq % Hkv"}},
     {"v longer than k", 0, BSA_ERR_FORMAT, {"record 'r'", "dataset 'v' has shape", "must match"}},
@@ -709,24 +701,12 @@ static void write_bad_masks(int i, const char *path, uint64_t *s) {
   int32_t qp[12] = {5, 4, 3, 2, 1, 0, 0, 1, 2, 3, 4, 5};
   int64_t md[3] = {H, MB, NB}, rd[2] = {H, MB}, cd[2] = {H, NB}, pd[2] = {H, Sq};
   switch (i) {
-    case 2:
-      rs[4] = 2;
-      break; /* head 1 sums to 7 */
-    case 3:
-      rs[0] = -1;
-      rs[2] = 7;
-      break; /* negative size */
-    case 4:
-      qp[9] = 4;
-      break; /* token 4 twice */
-    case 5:
-      qp[0] = 6;
-      break; /* out of range */
-    case 6:
-      a_i64(g, "qo_len", 7);
-      break; /* sizes sum to 6 */
-    default:
-      break;
+    case 2: rs[4] = 2; break;                    /* head 1 sums to 7 */
+    case 3: rs[0] = -1; rs[2] = 7; break;        /* negative size */
+    case 4: qp[9] = 4; break;                    /* token 4 twice */
+    case 5: qp[0] = 6; break;                    /* out of range */
+    case 6: a_i64(g, "qo_len", 7); break;        /* sizes sum to 6 */
+    default: break;
   }
   if (i != 1) ds(g, "block_mask_map", H5T_STD_U8LE, H5T_NATIVE_UINT8, 3, md, map);
   if (i == 7) {
@@ -754,40 +734,16 @@ static void write_bad_masks(int i, const char *path, uint64_t *s) {
 
 static const bad_case BAD_MASKS[] = {
     {"a trace file", 1, BSA_ERR_FORMAT, {"format = \"bsa-trace\"", "\"bsa-masks\"", NULL}},
-    {"no block_mask_map",
-     0,
-     BSA_ERR_FORMAT,
-     {"record 'r'", "missing dataset 'block_mask_map'", NULL}},
-    {"sums differ",
-     0,
-     BSA_ERR_FORMAT,
-     {"record 'r'", "block_row_sz of head 1 sums to 7", "head 0 sums to 6"}},
+    {"no block_mask_map", 0, BSA_ERR_FORMAT, {"record 'r'", "missing dataset 'block_mask_map'", NULL}},
+    {"sums differ", 0, BSA_ERR_FORMAT, {"record 'r'", "block_row_sz of head 1 sums to 7", "head 0 sums to 6"}},
     {"negative size", 0, BSA_ERR_FORMAT, {"record 'r'", "block_row_sz[0, 0] = -1", NULL}},
-    {"perm duplicate",
-     0,
-     BSA_ERR_FORMAT,
-     {"record 'r'", "q_perm is not a permutation", "token 4 appears twice"}},
-    {"perm range",
-     0,
-     BSA_ERR_FORMAT,
-     {"record 'r'", "q_perm is not a permutation", "outside [0, 6)"}},
-    {"qo_len attribute",
-     0,
-     BSA_ERR_FORMAT,
-     {"record 'r'", "sums to 6 but attribute qo_len = 7", NULL}},
-    {"row sizes shape",
-     0,
-     BSA_ERR_FORMAT,
-     {"record 'r'", "dataset 'block_row_sz' has shape [2, 4]", "[2, 3]"}},
+    {"perm duplicate", 0, BSA_ERR_FORMAT, {"record 'r'", "q_perm is not a permutation", "token 4 appears twice"}},
+    {"perm range", 0, BSA_ERR_FORMAT, {"record 'r'", "q_perm is not a permutation", "outside [0, 6)"}},
+    {"qo_len attribute", 0, BSA_ERR_FORMAT, {"record 'r'", "sums to 6 but attribute qo_len = 7", NULL}},
+    {"row sizes shape", 0, BSA_ERR_FORMAT, {"record 'r'", "dataset 'block_row_sz' has shape [2, 4]", "[2, 3]"}},
     {"no block_col_sz", 0, BSA_ERR_FORMAT, {"record 'r'", "missing dataset 'block_col_sz'", NULL}},
-    {"scores shape",
-     0,
-     BSA_ERR_FORMAT,
-     {"record 'r'", "dataset 'block_scores' has shape [2, 2, 3]", NULL}},
-    {"float map",
-     0,
-     BSA_ERR_FORMAT,
-     {"record 'r'", "dataset 'block_mask_map' has dtype float32", NULL}},
+    {"scores shape", 0, BSA_ERR_FORMAT, {"record 'r'", "dataset 'block_scores' has shape [2, 2, 3]", NULL}},
+    {"float map", 0, BSA_ERR_FORMAT, {"record 'r'", "dataset 'block_mask_map' has dtype float32", NULL}},
 };
 
 START_TEST(test_masks_bad_files) {
@@ -972,8 +928,7 @@ START_TEST(test_failed_write_keeps_file) {
   mbad = *mr;
   mbad.name = "m3";
   uint8_t *map = malloc((size_t)(mr->num_kv_heads * mr->num_block_rows * mr->num_block_cols));
-  memcpy(map, mr->block_mask_map,
-         (size_t)(mr->num_kv_heads * mr->num_block_rows * mr->num_block_cols));
+  memcpy(map, mr->block_mask_map, (size_t)(mr->num_kv_heads * mr->num_block_rows * mr->num_block_cols));
   map[0] = 2;
   mbad.block_mask_map = map;
   ck_assert_int_eq(bsa_masks_writer_add(mw, &mbad), BSA_ERR_INVALID_ARG);
@@ -1026,8 +981,7 @@ START_TEST(test_synth_deterministic) {
   ck_assert_mem_eq(a->q, b->q, nq);
   ck_assert_mem_eq(a->k, b->k, nk);
   ck_assert_mem_eq(a->v, b->v, nk);
-  ck_assert_mem_eq(a->cluster_id, b->cluster_id,
-                   sizeof(int32_t) * (size_t)(p.num_kv_heads * p.seq_len));
+  ck_assert_mem_eq(a->cluster_id, b->cluster_id, sizeof(int32_t) * (size_t)(p.num_kv_heads * p.seq_len));
   ck_assert_str_eq(a->name, "layer01");
   ck_assert_int_eq(a->layer, 1);
   /* A record does not depend on how many records the trace has. */
@@ -1144,8 +1098,8 @@ START_TEST(test_synth_structure) {
     ck_assert_msg(m_sink / n_sink > 5 * other, "seed %llu head %d: sink key %.3g, other key %.3g",
                   (unsigned long long)seed, h, m_sink / n_sink, other);
     ck_assert_msg(m_local / n_local > 3 * other,
-                  "seed %llu head %d: local key %.3g, other key %.3g", (unsigned long long)seed, h,
-                  m_local / n_local, other);
+                  "seed %llu head %d: local key %.3g, other key %.3g", (unsigned long long)seed,
+                  h, m_local / n_local, other);
     ck_assert_msg(m_same / n_same > 3 * other,
                   "seed %llu head %d: same-cluster key %.3g, other key %.3g",
                   (unsigned long long)seed, h, m_same / n_same, other);
@@ -1210,10 +1164,8 @@ START_TEST(test_synth_structure) {
           nj += q[j * D + e] * q[j * D + e];
         }
         double cs = d / sqrt(ni * nj);
-        if (cid[i] == cid[j])
-          within += cs, nw++;
-        else
-          across += cs, na++;
+        if (cid[i] == cid[j]) within += cs, nw++;
+        else across += cs, na++;
       }
     ck_assert_msg(within / nw > across / na + 0.15, "seed %llu: cosine within %.3f across %.3f",
                   (unsigned long long)seed, within / nw, across / na);
@@ -1259,7 +1211,8 @@ static Suite *trace_suite(void) {
   tcase_add_loop_test(tc, test_trace_roundtrip, 0, 2);
   tcase_add_test(tc, test_masks_roundtrip);
   tcase_add_test(tc, test_trace_foreign_types);
-  tcase_add_loop_test(tc, test_trace_bad_files, 0, (int)(sizeof BAD_TRACES / sizeof BAD_TRACES[0]));
+  tcase_add_loop_test(tc, test_trace_bad_files, 0,
+                      (int)(sizeof BAD_TRACES / sizeof BAD_TRACES[0]));
   tcase_add_loop_test(tc, test_masks_bad_files, 0, (int)(sizeof BAD_MASKS / sizeof BAD_MASKS[0]));
   tcase_add_test(tc, test_not_hdf5);
   tcase_add_test(tc, test_failed_write_keeps_file);

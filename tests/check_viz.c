@@ -40,6 +40,7 @@
 #include "bsa/viz.h"
 #include "test_rand.h"
 
+
 /* A temporary folder for one check, removed with its files at the end. */
 static char g_dir[256];
 static void make_dir(void) {
@@ -145,8 +146,8 @@ static void assert_rgb_near(const uint8_t *got, const uint8_t want[3], int tol, 
                             int x, int y) {
   for (int c = 0; c < 3; c++)
     ck_assert_msg(abs((int)got[c] - (int)want[c]) <= tol,
-                  "%s at pixel (%d, %d): got (%d,%d,%d), want (%d,%d,%d) %s", what, x, y, got[0],
-                  got[1], got[2], want[0], want[1], want[2], g_seedstr);
+                  "%s at pixel (%d, %d): got (%d,%d,%d), want (%d,%d,%d) %s", what, x, y,
+                  got[0], got[1], got[2], want[0], want[1], want[2], g_seedstr);
 }
 
 /* ---- mask records ---------------------------------------------------------- */
@@ -251,10 +252,8 @@ static double luminance(const uint8_t c[3]) {
 
 START_TEST(test_colormap) {
   fresh_seed();
-  static const uint8_t anchors[5][3] = {{0x44, 0x01, 0x54},
-                                        {0x3b, 0x52, 0x8b},
-                                        {0x21, 0x90, 0x8c},
-                                        {0x5d, 0xc8, 0x63},
+  static const uint8_t anchors[5][3] = {{0x44, 0x01, 0x54}, {0x3b, 0x52, 0x8b},
+                                        {0x21, 0x90, 0x8c}, {0x5d, 0xc8, 0x63},
                                         {0xfd, 0xe7, 0x25}};
   for (int i = 0; i < 5; i++) {
     uint8_t c[3];
@@ -273,8 +272,8 @@ START_TEST(test_colormap) {
     uint8_t ca[3], cb[3];
     bsa_viz_colormap(a, ca);
     bsa_viz_colormap(b, cb);
-    ck_assert_msg(luminance(cb) > luminance(ca), "luminance not rising between t=%g and %g %s", a,
-                  b, g_seedstr);
+    ck_assert_msg(luminance(cb) > luminance(ca), "luminance not rising between t=%g and %g %s",
+                  a, b, g_seedstr);
   }
   /* Out of range and NaN clamp. */
   uint8_t lo[3], hi[3], c[3];
@@ -387,8 +386,8 @@ START_TEST(test_masks_blocks) {
           }
       }
       if (hi >= lo) {
-        ck_assert_msg(fabs(lay.score_hi - hi) <= 1e-6 * hi, "score_hi %g, want %g %s", lay.score_hi,
-                      hi, g_seedstr);
+        ck_assert_msg(fabs(lay.score_hi - hi) <= 1e-6 * hi, "score_hi %g, want %g %s",
+                      lay.score_hi, hi, g_seedstr);
         ck_assert_int_eq(lay.score_log, lo > 0 && hi / lo >= 10);
         if (!lay.score_log) ck_assert(fabs(lay.score_lo - lo) <= 1e-6 * fabs(lo) + 1e-12);
       }
@@ -504,8 +503,8 @@ START_TEST(test_masks_area_average_75k) {
         double mean = sum[c] / ((double)p->w * p->h);
         double want = f * bsa_viz_kept_rgb[c] + (1 - f) * bsa_viz_dropped_rgb[c];
         ck_assert_msg(fabs(mean - want) < 0.5,
-                      "head %d order %d channel %d: mean %.3f, want %.3f %s", h, order, c, mean,
-                      want, g_seedstr);
+                      "head %d order %d channel %d: mean %.3f, want %.3f %s", h, order, c,
+                      mean, want, g_seedstr);
       }
       if (order == 0) {
         /* Single pixels: coverage-weighted mix of the blocks under them. */
@@ -521,7 +520,7 @@ START_TEST(test_masks_area_average_75k) {
               if (wc[bj] == 0) continue;
               double w = wr[bi] * wc[bj];
               const uint8_t *c = r->block_mask_map[(h * MB + bi) * NB + bj] ? bsa_viz_kept_rgb
-                                                                            : bsa_viz_dropped_rgb;
+                                                                             : bsa_viz_dropped_rgb;
               for (int d = 0; d < 3; d++) acc[d] += w * c[d];
               tw += w;
             }
@@ -594,8 +593,7 @@ START_TEST(test_png_text) {
   snprintf(cmd, sizeof cmd, "bsa viz masks --masks 'm %llu.h5' --out x.png",
            (unsigned long long)rnd_u64());
   const char *unicode = "inputs: caf\xc3\xa9/\xe6\xb3\xa8\xe6\x84\x8f.h5";
-  bsa_viz_text meta[] = {
-      {"bsa-command", cmd}, {"bsa-run-id", run_id}, {"bsa-input-masks", unicode}};
+  bsa_viz_text meta[] = {{"bsa-command", cmd}, {"bsa-run-id", run_id}, {"bsa-input-masks", unicode}};
   bsa_viz_masks_opts o;
   memset(&o, 0, sizeof o);
   o.method = "kmeans";
@@ -610,9 +608,8 @@ START_TEST(test_png_text) {
   ck_assert_ptr_nonnull(image_text(&im, "Software"));
   ck_assert_str_eq(image_text(&im, "Software"), sw);
   ck_assert_ptr_nonnull(image_text(&im, "Title"));
-  ck_assert_msg(
-      strstr(image_text(&im, "Title"), "layer07") && strstr(image_text(&im, "Title"), "kmeans"),
-      "title '%s' names neither record nor method", image_text(&im, "Title"));
+  ck_assert_msg(strstr(image_text(&im, "Title"), "layer07") && strstr(image_text(&im, "Title"), "kmeans"),
+                "title '%s' names neither record nor method", image_text(&im, "Title"));
   ck_assert_ptr_nonnull(image_text(&im, "bsa-command"));
   ck_assert_str_eq(image_text(&im, "bsa-command"), cmd);
   ck_assert_str_eq(image_text(&im, "bsa-run-id"), run_id);
@@ -790,8 +787,7 @@ START_TEST(test_block_mass) {
       double rowsum = 0;
       for (int64_t bj = 0; bj < NB; bj++) {
         double w = want[bi * NB + bj] / ((double)rows * G);
-        ck_assert_msg(isfinite(mass[bi * NB + bj]), "mass[%lld] not written",
-                      (long long)(bi * NB + bj));
+        ck_assert_msg(isfinite(mass[bi * NB + bj]), "mass[%lld] not written", (long long)(bi * NB + bj));
         num += (mass[bi * NB + bj] - w) * (mass[bi * NB + bj] - w);
         den += w * w;
         rowsum += mass[bi * NB + bj];
@@ -864,8 +860,8 @@ START_TEST(test_mask_recall) {
       }
       double want = rows > 0 ? kept / rows : NAN;
       if (rows > 0)
-        ck_assert_msg(fabs(rec[h] - want) < 1e-5, "head %d recall %g, want %g %s", h, rec[h], want,
-                      g_seedstr);
+        ck_assert_msg(fabs(rec[h] - want) < 1e-5, "head %d recall %g, want %g %s", h, rec[h],
+                      want, g_seedstr);
     }
     free(P);
     free_mask(m);
@@ -1039,16 +1035,14 @@ START_TEST(test_speedup_chart) {
   double d_bsr[3], s_bsr[3], d_var[3], s_var[3];
   bsa_run *run;
   ck_assert_int_eq(bsa_runlog_run_begin(log, "bench", 2, argv, &run), BSA_OK);
-  metric_pair(run, "speedup", 1.0, 1.0, NULL, -1,
-              "{\"device\":\"cpu\",\"layout\":\"dense\",\"seq\":1024}");
+  metric_pair(run, "speedup", 1.0, 1.0, NULL, -1, "{\"device\":\"cpu\",\"layout\":\"dense\",\"seq\":1024}");
   for (int i = 0; i < 3; i++) {
     d_bsr[i] = 0.02 * pow(2.5, i) * (1 + 0.5 * urand());
     s_bsr[i] = 1 / d_bsr[i] * (0.3 + 0.5 * urand());
     char lab[256];
-    snprintf(
-        lab, sizeof lab,
-        "{\"device\":\"cpu\",\"layout\":\"bsr\",\"seq\":1024,\"block\":64,\"density_target\":%g}",
-        d_bsr[i]);
+    snprintf(lab, sizeof lab,
+             "{\"device\":\"cpu\",\"layout\":\"bsr\",\"seq\":1024,\"block\":64,\"density_target\":%g}",
+             d_bsr[i]);
     metric_pair(run, "speedup", s_bsr[i], d_bsr[i], NULL, -1, lab);
   }
   ck_assert_int_eq(bsa_run_end(run, BSA_OK, NULL), BSA_OK);
@@ -1057,8 +1051,7 @@ START_TEST(test_speedup_chart) {
     d_var[i] = 0.25 * pow(1.6, i) * (1 + 0.25 * urand());
     s_var[i] = 1 / d_var[i] * (0.3 + 0.5 * urand());
     char lab[256];
-    snprintf(lab, sizeof lab,
-             "{\"device\":\"cpu\",\"layout\":\"var\",\"seq\":1024,\"blocks\":\"16x16\"}");
+    snprintf(lab, sizeof lab, "{\"device\":\"cpu\",\"layout\":\"var\",\"seq\":1024,\"blocks\":\"16x16\"}");
     metric_pair(run, "speedup", s_var[i], d_var[i], NULL, -1, lab);
   }
   ck_assert_int_eq(bsa_run_end(run, BSA_OK, NULL), BSA_OK);
