@@ -19,7 +19,8 @@
  * Output: one JSON object per line on stdout.
  *
  * --runs N instead runs the plan (dense when --layout dense) N times
- * without timing and prints nothing else, for external profilers, e.g.
+ * without timing and prints one line saying so, for external profilers,
+ * e.g.
  *   ncu --kernel-name regex:attn_fwd_ws --launch-skip 1 --launch-count 1 \
  *       --section SourceCounters --section WarpStateStats --page source \
  *       --print-source sass --csv bench/attn_dev --layout bsr --runs 3

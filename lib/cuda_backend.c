@@ -9,9 +9,8 @@
  *    their keys into pieces that write partial results, merged afterwards by
  *    a second kernel (split-KV with an LSE merge);
  *  - the order is by groups of kv heads whose K/V fit in a quarter of the
- *    L2, and
- *    longest first within a group, so that CTAs running together share
- *    K/V in L2 and still end together;
+ *    L2, and longest first within a group, so that CTAs running together
+ *    share K/V in L2 and still end together;
  *  - persistent CTAs get their works from host-made lists, balanced by
  *    cost.
  * Everything the run needs (schedule, BSR masks, ALiBi slopes, split and
@@ -691,13 +690,12 @@ bsa_status bsa__cuda_plan_prepare(bsa_plan *plan) {
   /* Order: kv-head group, then bucket descending, then kv head, then
    * input order (a stable counting sort over the buckets in use times
    * Hkv).  A group is as many kv heads as a quarter of the L2 holds K and V
-   * of: the
-   * CTAs running at one time then read the K/V blocks of a few heads, each
-   * from memory about once, where a global longest-first order mixes all
-   * heads and can read a block again for every item that uses it (sparse
-   * maps touch a block from several rows of the same head; measured in
-   * docs/kernels.md).  Within a group the order stays longest first for
-   * the balance across CTAs. */
+   * of: the CTAs running at one time then read the K/V blocks of a few
+   * heads, each from memory about once, where a global longest-first
+   * order mixes all heads and can read a block again for every item that
+   * uses it (sparse maps touch a block from several rows of the same
+   * head; measured in docs/kernels.md).  Within a group the order stays
+   * longest first for the balance across CTAs. */
   bsa__gpu_item *items = (bsa__gpu_item *)(host + off_items);
   const int32_t hpg = l2_head_group(ctx, p);
   const int32_t ngroups = (p->num_kv_heads + hpg - 1) / hpg;
