@@ -268,12 +268,18 @@ static void dev_release(dev *d) {
   bsa_ctx_destroy(d->ctx);
 }
 
-static void dev_poison_run(dev *d, bsa_plan *plan, size_t o_bytes, size_t lse_n, int want_lse) {
+/* Fills the first bytes of d->o (and lse_n floats of d->lse) with 0xff,
+ * NaN in every dtype. */
+static void dev_poison(dev *d, size_t o_bytes, size_t lse_n) {
   unsigned char *poison = malloc(o_bytes > lse_n * 4 ? o_bytes : lse_n * 4);
-  memset(poison, 0xff, o_bytes > lse_n * 4 ? o_bytes : lse_n * 4); /* NaN in every dtype */
+  memset(poison, 0xff, o_bytes > lse_n * 4 ? o_bytes : lse_n * 4);
   ck_assert_int_eq(bsa_ctx_copy_to_device(d->ctx, d->o, poison, o_bytes), BSA_OK);
-  ck_assert_int_eq(bsa_ctx_copy_to_device(d->ctx, d->lse, poison, lse_n * 4), BSA_OK);
+  if (lse_n) ck_assert_int_eq(bsa_ctx_copy_to_device(d->ctx, d->lse, poison, lse_n * 4), BSA_OK);
   free(poison);
+}
+
+static void dev_poison_run(dev *d, bsa_plan *plan, size_t o_bytes, size_t lse_n, int want_lse) {
+  dev_poison(d, o_bytes, lse_n);
   bsa_status st = bsa_plan_run(plan, d->q, d->k, d->v, d->o, want_lse ? d->lse : NULL);
   ck_assert_msg(st == BSA_OK, "cuda run failed: %s", bsa_ctx_last_error(d->ctx));
   st = bsa_ctx_synchronize(d->ctx);
@@ -538,15 +544,13 @@ START_TEST(test_graph_capture) {
   void *v = random_tensor(c.dtype, nkv, &rng);
   dev_upload(&d, q, k, v, nq, nkv, nl, 2);
   unsigned char *o1 = malloc(nq * 2), *o2 = malloc(nq * 2);
-  unsigned char *poison = malloc(nq * 2);
-  memset(poison, 0xff, nq * 2);
   for (int kf = 0; kf < g_nfam; kf++) {
     set_family(&g_fam[kf]);
     bsa_plan *plan;
     ck_assert_int_eq(make_plan(d.ctx, &c, &p, &b, &rng, &plan), BSA_OK);
     dev_poison_run(&d, plan, nq * 2, nl, 1);
     ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, o1, d.o, nq * 2), BSA_OK);
-    ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.o, poison, nq * 2), BSA_OK);
+    dev_poison(&d, nq * 2, 0);
     cudaGraph_t g;
     cudaGraphExec_t ge;
     ck_assert_int_eq(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
@@ -566,7 +570,7 @@ START_TEST(test_graph_capture) {
   }
   dev_release(&d);
   cudaStreamDestroy(s);
-  free(q), free(k), free(v), free(o1), free(o2), free(poison);
+  free(q), free(k), free(v), free(o1), free(o2);
   free_desc(&b);
 }
 END_TEST
@@ -826,10 +830,9 @@ START_TEST(test_plan_time) {
   bsa_plan *plan;
   ck_assert_int_eq(bsa_plan_create_dense(d.ctx, &p, &plan), BSA_OK);
   dev_poison_run(&d, plan, n * 2, nl, 1);
-  unsigned char *o1 = malloc(n * 2), *o2 = malloc(n * 2), *poison = malloc(n * 2);
+  unsigned char *o1 = malloc(n * 2), *o2 = malloc(n * 2);
   ck_assert_int_eq(bsa_ctx_copy_to_host(d.ctx, o1, d.o, n * 2), BSA_OK);
-  memset(poison, 0xff, n * 2);
-  ck_assert_int_eq(bsa_ctx_copy_to_device(d.ctx, d.o, poison, n * 2), BSA_OK);
+  dev_poison(&d, n * 2, 0);
   double med = -1, mn = -1;
   ck_assert_msg(bsa_plan_time(plan, d.q, d.k, d.v, d.o, NULL, 1, 3, &med, &mn) == BSA_OK,
                 "bsa_plan_time: %s", bsa_ctx_last_error(d.ctx));
@@ -838,7 +841,7 @@ START_TEST(test_plan_time) {
   ck_assert_msg(memcmp(o1, o2, n * 2) == 0, "timed runs wrote another output than a direct run");
   bsa_plan_destroy(plan);
   dev_release(&d);
-  free(q), free(k), free(v), free(o1), free(o2), free(poison);
+  free(q), free(k), free(v), free(o1), free(o2);
 }
 END_TEST
 
