@@ -16,6 +16,10 @@
  *   bench/attn_dev --layout var --heads 32 --seq 32768 --blocks 100x100 \
  *                  --density 0.1 --reps 20
  *
+ * BSR blocks are --block square, or --row-block rows by --block keys
+ * (--row-block 64 gives items of 64 query rows: one math warpgroup of a
+ * wgmma CTA works, the other idles).
+ *
  * Output: one JSON object per line on stdout.
  *
  * --runs N instead runs the plan (dense when --layout dense) N times
@@ -118,7 +122,7 @@ static void prof_dump(bsa_ctx *ctx, bsa_plan *plan, const void *q, const void *k
 int main(int argc, char **argv) {
   const char *layout = "dense";
   int H = 32, Hkv = 0, D = 128, causal = 0, reps = 20, mb = 100, nb = 100, plan_reps = 5, runs = 0;
-  int64_t S = 8192, B = 128;
+  int64_t S = 8192, B = 128, RB = 0; /* RB: BSR rows per block (0: B) */
   double density = 0.1;
   bsa_dtype dt = BSA_DTYPE_BF16;
   for (int i = 1; i < argc; i++) {
@@ -135,6 +139,8 @@ int main(int argc, char **argv) {
       S = atoll(v), i++;
     else if (!strcmp(a, "--block"))
       B = atoll(v), i++;
+    else if (!strcmp(a, "--row-block"))
+      RB = atoll(v), i++;
     else if (!strcmp(a, "--blocks")) {
       if (sscanf(v, "%dx%d", &mb, &nb) != 2) {
         fprintf(stderr, "attn_dev: --blocks %s is not MBxNB\n", v);
@@ -199,7 +205,8 @@ int main(int argc, char **argv) {
   int32_t *indptr = NULL, *indices = NULL, *rsz = NULL, *csz = NULL;
   uint8_t *map = NULL;
   if (!strcmp(layout, "bsr")) {
-    const int64_t MB = (S + B - 1) / B, NB = MB;
+    if (RB <= 0) RB = B;
+    const int64_t MB = (S + RB - 1) / RB, NB = (S + B - 1) / B;
     indptr = malloc(sizeof(int32_t) * (size_t)(Hkv * (MB + 1)));
     indices = malloc(sizeof(int32_t) * (size_t)(Hkv * MB * NB));
     int64_t nnz = 0;
@@ -207,11 +214,11 @@ int main(int argc, char **argv) {
       indptr[h * (MB + 1)] = (int32_t)nnz;
       for (int64_t i = 0; i < MB; i++) {
         for (int64_t j = 0; j < NB; j++)
-          if (j == i || rnd_unit() < density) indices[nnz++] = (int32_t)j;
+          if (j == i * RB / B || rnd_unit() < density) indices[nnz++] = (int32_t)j;
         indptr[h * (MB + 1) + i + 1] = (int32_t)nnz;
       }
     }
-    bsa_bsr_desc d = {B, B, indptr, indices, NULL, 1};
+    bsa_bsr_desc d = {RB, B, indptr, indices, NULL, 1};
     t0 = now_s();
     if (bsa_plan_create_bsr(ctx, &p, &d, &plan) != BSA_OK) die("bsr plan", ctx);
     plan_ms = (now_s() - t0) * 1e3;
@@ -287,13 +294,13 @@ int main(int argc, char **argv) {
       const double tf = bsa_plan_flops(plan) / (ms * 1e-3) / 1e12;
       printf(
           "{\"device\":\"%s\",\"layout\":\"%s\",\"heads\":%d,\"kv_heads\":%d,\"seq\":%lld,"
-          "\"head_dim\":%d,\"dtype\":\"%s\",\"causal\":%d,\"block\":%lld,\"blocks\":\"%dx%d\","
-          "\"density_req\":%.3f,\"density\":%.4f,\"time_ms\":%.4f,\"dense_time_ms\":%.4f,"
+          "\"head_dim\":%d,\"dtype\":\"%s\",\"causal\":%d,\"block\":%lld,\"row_block\":%lld,"
+          "\"blocks\":\"%dx%d\",\"density_req\":%.3f,\"density\":%.4f,\"time_ms\":%.4f,\"dense_time_ms\":%.4f,"
           "\"speedup\":%.2f,\"tflops_effective\":%.1f,\"vs_dense\":%.3f,\"plan_ms\":%.3f,"
           "\"plan_median_ms\":%.3f,\"plan_cpu_ms\":%.3f,"
           "\"items\":%lld,\"segments\":%lld}\n",
           bsa_ctx_device_name(ctx), layout, H, Hkv, (long long)S, D, bsa_dtype_name(dt), causal,
-          (long long)B, mb, nb, density, si.density, ms, dense_ms, dense_ms / ms, tf, tf / dense_tf,
+          (long long)B, (long long)(RB > 0 ? RB : B), mb, nb, density, si.density, ms, dense_ms, dense_ms / ms, tf, tf / dense_tf,
           plan_ms, plan_median_ms, plan_cpu_ms, (long long)si.num_work_items,
           (long long)si.num_segments);
     }
