@@ -24,6 +24,16 @@ done
 grep -q '"layout":"bsr".*"density_target":0.25,"block":32,"density":0.25,' "$T/json" ||
   fail "bsr at 0.25 keeps 2 of 8 blocks per row: $(grep bsr "$T/json")"
 grep -q '"layout":"dense".*"density":1,' "$T/json" || fail "dense density is not 1"
+# A map depends on the seed, layout and density, not on the maps drawn
+# before it: the variable-block partition (and so the measured density) at
+# 0.25 is the same alone as after the BSR maps of the run above.
+"$BSA" --no-log bench --seq 256 --heads 4 --kv-heads 2 --head-dim 32 --layout var \
+  --blocks 8x8 --density 0.25 --reps 1 --seed "$seed" --json >"$T/alone" 2>"$T/err" ||
+  fail "bench --density 0.25: $(cat "$T/err")"
+d_list=$(grep '"layout":"var".*"density_target":0.25' "$T/json" | sed 's/.*"density":\([0-9.e-]*\),.*/\1/')
+d_alone=$(grep '"layout":"var"' "$T/alone" | sed 's/.*"density":\([0-9.e-]*\),.*/\1/')
+[ -n "$d_list" ] && [ "$d_list" = "$d_alone" ] ||
+  fail "var map at 0.25 differs alone ($d_alone) and after other maps ($d_list)"
 grep -q '"layout":"dense".*"speedup":1,"vs_dense":1,' "$T/json" || fail "dense vs_dense is not 1"
 # vs_dense is density x speedup on every line.
 awk -F'[{}:,]' '{ for (i = 1; i < NF; i++) { k[$i] = $(i + 1) } }

@@ -5,6 +5,8 @@
  * round(density * NB) - 1 others drawn uniformly.  Variable blocks: per kv
  * head a random partition of the sequence into MB row blocks and NB column
  * blocks (sizes at least 1) and round(density * NB) random blocks per row.
+ * Each map draws from a stream of its own (map_seed), so --density 0.1
+ * gives the same map alone as in --density 0.5,0.1.
  */
 #include "config.h"
 
@@ -14,6 +16,17 @@
 #include <string.h>
 
 #include "bench.h"
+
+/* The random stream of one map: from the seed, the layout (0 BSR, 1
+ * variable blocks) and the density alone, not from the maps drawn before
+ * it in the same command. */
+static uint64_t map_seed(uint64_t seed, int layout, double density) {
+  uint64_t bits;
+  memcpy(&bits, &density, sizeof bits);
+  uint64_t s = seed ^ (0xd1b54a32d192ed03ull * (uint64_t)(layout + 1));
+  s = bench_rand(&s) ^ bits;
+  return bench_rand(&s);
+}
 
 /* Picks keep distinct values of [0, n) into out, always including must
  * (when must >= 0).  Partial Fisher-Yates over a scratch permutation. */
@@ -142,6 +155,7 @@ int bench_random(bsa_cli *cli, const bench_opts *o) {
     if ((li == 0 && !o->do_bsr) || (li == 1 && !o->do_var)) continue;
     for (int di = 0; di < o->n_densities && rc == 0; di++) {
       const double dens = o->densities[di];
+      uint64_t mrng = map_seed(o->seed, li, dens);
       bsa_plan *plan = NULL;
       bsa_status st;
       char grid[64] = "";
@@ -157,7 +171,7 @@ int bench_random(bsa_cli *cli, const bench_opts *o) {
         for (int64_t h = 0; h < Hkv; h++) {
           indptr[h * (MB + 1)] = (int32_t)nnz;
           for (int64_t i = 0; i < MB; i++) {
-            pick(indices + nnz, keep, NB, i < NB ? i : -1, perm, &rng);
+            pick(indices + nnz, keep, NB, i < NB ? i : -1, perm, &mrng);
             nnz += keep;
             indptr[h * (MB + 1) + i + 1] = (int32_t)nnz;
           }
@@ -176,10 +190,10 @@ int bench_random(bsa_cli *cli, const bench_opts *o) {
         int32_t *perm = malloc(sizeof(int32_t) * (size_t)NB);
         int32_t *sel = malloc(sizeof(int32_t) * (size_t)NB);
         for (int64_t h = 0; h < Hkv; h++) {
-          random_sizes(rs + h * MB, MB, o->seq, &rng);
-          random_sizes(cs + h * NB, NB, o->seq, &rng);
+          random_sizes(rs + h * MB, MB, o->seq, &mrng);
+          random_sizes(cs + h * NB, NB, o->seq, &mrng);
           for (int64_t i = 0; i < MB; i++) {
-            pick(sel, keep, NB, -1, perm, &rng);
+            pick(sel, keep, NB, -1, perm, &mrng);
             for (int64_t k = 0; k < keep; k++) map[(h * MB + i) * NB + sel[k]] = 1;
           }
         }
