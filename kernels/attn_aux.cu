@@ -24,11 +24,11 @@ extern "C" int bsa__attn_prepare_d64(int dtype, int hopper, int *smem);
 extern "C" int bsa__attn_prepare_d128(int dtype, int hopper, int *smem);
 extern "C" int bsa__attn_prepare_d256(int dtype, int hopper, int *smem);
 extern "C" int bsa__attn_launch_d64(int dtype, int hopper, const bsa__attn_args *args,
-                                    const bsa__kv_maps *maps, void *stream);
+                                    const bsa__tma_maps *maps, void *stream);
 extern "C" int bsa__attn_launch_d128(int dtype, int hopper, const bsa__attn_args *args,
-                                     const bsa__kv_maps *maps, void *stream);
+                                     const bsa__tma_maps *maps, void *stream);
 extern "C" int bsa__attn_launch_d256(int dtype, int hopper, const bsa__attn_args *args,
-                                     const bsa__kv_maps *maps, void *stream);
+                                     const bsa__tma_maps *maps, void *stream);
 extern "C" int bsa__attn_tma_rows_d64(int hopper);
 extern "C" int bsa__attn_tma_rows_d128(int hopper);
 extern "C" int bsa__attn_tma_rows_d256(int hopper);
@@ -72,7 +72,7 @@ extern "C" int bsa__attn_prepare(int head_dim, int dtype, int cc_major, int choi
 }
 
 extern "C" int bsa__attn_launch(int head_dim, int dtype, int hopper, const bsa__attn_args *args,
-                                const bsa__kv_maps *maps, void *stream) {
+                                const bsa__tma_maps *maps, void *stream) {
   if (args->num_items <= 0) return 0;
   switch (head_dim) {
   case 64: return bsa__attn_launch_d64(dtype, hopper, args, maps, stream);
@@ -144,8 +144,8 @@ static int tma_rows(int head_dim, int hopper) {
 }
 
 extern "C" int bsa__kv_maps_encode(int head_dim, int dtype, int hopper, const bsa__attn_args *args,
-                                   int64_t kv_len, int32_t num_kv_heads, bsa__kv_maps *maps) {
-  static_assert(sizeof(bsa__kv_maps) == 3 * sizeof(CUtensorMap), "three maps");
+                                   int64_t kv_len, int32_t num_kv_heads, bsa__tma_maps *maps) {
+  static_assert(sizeof(bsa__tma_maps) == 3 * sizeof(CUtensorMap), "three maps");
   const int rows = tma_rows(head_dim, hopper);
   const int64_t st = args->k_st, sh = args->k_sh;
   if (rows == 0 || (dtype != 1 && dtype != 2) || !encode_tiled() || num_kv_heads <= 0 ||
@@ -163,7 +163,7 @@ extern "C" int bsa__kv_maps_encode(int head_dim, int dtype, int hopper, const bs
 }
 
 extern "C" int bsa__o_map_encode(int head_dim, int o_dtype, int hopper, const bsa__attn_args *args,
-                                 int64_t qo_len, bsa__kv_maps *maps) {
+                                 int64_t qo_len, bsa__tma_maps *maps) {
   const int64_t st = args->o_st, sh = args->o_sh, g = args->group;
   if (tma_rows(head_dim, hopper) == 0 || (o_dtype != 1 && o_dtype != 2) || !encode_tiled() ||
       !map_fits(args->o, st, sh, qo_len))

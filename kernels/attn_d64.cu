@@ -22,7 +22,7 @@ extern "C" int bsa__attn_prepare_d64(int dtype, int hopper, int *smem) {
 }
 
 extern "C" int bsa__attn_launch_d64(int dtype, int hopper, const bsa__attn_args *args,
-                                    const bsa__kv_maps *maps, void *stream) {
+                                    const bsa__tma_maps *maps, void *stream) {
   return K::launch(dtype, hopper, args, maps, stream);
 }
 

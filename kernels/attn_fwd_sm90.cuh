@@ -856,7 +856,7 @@ template <class C, typename T> struct LaunchSm90 {
   }
   /* One launch of the kernel, persistent (P, grid = its CTAs) or not. */
   template <bool P>
-  static int go(const bsa__attn_args *args, const bsa__kv_maps *maps, cudaStream_t st,
+  static int go(const bsa__attn_args *args, const bsa__tma_maps *maps, cudaStream_t st,
                 unsigned grid) {
     if constexpr (C::WS) {
       /* The maps travel as __grid_constant__ parameters (the copies read
@@ -876,7 +876,7 @@ template <class C, typename T> struct LaunchSm90 {
     }
     return (int)cudaGetLastError();
   }
-  static int launch(const bsa__attn_args *args, const bsa__kv_maps *maps, cudaStream_t st) {
+  static int launch(const bsa__attn_args *args, const bsa__tma_maps *maps, cudaStream_t st) {
     const int64_t nwork = (int64_t)args->num_items * args->grid_y;
     if constexpr (C::CAN_PERSIST) {
       if (args->persist && args->ctas < nwork)
@@ -898,7 +898,7 @@ template <class C, class H> struct Dispatch {
     return dtype == 2 ? Launch<C, __nv_bfloat16>::prepare(smem)
                       : Launch<C, __half>::prepare(smem);
   }
-  static int launch(int dtype, int hopper, const bsa__attn_args *args, const bsa__kv_maps *maps,
+  static int launch(int dtype, int hopper, const bsa__attn_args *args, const bsa__tma_maps *maps,
                     void *stream) {
     cudaStream_t st = static_cast<cudaStream_t>(stream);
     if (hopper)

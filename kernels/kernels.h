@@ -95,11 +95,11 @@ typedef struct bsa__attn_args {
   const int32_t *work_list;
   const int32_t *cta_off; /* [ctas + 1] */
   /* Whole tiles of K and V by the tensor-memory accelerator (the
-   * warp-specialised wgmma kernel, bsa__kv_maps): 0 off, else the order of
+   * warp-specialised wgmma kernel, bsa__tma_maps): 0 off, else the order of
    * the maps' dimensions, BSA__TMA_HND or BSA__TMA_NHD. */
   int32_t tma;
   /* Whole 64-row slices of O stored by TMA from shared memory (the third
-   * map of bsa__kv_maps): 0 off, 1 on. */
+   * map of bsa__tma_maps): 0 off, 1 on. */
   int32_t tma_o;
 #ifdef BSA_PROFILE
   /* Profiling builds only (-DBSA_PROFILE): per-phase clock stamps of the
@@ -116,9 +116,9 @@ typedef struct bsa__attn_args {
  * the warp-specialised wgmma kernel loads whole tiles and stores whole
  * slices of O with; opaque to C.  Encoded on the host from args' k, v, o
  * and strides, passed to the kernel by value at each launch. */
-typedef struct bsa__kv_maps {
+typedef struct bsa__tma_maps {
   uint64_t words[48];
-} bsa__kv_maps;
+} bsa__tma_maps;
 
 /* Encodes the K and V maps for the kernel bsa__attn_prepare chose (hopper)
  * for args' k and v (dtype; kv_len keys, num_kv_heads heads).  Returns
@@ -128,7 +128,7 @@ typedef struct bsa__kv_maps {
  * driver without the entry point): the kernel then copies every tile with
  * cp.async. */
 int bsa__kv_maps_encode(int head_dim, int dtype, int hopper, const bsa__attn_args *args,
-                        int64_t kv_len, int32_t num_kv_heads, bsa__kv_maps *maps);
+                        int64_t kv_len, int32_t num_kv_heads, bsa__tma_maps *maps);
 
 /* Encodes the O map (args' o, strides o_st/o_sh, qo_len tokens,
  * args->num_qo_heads heads, group args->group).  Returns 1 (the value for
@@ -137,7 +137,7 @@ int bsa__kv_maps_encode(int head_dim, int dtype, int hopper, const bsa__attn_arg
  * must be one box), an encodable map; else 0 (the math warps store every
  * row). */
 int bsa__o_map_encode(int head_dim, int o_dtype, int hopper, const bsa__attn_args *args,
-                      int64_t qo_len, bsa__kv_maps *maps);
+                      int64_t qo_len, bsa__tma_maps *maps);
 
 /* The attention kernel chosen for a plan. */
 typedef struct bsa__attn_kernel {
@@ -163,7 +163,7 @@ int bsa__attn_prepare(int head_dim, int dtype, int cc_major, int choice,
 /* Enqueues the attention kernel chosen by bsa__attn_prepare: grid
  * (num_items, grid_y).  maps: as encoded for args (read when args->tma). */
 int bsa__attn_launch(int head_dim, int dtype, int hopper, const bsa__attn_args *args,
-                     const bsa__kv_maps *maps, void *stream);
+                     const bsa__tma_maps *maps, void *stream);
 
 /* Enqueues the split-KV merge: for each of num_merge merges, combines the
  * partials into o (and lse). */

@@ -137,7 +137,7 @@ typedef struct cuda_plan {
    * them (calloc'd: none at first, and none unless allowed); tma_allowed:
    * TMA_LOAD | TMA_STORE as BSA_CUDA_TMA allows (tma_allowed()), 0 for the
    * mma.sync kernel, which has no TMA. */
-  bsa__kv_maps maps;
+  bsa__tma_maps maps;
   const void *maps_k, *maps_v, *maps_o;
   int32_t maps_tma, maps_tma_o, tma_allowed;
 } cuda_plan;
