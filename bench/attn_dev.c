@@ -295,14 +295,14 @@ int main(int argc, char **argv) {
       printf(
           "{\"device\":\"%s\",\"layout\":\"%s\",\"heads\":%d,\"kv_heads\":%d,\"seq\":%lld,"
           "\"head_dim\":%d,\"dtype\":\"%s\",\"causal\":%d,\"block\":%lld,\"row_block\":%lld,"
-          "\"blocks\":\"%dx%d\",\"density_req\":%.3f,\"density\":%.4f,\"time_ms\":%.4f,\"dense_time_ms\":%.4f,"
-          "\"speedup\":%.2f,\"tflops_effective\":%.1f,\"vs_dense\":%.3f,\"plan_ms\":%.3f,"
-          "\"plan_median_ms\":%.3f,\"plan_cpu_ms\":%.3f,"
+          "\"blocks\":\"%dx%d\",\"density_req\":%.3f,\"density\":%.4f,\"time_ms\":%.4f,"
+          "\"dense_time_ms\":%.4f,\"speedup\":%.2f,\"tflops_effective\":%.1f,\"vs_dense\":%.3f,"
+          "\"plan_ms\":%.3f,\"plan_median_ms\":%.3f,\"plan_cpu_ms\":%.3f,"
           "\"items\":%lld,\"segments\":%lld}\n",
           bsa_ctx_device_name(ctx), layout, H, Hkv, (long long)S, D, bsa_dtype_name(dt), causal,
-          (long long)B, (long long)(RB > 0 ? RB : B), mb, nb, density, si.density, ms, dense_ms, dense_ms / ms, tf, tf / dense_tf,
-          plan_ms, plan_median_ms, plan_cpu_ms, (long long)si.num_work_items,
-          (long long)si.num_segments);
+          (long long)B, (long long)(RB > 0 ? RB : B), mb, nb, density, si.density, ms, dense_ms,
+          dense_ms / ms, tf, tf / dense_tf, plan_ms, plan_median_ms, plan_cpu_ms,
+          (long long)si.num_work_items, (long long)si.num_segments);
     }
   }
   bsa_plan_destroy(plan);
