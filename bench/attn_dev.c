@@ -169,6 +169,7 @@ int main(int argc, char **argv) {
     }
   }
   if (Hkv == 0) Hkv = H;
+  if (RB <= 0) RB = B;
   bsa_ctx *ctx;
   bsa_ctx_options opt = {0};
   opt.device = BSA_DEVICE_CUDA;
@@ -205,7 +206,6 @@ int main(int argc, char **argv) {
   int32_t *indptr = NULL, *indices = NULL, *rsz = NULL, *csz = NULL;
   uint8_t *map = NULL;
   if (!strcmp(layout, "bsr")) {
-    if (RB <= 0) RB = B;
     const int64_t MB = (S + RB - 1) / RB, NB = (S + B - 1) / B;
     indptr = malloc(sizeof(int32_t) * (size_t)(Hkv * (MB + 1)));
     indices = malloc(sizeof(int32_t) * (size_t)(Hkv * MB * NB));
@@ -300,9 +300,9 @@ int main(int argc, char **argv) {
           "\"plan_ms\":%.3f,\"plan_median_ms\":%.3f,\"plan_cpu_ms\":%.3f,"
           "\"items\":%lld,\"segments\":%lld}\n",
           bsa_ctx_device_name(ctx), layout, H, Hkv, (long long)S, D, bsa_dtype_name(dt), causal,
-          (long long)B, (long long)(RB > 0 ? RB : B), mb, nb, density, si.density, ms, dense_ms,
-          dense_ms / ms, tf, tf / dense_tf, plan_ms, plan_median_ms, plan_cpu_ms,
-          (long long)si.num_work_items, (long long)si.num_segments);
+          (long long)B, (long long)RB, mb, nb, density, si.density, ms, dense_ms, dense_ms / ms, tf,
+          tf / dense_tf, plan_ms, plan_median_ms, plan_cpu_ms, (long long)si.num_work_items,
+          (long long)si.num_segments);
     }
   }
   bsa_plan_destroy(plan);
