@@ -46,8 +46,16 @@
 
 namespace bsak {
 
-template <int D_, int BN_, int ST_, bool WS_ = false, int QP_ = 0> struct HCfg {
+template <int D_, int BN_, int ST_, bool WS_ = false, int QP_ = 0, bool PRE_ = false,
+          bool BARS_FIRST_ = false>
+struct HCfg {
   static constexpr int D = D_, BN = BN_, ST = ST_;
+  /* PRE: a persistent attn_fwd_ws warpgroup issues the next work's first
+   * Q K^T before the current work's epilogue.  BARS_FIRST: attn_fwd_ws's
+   * tile flags and mbarriers lie in front of the Q slots instead of after
+   * the column records.  Both are taken where they measured faster
+   * (docs/kernels.md run 12: D64, dense +5%; D128 dense lost 4% with PRE). */
+  static constexpr bool PRE = PRE_, BARS_FIRST = BARS_FIRST_;
   /* Q slots of a persistent CTA (attn_fwd_ws only; 0: ST) */
   static constexpr int QP = QP_ > 0 ? QP_ : ST;
   /* WS: the warp-specialised kernel (attn_fwd_ws): a third warpgroup, of
@@ -58,7 +66,8 @@ template <int D_, int BN_, int ST_, bool WS_ = false, int QP_ = 0> struct HCfg {
   static constexpr int TILE = BN * D * 2;
   static constexpr int Q_BYTES = BM * D * 2;
   /* Q slots: 1, or QP for a persistent CTA; 1024 bytes of slack to align
-   * the panels. */
+   * the panels; WS: 256 bytes of flags and barriers (BARS_FIRST: before
+   * the alignment, so the 1280 bytes cover any start). */
   static constexpr int smem(bool persist) {
     return 1024 + (persist ? QP : 1) * Q_BYTES + ST * 2 * TILE + ST * BN * 8 + (WS ? 256 : 0);
   }
@@ -289,8 +298,8 @@ struct Prof {
 };
 
 /* A warp's state at an item's start: its rows' token limits, the running
- * max and sum, and O and the scores' registers zero. */
-template <int ND8, int NB8>
+ * max and sum, and O (and with ZERO_S the scores' registers) zero. */
+template <int ND8, int NB8, bool ZERO_S = true>
 __device__ __forceinline__ void start_item(int (&toklim)[1][2], float (&m)[1][2], float (&l)[1][2],
                                            float (&o)[ND8][4], float (&s)[NB8][4],
                                            const bsa__attn_args &a, const bsa__gpu_item &it,
@@ -300,8 +309,10 @@ __device__ __forceinline__ void start_item(int (&toklim)[1][2], float (&m)[1][2]
   l[0][0] = l[0][1] = 0.f;
 #pragma unroll
   for (int d = 0; d < ND8; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
+  if constexpr (ZERO_S) {
 #pragma unroll
-  for (int n = 0; n < NB8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+    for (int n = 0; n < NB8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+  }
 }
 
 /* S = Q K^T of one tile on the tensor cores, issued (wg_wait<0> waits for
@@ -384,14 +395,15 @@ template <bool PERSIST, int BM, int BN> struct CtaWorks {
 };
 
 /* A wgmma kernel's dynamic shared memory with QS Q slots: from its first
- * 1024-byte boundary the Q slots (sQ0), then the ST stages of K and V
- * (sKV), then the stages' column records (colinfo, [ST][BN] int2). */
+ * 1024-byte boundary (C::BARS_FIRST: the first past 256 bytes of flags and
+ * barriers) the Q slots (sQ0), then the ST stages of K and V (sKV), then
+ * the stages' column records (colinfo, [ST][BN] int2). */
 template <class C, int QS> struct SmemCarve {
   uint32_t sQ0, sKV;
   int *colinfo;
   __device__ __forceinline__ explicit SmemCarve(unsigned char *smem_raw) {
     const uint32_t raw = smem_u32(smem_raw);
-    sQ0 = (raw + 1023u) & ~1023u;
+    sQ0 = (raw + (C::BARS_FIRST ? 256u : 0u) + 1023u) & ~1023u;
     unsigned char *smem = smem_raw + (sQ0 - raw);
     sKV = sQ0 + QS * C::Q_BYTES;
     colinfo = reinterpret_cast<int *>(smem + QS * C::Q_BYTES + C::ST * 2 * C::TILE);
@@ -631,7 +643,8 @@ __global__ void __launch_bounds__(C::NT, 1)
   const uint32_t sQ0 = carve.sQ0, sKV = carve.sKV;
   int *const colinfo = carve.colinfo;
   /* [ST][4] mask flags of the tile in stage s, one per loader warp */
-  int *flags = colinfo + ST * BN * 2;
+  int *flags = C::BARS_FIRST ? reinterpret_cast<int *>(smem_raw) : colinfo + ST * BN * 2;
+  static_assert(16 * ST + 8 + 8 * (2 * ST + 2 * QS) <= 256, "flags and barriers in 256 bytes");
   /* Barriers: full[ST], empty[ST], qfull[QS], qempty[QS], 8 bytes each. */
   const uint32_t bars = (smem_u32(flags + 4 * ST) + 7u) & ~7u;
   auto full = [&](int s) { return bars + 8u * s; };
@@ -750,6 +763,18 @@ __global__ void __launch_bounds__(C::NT, 1)
   int w = work_of(0);
   bsa__gpu_item itn;
   if (w < nwork) itn = a.items[w / a.grid_y];
+  /* kPre (C::PRE): pre says that this warpgroup issued the current work's
+   * first Q K^T (from Q slot preq, into sn) before the previous work's
+   * epilogue and waited for it after.  The next work's Q slot must differ
+   * from this work's, so QS > 1. */
+  constexpr bool kPre = C::PRE && PERSIST && QS > 1;
+  bool pre = false;
+  int preq = 0;
+  float sn[1][NB8][4];
+  if constexpr (kPre) {
+#pragma unroll
+    for (int n = 0; n < NB8; ++n) sn[0][n][0] = sn[0][n][1] = sn[0][n][2] = sn[0][n][3] = 0.f;
+  }
   while (w < nwork) {
     const bsa__gpu_item it = itn;
     const int wc = w;
@@ -760,18 +785,37 @@ __global__ void __launch_bounds__(C::NT, 1)
     if (nprows <= 0) continue;
     int q = 0;
     prof.stamp(PROF_ITEM, r - 1, ntiles);
-    if (ntiles > 0) {
+    if (pre) {
+      q = preq; /* waited for before the previous epilogue */
+    } else if (ntiles > 0) {
       q = qord % QS;
       mbar_wait(qfull(q), (qord / QS) & 1);
       ++qord;
     }
     const bool active = wg * 64 < nprows;
     int toklim[1][2];
-    float o[1][ND8][4], s[1][NB8][4], m[1][2], l[1][2];
-    start_item(toklim, m, l, o[0], s[0], a, it, prow0, wrow0, lane);
+    float o[1][ND8][4], so[1][NB8][4], m[1][2], l[1][2];
+    /* With kPre the scores live across works (a Q K^T may be in them). */
+    float(&s)[1][NB8][4] = kPre ? sn : so;
+    start_item<ND8, NB8, !kPre>(toklim, m, l, o[0], s[0], a, it, prow0, wrow0, lane);
     const uint32_t sQwg = sQ0 + q * C::Q_BYTES + wg * 64 * 128;
 
-    for (int t = 0; t < ntiles; ++t) {
+    int t0 = 0;
+    if (pre) {
+      /* Tile 0's S is in s already (issued before the previous work's
+       * epilogue, waited after it); this warpgroup is active. */
+      const int stage = cn % ST;
+      ++cn;
+      const int4 fl = *reinterpret_cast<const int4 *>(flags + 4 * stage);
+      const int need = fl.x | fl.y | fl.z | fl.w;
+      const uint32_t sV = sKV + stage * 2 * C::TILE + C::TILE;
+      softmax_pv<D, BN, T>(s, o, m, l, a, it, colinfo + stage * BN * 2, toklim, prow0, wrow0,
+                           lane, need != 0, sV, prof, r - 1, 0);
+      __syncwarp();
+      if (lane == 0) mbar_arrive(empty(stage));
+      t0 = 1;
+    }
+    for (int t = t0; t < ntiles; ++t) {
       const int stage = cn % ST;
       prof.stamp(PROF_WAIT, r - 1, t);
       mbar_wait(full(stage), (cn / ST) & 1);
@@ -796,27 +840,61 @@ __global__ void __launch_bounds__(C::NT, 1)
       __syncwarp();
       if (lane == 0) mbar_arrive(empty(stage));
     }
-    if (active) {
-      const uint32_t slot = sQ0 + q * C::Q_BYTES;
-      if (a.tma_o && it.part < 0 && ntiles > 0 && prow0 + wg * 64 + 64 <= nprows) {
-        /* The warpgroup's 64 rows are all in the item: its warps stage them
-         * in the Q slot and one thread stores the slice by TMA (shared
-         * memory written by the generic proxy, read by the async one). */
-        stage_o<ND8, BM>(o, m, l, a, it, prow0, wrow0, nprows, lane, slot);
-        fence_proxy_async();
-        asm volatile("bar.sync %0, 128;\n" ::"r"(1 + wg) : "memory");
-        if ((tid & 127) == 0) {
-          const int pr = prow0 + wg * 64;
-          const int tok0 = it.q_begin + pr / a.group;
-          const bool nhd = a.o_sh < a.o_st;
-          tma_store_o<D, BM>(&tmo, slot + wg * 64 * 128, nhd ? it.kv_head * a.group : tok0,
-                             nhd ? tok0 : it.kv_head);
+    auto epi = [&]() {
+      if (active) {
+        const uint32_t slot = sQ0 + q * C::Q_BYTES;
+        if (a.tma_o && it.part < 0 && ntiles > 0 && prow0 + wg * 64 + 64 <= nprows) {
+          /* The warpgroup's 64 rows are all in the item: its warps stage them
+           * in the Q slot and one thread stores the slice by TMA (shared
+           * memory written by the generic proxy, read by the async one). */
+          stage_o<ND8, BM>(o, m, l, a, it, prow0, wrow0, nprows, lane, slot);
+          fence_proxy_async();
+          asm volatile("bar.sync %0, 128;\n" ::"r"(1 + wg) : "memory");
+          if ((tid & 127) == 0) {
+            const int pr = prow0 + wg * 64;
+            const int tok0 = it.q_begin + pr / a.group;
+            const bool nhd = a.o_sh < a.o_st;
+            tma_store_o<D, BM>(&tmo, slot + wg * 64 * 128, nhd ? it.kv_head * a.group : tok0,
+                               nhd ? tok0 : it.kv_head);
+          }
+        } else if (it.part < 0 && ntiles > 0 && ((uintptr_t)a.o & 15) == 0) {
+          epilogue_smem<ND8, BM>(o, m, l, a, it, prow0, wrow0, nprows, lane, slot);
+        } else {
+          epilogue<1, ND8, BM>(o, m, l, a, it, wc % a.grid_y, prow0, wrow0, nprows, lane);
         }
-      } else if (it.part < 0 && ntiles > 0 && ((uintptr_t)a.o & 15) == 0) {
-        epilogue_smem<ND8, BM>(o, m, l, a, it, prow0, wrow0, nprows, lane, slot);
-      } else {
-        epilogue<1, ND8, BM>(o, m, l, a, it, wc % a.grid_y, prow0, wrow0, nprows, lane);
       }
+    };
+    /* kPre: the next work's first Q K^T, issued here so that the tensor
+     * cores compute it during this work's epilogue (its accumulators are
+     * s, the epilogue's o).  Issue and wait bracket the epilogue in one
+     * block, so s is never in flight across the loop's branches (ptxas
+     * would serialise every wgmma of the kernel, warning C7518). */
+    pre = false;
+    bool dopre = false;
+    uint32_t pQ = 0, pK = 0;
+    if (kPre && w < nwork) {
+      int p0n, nprn;
+      const int ntn = slice(w, itn, p0n, nprn);
+      if (ntn > 0 && wg * 64 < nprn) {
+        preq = qord % QS;
+        mbar_wait(qfull(preq), (qord / QS) & 1);
+        ++qord;
+        const int stage = cn % ST;
+        mbar_wait(full(stage), (cn / ST) & 1);
+        pQ = sQ0 + preq * C::Q_BYTES + wg * 64 * 128;
+        pK = sKV + stage * 2 * C::TILE;
+        dopre = true;
+      }
+    }
+    if (dopre) {
+      fence_proxy_async();
+      qk_issue<D, BN, BM, T>(s[0], pQ, pK);
+      epi();
+      wg_wait<0>();
+      fence_regs<NB8>(s[0]);
+      pre = true;
+    } else {
+      epi();
     }
     prof.stamp(PROF_EPI, r - 1, ntiles);
     if (ntiles > 0) {
