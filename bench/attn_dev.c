@@ -292,17 +292,25 @@ int main(int argc, char **argv) {
     if (plan) {
       bsa_plan_get_info(plan, &si);
       const double tf = bsa_plan_flops(plan) / (ms * 1e-3) / 1e12;
+      /* The keys of the layout that ran: BSR its block shape and the one
+       * plan build; variable blocks their grid and the plan statistics. */
+      char shape[160];
+      if (!strcmp(layout, "bsr"))
+        snprintf(shape, sizeof shape, "\"block\":%lld,\"row_block\":%lld,\"plan_ms\":%.3f",
+                 (long long)B, (long long)RB, plan_ms);
+      else
+        snprintf(shape, sizeof shape,
+                 "\"blocks\":\"%dx%d\",\"plan_ms\":%.3f,\"plan_median_ms\":%.3f,"
+                 "\"plan_cpu_ms\":%.3f",
+                 mb, nb, plan_ms, plan_median_ms, plan_cpu_ms);
       printf(
           "{\"device\":\"%s\",\"layout\":\"%s\",\"heads\":%d,\"kv_heads\":%d,\"seq\":%lld,"
-          "\"head_dim\":%d,\"dtype\":\"%s\",\"causal\":%d,\"block\":%lld,\"row_block\":%lld,"
-          "\"blocks\":\"%dx%d\",\"density_req\":%.3f,\"density\":%.4f,\"time_ms\":%.4f,"
-          "\"dense_time_ms\":%.4f,\"speedup\":%.2f,\"tflops_effective\":%.1f,\"vs_dense\":%.3f,"
-          "\"plan_ms\":%.3f,\"plan_median_ms\":%.3f,\"plan_cpu_ms\":%.3f,"
-          "\"items\":%lld,\"segments\":%lld}\n",
+          "\"head_dim\":%d,\"dtype\":\"%s\",\"causal\":%d,%s,\"density_req\":%.3f,"
+          "\"density\":%.4f,\"time_ms\":%.4f,\"dense_time_ms\":%.4f,\"speedup\":%.2f,"
+          "\"tflops_effective\":%.1f,\"vs_dense\":%.3f,\"items\":%lld,\"segments\":%lld}\n",
           bsa_ctx_device_name(ctx), layout, H, Hkv, (long long)S, D, bsa_dtype_name(dt), causal,
-          (long long)B, (long long)RB, mb, nb, density, si.density, ms, dense_ms, dense_ms / ms, tf,
-          tf / dense_tf, plan_ms, plan_median_ms, plan_cpu_ms, (long long)si.num_work_items,
-          (long long)si.num_segments);
+          shape, density, si.density, ms, dense_ms, dense_ms / ms, tf, tf / dense_tf,
+          (long long)si.num_work_items, (long long)si.num_segments);
     }
   }
   bsa_plan_destroy(plan);
