@@ -800,19 +800,28 @@ __global__ void __launch_bounds__(C::NT, 1)
     start_item<ND8, NB8, !kPre>(toklim, m, l, o[0], s[0], a, it, prow0, wrow0, lane);
     const uint32_t sQwg = sQ0 + q * C::Q_BYTES + wg * 64 * 128;
 
+    /* A tile's mask flag (any loader warp's), and the rest of tile t once
+     * its S is in s: softmax and P V from the stage's V. */
+    auto tile_need = [&](int stage) {
+      const int4 fl = *reinterpret_cast<const int4 *>(flags + 4 * stage);
+      return (fl.x | fl.y | fl.z | fl.w) != 0;
+    };
+    auto finish_tile = [&](int stage, bool need, int t) {
+      softmax_pv<D, BN, T>(s, o, m, l, a, it, colinfo + stage * BN * 2, toklim, prow0, wrow0,
+                           lane, need, sKV + stage * 2 * C::TILE + C::TILE, prof, r - 1, t);
+    };
+    auto release = [&](int stage) {
+      __syncwarp();
+      if (lane == 0) mbar_arrive(empty(stage));
+    };
     int t0 = 0;
     if (pre) {
       /* Tile 0's S is in s already (issued before the previous work's
        * epilogue, waited after it); this warpgroup is active. */
       const int stage = cn % ST;
       ++cn;
-      const int4 fl = *reinterpret_cast<const int4 *>(flags + 4 * stage);
-      const int need = fl.x | fl.y | fl.z | fl.w;
-      const uint32_t sV = sKV + stage * 2 * C::TILE + C::TILE;
-      softmax_pv<D, BN, T>(s, o, m, l, a, it, colinfo + stage * BN * 2, toklim, prow0, wrow0,
-                           lane, need != 0, sV, prof, r - 1, 0);
-      __syncwarp();
-      if (lane == 0) mbar_arrive(empty(stage));
+      finish_tile(stage, tile_need(stage), 0);
+      release(stage);
       t0 = 1;
     }
     for (int t = t0; t < ntiles; ++t) {
@@ -825,20 +834,15 @@ __global__ void __launch_bounds__(C::NT, 1)
        * through the async proxy. */
       fence_proxy_async();
       if (active) {
-        const int4 fl = *reinterpret_cast<const int4 *>(flags + 4 * stage);
-        const int need = fl.x | fl.y | fl.z | fl.w;
-        const uint32_t sK = sKV + stage * 2 * C::TILE, sV = sK + C::TILE;
-        qk_issue<D, BN, BM, T>(s[0], sQwg, sK);
+        const bool need = tile_need(stage);
+        qk_issue<D, BN, BM, T>(s[0], sQwg, sKV + stage * 2 * C::TILE);
         wg_wait<0>();
         fence_regs<NB8>(s[0]);
         prof.stamp(PROF_QK, r - 1, t);
-
-        softmax_pv<D, BN, T>(s, o, m, l, a, it, colinfo + stage * BN * 2, toklim, prow0,
-                             wrow0, lane, need != 0, sV, prof, r - 1, t);
+        finish_tile(stage, need, t);
         prof.stamp(PROF_PV, r - 1, t);
       }
-      __syncwarp();
-      if (lane == 0) mbar_arrive(empty(stage));
+      release(stage);
     }
     auto epi = [&]() {
       if (active) {
